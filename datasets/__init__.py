@@ -1,0 +1,1 @@
+"""Data loaders and simulators (installed as ``invdiff.datasets``)."""

@@ -1,0 +1,91 @@
+"""Per-sample linear algebra: inner products, batched conjugate gradients, dense operator matrices.
+
+Every reduction here is over the non-batch dimensions only: nothing is reduced across the batch,
+so item ``i``'s result never depends on the other items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def batch_view(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-sample ``(B,)`` tensor to ``(B, 1, ..., 1)`` so it broadcasts against ``like``."""
+    return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))
+
+
+def batch_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Real inner product per sample, ``(B,)``; complex tensors use Re<a, b>."""
+    prod = a.conj() * b if a.is_complex() else a * b
+    return prod.real.flatten(1).sum(1) if prod.is_complex() else prod.flatten(1).sum(1)
+
+
+def batch_norm(a: Tensor) -> Tensor:
+    """Euclidean norm per sample, ``(B,)``."""
+    return batch_dot(a, a).clamp_min(0).sqrt()
+
+
+@dataclass(frozen=True)
+class CGInfo:
+    """What a conjugate-gradient solve did, per sample."""
+
+    iterations: int
+    relative_residual: Tensor  # (B,)
+    converged: Tensor  # (B,) bool
+
+
+def conjugate_gradient(
+    apply: Callable[[Tensor], Tensor],
+    b: Tensor,
+    x0: Tensor | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 1000,
+) -> tuple[Tensor, CGInfo]:
+    """Solve ``apply(x) = b`` for a symmetric positive (semi-)definite ``apply``, per sample.
+
+    Each item stops updating once ``||b - apply(x)|| <= tol * ||b||``; an item with ``b = 0`` returns
+    ``x0`` (zeros by default). Started from zero on a semi-definite system, CG stays in the range of
+    the operator, so for normal equations it returns the minimum-norm least-squares solution.
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - apply(x) if x0 is not None else b.clone()
+    p = r.clone()
+    rs = batch_dot(r, r)
+    b_norm = batch_norm(b)
+    threshold = (tol * b_norm) ** 2
+    active = rs > threshold
+    it = 0
+    while it < max_iter and bool(active.any()):
+        ap = apply(p)
+        pap = batch_dot(p, ap)
+        ok = active & (pap > 0)
+        alpha = torch.where(ok, rs / torch.where(ok, pap, torch.ones_like(pap)), torch.zeros_like(rs))
+        x = x + batch_view(alpha, x).to(x.dtype) * p
+        r = r - batch_view(alpha, r).to(r.dtype) * ap
+        rs_new = batch_dot(r, r)
+        beta = torch.where(ok, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), torch.zeros_like(rs))
+        p = r + batch_view(beta, p).to(p.dtype) * p
+        rs = torch.where(ok, rs_new, rs)
+        active = ok & (rs > threshold)
+        it += 1
+    rel = rs.sqrt() / torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
+    return x, CGInfo(iterations=it, relative_residual=rel, converged=~active)
+
+
+def operator_matrix(apply: Callable[[Tensor], Tensor], in_shape: tuple[int, ...], *,
+                    dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Tensor:
+    """Dense matrix ``(m, d)`` of a linear map acting on tensors of event shape ``in_shape``.
+
+    Applies the map to the ``d = prod(in_shape)`` standard basis vectors as one batch; meant for
+    the small problems on which exact posteriors are computed.
+    """
+    d = 1
+    for s in in_shape:
+        d *= s
+    basis = torch.eye(d, dtype=dtype, device=device).reshape(d, *in_shape)
+    out = apply(basis)
+    return out.reshape(d, -1).T.contiguous()

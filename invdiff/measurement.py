@@ -1,0 +1,302 @@
+"""``Measurement``: the only door between samplers and data.
+
+A measurement is an operator ``A`` (any deepinv :class:`~deepinv.physics.Physics`), an observation
+``y = A(x) + n`` and the standard deviation ``sigma`` of the white Gaussian noise ``n`` on each real
+entry of ``y`` (for complex data stored as 2 real channels, on each channel). It is frozen: every
+method is a pure function of ``x`` and the stored ``(physics, y, sigma)``.
+
+Linear operators get closed forms (gradient, pseudo-inverse, proximal map, hard consistency);
+operators that expose an SVD (:class:`~deepinv.physics.DecomposablePhysics`) get them without
+iterations; other linear operators use per-sample conjugate gradients; non-linear operators get the
+likelihood and its gradient by autograd. Capabilities an operator lacks raise
+:class:`CapabilityError` with the operator's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import deepinv as dinv
+import torch
+from torch import Tensor
+
+from invdiff.linalg import batch_view, conjugate_gradient
+
+__all__ = ["CapabilityError", "Measurement"]
+
+
+class CapabilityError(NotImplementedError):
+    """The operator behind a measurement does not offer the requested capability."""
+
+
+def _as_sigma(sigma: float | Tensor, batch: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    s = torch.as_tensor(sigma, dtype=dtype, device=device)
+    if s.dim() == 0:
+        s = s.expand(batch).clone()
+    elif s.dim() != 1 or s.shape[0] != batch:
+        raise ValueError(
+            f"sigma must be a scalar or a tensor of shape ({batch},) (one per sample), "
+            f"got shape {tuple(s.shape)}"
+        )
+    if not bool(torch.isfinite(s).all()) or bool((s <= 0).any()):
+        raise ValueError(f"sigma must be finite and > 0 for every sample, got {s.tolist()}")
+    return s
+
+
+class Measurement:
+    """A frozen Gaussian measurement ``y = A(x) + sigma * n``, ``n ~ N(0, I)``, per sample.
+
+    Args:
+        physics: a deepinv ``Physics``; only its noiseless ``A`` (and ``A_adjoint``) are used, never
+            its noise model: the noise level is ``sigma``.
+        y: observation, batch-first ``(B, ...)``, in the operator's output layout (complex data as
+            2 real channels on dim 1, as in deepinv). Must be finite.
+        sigma: noise standard deviation in the units of ``y``; a scalar or one value per sample
+            ``(B,)``; strictly positive.
+        x_shape: shape ``(B, ...)`` of the unknown. Inferred as the shape of ``A^T y`` for linear
+            operators; required to validate ``y`` against a non-linear operator.
+
+    Raises:
+        ValueError: ``y`` contains NaN/Inf, ``sigma`` is not positive or has the wrong shape, or
+            ``y``'s shape does not fit the operator.
+    """
+
+    __slots__ = ("_physics", "_y", "_sigma", "_x_shape")
+
+    def __init__(self, physics: dinv.physics.Physics, y: Tensor, sigma: float | Tensor,
+                 x_shape: Sequence[int] | None = None):
+        if not isinstance(physics, dinv.physics.Physics):
+            raise TypeError(f"physics must be a deepinv Physics, got {type(physics).__name__}")
+        if not isinstance(y, Tensor) or y.dim() < 1:
+            raise ValueError(f"y must be a batch-first tensor (B, ...), got {type(y).__name__}")
+        if not bool(torch.isfinite(y).all()):
+            bad = int((~torch.isfinite(y)).sum())
+            raise ValueError(f"y of shape {tuple(y.shape)} contains {bad} NaN or Inf entries")
+        y = y.detach()
+        real_dtype = y.real.dtype
+        sigma_t = _as_sigma(sigma, y.shape[0], real_dtype, y.device)
+        object.__setattr__(self, "_physics", physics)
+        object.__setattr__(self, "_y", y)
+        object.__setattr__(self, "_sigma", sigma_t)
+        object.__setattr__(self, "_x_shape", self._infer_x_shape(x_shape))
+
+    def _infer_x_shape(self, x_shape: Sequence[int] | None) -> tuple[int, ...] | None:
+        name = type(self._physics).__name__
+        y = self._y
+        try:
+            with torch.no_grad():
+                if x_shape is not None:
+                    x_shape = tuple(int(s) for s in x_shape)
+                    if x_shape[0] != y.shape[0]:
+                        raise ValueError(f"batch of x_shape {x_shape} differs from y's batch {y.shape[0]}")
+                    y_pred = self._physics.A(torch.zeros(x_shape, dtype=y.real.dtype, device=y.device))
+                elif self.is_linear:
+                    xt = self._physics.A_adjoint(y)
+                    x_shape = tuple(xt.shape)
+                    y_pred = self._physics.A(xt)
+                else:
+                    return None
+        except (RuntimeError, ValueError, IndexError) as err:
+            raise ValueError(
+                f"y of shape {tuple(y.shape)} does not fit the operator {name}: {err}"
+            ) from err
+        if tuple(y_pred.shape) != tuple(y.shape):
+            raise ValueError(
+                f"y has shape {tuple(y.shape)} but {name} maps x of shape {x_shape} "
+                f"to shape {tuple(y_pred.shape)}"
+            )
+        return x_shape
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Measurement is frozen; build a new one (with_mask, expand, ...)")
+
+    def __repr__(self) -> str:
+        return (f"Measurement({type(self._physics).__name__}, y={tuple(self._y.shape)}, "
+                f"x={self._x_shape}, sigma={self._sigma.tolist()})")
+
+    # ----- read-only state -------------------------------------------------------------------
+    @property
+    def physics(self) -> dinv.physics.Physics:
+        return self._physics
+
+    @property
+    def y(self) -> Tensor:
+        return self._y
+
+    @property
+    def sigma(self) -> Tensor:
+        """Noise standard deviation per sample, ``(B,)``."""
+        return self._sigma
+
+    @property
+    def batch_size(self) -> int:
+        return int(self._y.shape[0])
+
+    @property
+    def x_shape(self) -> tuple[int, ...] | None:
+        """Shape ``(B, ...)`` of the unknown, when known."""
+        return self._x_shape
+
+    @property
+    def is_linear(self) -> bool:
+        return isinstance(self._physics, dinv.physics.LinearPhysics)
+
+    @property
+    def is_decomposable(self) -> bool:
+        return isinstance(self._physics, dinv.physics.DecomposablePhysics)
+
+    # ----- likelihood --------------------------------------------------------------------------
+    def residual(self, x: Tensor) -> Tensor:
+        """``y - A(x)``, shaped like ``y``."""
+        return self._y - self._physics.A(x)
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        """Gaussian log-likelihood per sample, ``(B,)``: ``-||y - A(x)||^2 / (2 sigma^2)``.
+
+        The additive constant ``-m/2 log(2 pi sigma^2)`` is omitted: it does not depend on ``x``.
+        Differentiable in ``x``.
+        """
+        r = self.residual(x)
+        sq = (r.abs() ** 2 if r.is_complex() else r * r).flatten(1).sum(1)
+        return -0.5 * sq / self._sigma**2
+
+    def grad_log_likelihood(self, x: Tensor) -> Tensor:
+        """Gradient of :meth:`log_likelihood` with respect to ``x``, shaped like ``x``.
+
+        Closed form ``A^T (y - A x) / sigma^2`` for linear operators; autograd otherwise.
+        """
+        if self.is_linear:
+            r = self.residual(x) / batch_view(self._sigma**2, self._y)
+            return self._physics.A_adjoint(r)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.log_likelihood(xg).sum(), xg)
+        return g
+
+    # ----- linear capabilities -------------------------------------------------------------------
+    def _require_linear(self, what: str) -> None:
+        if not self.is_linear:
+            raise CapabilityError(f"{what} needs a linear operator; {type(self._physics).__name__} is not")
+
+    def _spectrum_solve(self, b: Tensor, shift: Tensor | None) -> Tensor:
+        """``V diag(1 / (|s|^2 / sigma^2 + shift)) V^T b`` for a decomposable operator.
+
+        With ``shift=None`` it applies the pseudo-inverse of ``diag(|s|^2)`` instead (zero where
+        ``|s|`` is below ``1e-6 * max|s|``): ``(A^T A)^+ b``.
+        """
+        p = self._physics
+        vb = p.V_adjoint(b)
+        s2 = torch.as_tensor(p.mask, device=vb.device)
+        s2 = (s2.conj() * s2).real if s2.is_complex() else s2 * s2
+        s2 = s2.to(vb.real.dtype)
+        if shift is None:
+            thr = (1e-6 * s2.max().sqrt()) ** 2
+            inv = torch.where(s2 > thr, 1.0 / torch.where(s2 > thr, s2, torch.ones_like(s2)), torch.zeros_like(s2))
+            return p.V(vb * inv)
+        sig2 = batch_view(self._sigma**2, vb).to(vb.real.dtype)
+        return p.V(vb / (s2 / sig2 + batch_view(shift, vb).to(vb.real.dtype)))
+
+    def pinv(self, method: Literal["auto", "cg", "physics"] = "auto", tol: float = 1e-10,
+             max_iter: int = 500) -> Tensor:
+        """``A^+ y``: the minimum-norm least-squares solution, x-shaped.
+
+        ``"auto"``: closed form through the SVD for decomposable operators (zero-filling for MRI
+        and inpainting), conjugate gradients on the normal equations otherwise. ``"cg"`` forces CG.
+        ``"physics"`` returns the operator's own ``A_dagger`` (FBP for deepinv's ``Tomography``),
+        which is not always an exact least-squares solution.
+        """
+        return self._pinv_of(self._y, method, tol, max_iter)
+
+    def _pinv_of(self, y: Tensor, method: str, tol: float, max_iter: int) -> Tensor:
+        self._require_linear("pinv")
+        p = self._physics
+        if method == "physics":
+            return p.A_dagger(y)
+        aty = p.A_adjoint(y)
+        if method == "auto" and self.is_decomposable:
+            return self._spectrum_solve(aty, None)
+        if method not in ("auto", "cg"):
+            raise ValueError(f"method must be 'auto', 'cg' or 'physics', got {method!r}")
+        x, _ = conjugate_gradient(p.A_adjoint_A, aty, tol=tol, max_iter=max_iter)
+        return x
+
+    def prox(self, z: Tensor, gamma: float | Tensor, tol: float = 1e-10, max_iter: int = 500) -> Tensor:
+        """``argmin_x ||y - A x||^2 / (2 sigma^2) + ||x - z||^2 / (2 gamma)``, per sample.
+
+        ``gamma`` is a scalar or ``(B,)``, in squared units of ``x``. Closed form for decomposable
+        operators; conjugate gradients (started at ``z``) otherwise.
+        """
+        self._require_linear("prox")
+        gamma_t = _as_sigma(gamma, z.shape[0], self._sigma.dtype, self._sigma.device)
+        p = self._physics
+        b = p.A_adjoint(self._y / batch_view(self._sigma**2, self._y)) + z / batch_view(gamma_t, z)
+        if self.is_decomposable:
+            return self._spectrum_solve(b, 1.0 / gamma_t)
+        inv_s2 = 1.0 / self._sigma**2
+        inv_g = 1.0 / gamma_t
+
+        def normal(v: Tensor) -> Tensor:
+            return batch_view(inv_s2, v) * p.A_adjoint_A(v) + batch_view(inv_g, v) * v
+
+        x, _ = conjugate_gradient(normal, b, x0=z, tol=tol, max_iter=max_iter)
+        return x
+
+    def consistent(self, x: Tensor, tol: float = 1e-10, max_iter: int = 500) -> Tensor:
+        """Hard data consistency: the closest point to ``x`` with ``A x' = P y``, ``x + A^+(y - A x)``.
+
+        ``P`` projects onto the range of ``A`` (``P y = y`` for noiseless data). For operators that
+        select entries (Cartesian MRI, inpainting) this replaces the measured entries by ``y``.
+        """
+        self._require_linear("consistent")
+        return x + self._pinv_of(self.residual(x), "auto", tol, max_iter)
+
+    # ----- particles and optional capabilities --------------------------------------------------------
+    def expand(self, n: int) -> Measurement:
+        """The same measurement for ``n`` particles per item: batch ``B * n``, item-major.
+
+        Operators whose parameters are shared across the batch are reused as is. Operators with
+        per-sample parameters (a buffer whose leading dimension is ``B > 1``) must provide
+        ``expand_batch(n)``; otherwise :class:`CapabilityError` is raised rather than silently
+        pairing particles with the wrong item's parameters.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        if n == 1:
+            return self
+        b = self.batch_size
+        physics = self._physics
+        per_sample = b > 1 and any(
+            t.dim() > 0 and t.shape[0] == b for t in list(physics.buffers()) + list(physics.parameters())
+        )
+        if per_sample:
+            if not hasattr(physics, "expand_batch"):
+                raise CapabilityError(
+                    f"{type(physics).__name__} holds per-sample parameters (leading dimension {b}) and "
+                    "has no expand_batch(n); expand its parameters and build a new Measurement"
+                )
+            physics = physics.expand_batch(n)
+        x_shape = None if self._x_shape is None else (b * n, *self._x_shape[1:])
+        return Measurement(physics, self._y.repeat_interleave(n, dim=0),
+                           self._sigma.repeat_interleave(n, dim=0), x_shape=x_shape)
+
+    def with_mask(self, mask: Tensor, y: Tensor | None = None) -> Measurement:
+        """A new measurement with the operator's mask replaced (the stored operator is unchanged).
+
+        Requires an operator with ``with_mask`` (invdiff's MRI and inpainting operators). ``y`` is the
+        observation under the new mask; by default the current ``y`` is re-masked, which is only
+        right when the new mask selects a subset of the old one.
+        """
+        if not hasattr(self._physics, "with_mask"):
+            raise CapabilityError(f"{type(self._physics).__name__} has no with_mask(mask)")
+        physics = self._physics.with_mask(mask)
+        if y is None:
+            y = physics.A(physics.A_adjoint(self._y))
+        return Measurement(physics, y, self._sigma, x_shape=self._x_shape)
+
+    def svd(self):
+        """``(U, s, V_adjoint)`` of a decomposable operator ``A = U diag(s) V^T``, as callables and a tensor."""
+        if not self.is_decomposable:
+            raise CapabilityError(f"{type(self._physics).__name__} exposes no SVD (not a DecomposablePhysics)")
+        p = self._physics
+        return p.U, torch.as_tensor(p.mask), p.V_adjoint

@@ -1,0 +1,48 @@
+"""The continuous prior contract, in the EDM convention.
+
+A prior is a denoiser: for ``x = x0 + sigma * n``, ``n ~ N(0, I)``, ``x0 ~ p``,
+``denoise(x, sigma)`` returns ``E[x0 | x]`` in data units. Tweedie's formula gives the score of the
+smoothed density ``p_sigma`` from it: ``grad log p_sigma(x) = (denoise(x, sigma) - x) / sigma^2``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from invdiff.linalg import batch_view
+
+
+def sigma_per_sample(sigma: float | Tensor, x: Tensor) -> Tensor:
+    """A noise level as a float64 ``(B,)`` tensor on ``x``'s device; must be > 0."""
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device)
+    if s.dim() == 0:
+        s = s.expand(x.shape[0])
+    if s.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a scalar or shape ({x.shape[0]},), got {tuple(s.shape)}")
+    if bool((s <= 0).any()):
+        raise ValueError("sigma must be > 0")
+    return s
+
+
+class Denoiser(ABC):
+    """Minimum-mean-squared-error denoiser ``D(x, sigma) = E[x0 | x0 + sigma n = x]``.
+
+    Attributes:
+        event_shape: shape of one sample (without batch), e.g. ``(2, 128, 128)``.
+        data_range: ``(low, high)`` of the data the prior was built for, or ``None``.
+    """
+
+    event_shape: tuple[int, ...]
+    data_range: tuple[float, float] | None = None
+
+    @abstractmethod
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """``E[x0 | x]`` for ``x`` of shape ``(B, *event_shape)``; ``sigma`` scalar or ``(B,)``."""
+
+    def score(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """``grad_x log p_sigma(x) = (denoise(x, sigma) - x) / sigma^2`` (Tweedie)."""
+        s = sigma_per_sample(sigma, x).to(x.dtype)
+        return (self.denoise(x, sigma) - x) / batch_view(s, x) ** 2

@@ -1,0 +1,213 @@
+"""The sampler protocol, its runner, and the ``Posterior`` every sampler returns.
+
+A sampler is a step kernel (sigpy's Alg/App split): ::
+
+    state = sampler.init(measurement, prior, n_particles, generator)
+    while not state.done:
+        state = sampler.step(state)
+    posterior = sampler.result(state)
+
+:func:`run` is the driver: progress bar, wall time. Particles are laid out item-major: state tensors
+are ``(B * N, ...)``, and the ``Posterior`` reshapes them to ``(B, N, ...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from invdiff.measurement import Measurement
+from invdiff.priors.base import Denoiser
+from invdiff.rng import BatchGenerator
+from invdiff.samplers.particles import RESAMPLERS, effective_sample_size, gather_particles, normalized_weights
+
+
+@dataclass
+class Diagnostics:
+    """Cost and health counters of one run.
+
+    ``network_evals`` counts denoiser calls (each on all ``B * N`` particles at once);
+    ``vjp_evals`` counts vector-Jacobian products through the denoiser; ``wall_time`` is seconds;
+    ``ess_history`` holds the ``(B,)`` effective sample size after each step that reweights.
+    """
+
+    network_evals: int = 0
+    vjp_evals: int = 0
+    wall_time: float = 0.0
+    ess_history: list[Tensor] = field(default_factory=list)
+
+
+class CountingDenoiser(Denoiser):
+    """Wraps a prior and counts its calls into a :class:`Diagnostics` (the prior is untouched)."""
+
+    def __init__(self, prior: Denoiser, diagnostics: Diagnostics):
+        self.prior = prior
+        self.diagnostics = diagnostics
+        self.event_shape = tuple(prior.event_shape)
+        self.data_range = prior.data_range
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        self.diagnostics.network_evals += 1
+        return self.prior.denoise(x, sigma)
+
+
+@dataclass(frozen=True)
+class SamplerState:
+    """Everything a step needs. Samplers extend it with their own fields.
+
+    ``x``: particles ``(B * N, *event_shape)``; ``log_weights``: float64 ``(B, N)``.
+    """
+
+    x: Tensor
+    log_weights: Tensor
+    step: int
+    num_steps: int
+    measurement: Measurement | None
+    prior: CountingDenoiser
+    rng: BatchGenerator
+    diagnostics: Diagnostics
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.num_steps
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.log_weights.shape[0])
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.log_weights.shape[1])
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """Weighted posterior samples.
+
+    Attributes:
+        samples: ``(B, N, *event_shape)``.
+        log_weights: float64 ``(B, N)``; uniform (zeros) for samplers that do not weight.
+        diagnostics: cost counters of the run.
+    """
+
+    samples: Tensor
+    log_weights: Tensor
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
+
+    def __post_init__(self):
+        if self.log_weights.shape != self.samples.shape[:2]:
+            raise ValueError(f"log_weights {tuple(self.log_weights.shape)} must be (B, N) of samples "
+                             f"{tuple(self.samples.shape)}")
+
+    @property
+    def weights(self) -> Tensor:
+        """Normalised weights, float64 ``(B, N)``."""
+        return normalized_weights(self.log_weights)
+
+    @property
+    def ess(self) -> Tensor:
+        return effective_sample_size(self.log_weights)
+
+    def _w(self) -> Tensor:
+        w = self.weights.to(self.samples.dtype)
+        return w.reshape(*w.shape, *([1] * (self.samples.dim() - 2)))
+
+    @property
+    def mean(self) -> Tensor:
+        """Weighted posterior mean ``(B, *event_shape)``."""
+        return (self._w() * self.samples).sum(1)
+
+    @property
+    def var(self) -> Tensor:
+        """Weighted pixel-wise variance ``(B, *event_shape)`` (the biased, weights-normalised estimate)."""
+        return (self._w() * (self.samples - self.mean.unsqueeze(1)) ** 2).sum(1)
+
+    @property
+    def std(self) -> Tensor:
+        return self.var.sqrt()
+
+    def reweighted(self, log_increment: Tensor) -> Posterior:
+        """Multiply the weights by ``exp(log_increment)`` ``(B, N)`` (importance correction)."""
+        return dataclasses.replace(self, log_weights=self.log_weights + log_increment.to(torch.float64))
+
+    def resampled(self, generator: torch.Generator, method: str = "systematic") -> Posterior:
+        """Equally weighted particles drawn from the weighted ones."""
+        b, n = self.log_weights.shape
+        rng = BatchGenerator.spawn(generator, b)
+        idx = RESAMPLERS[method](self.log_weights, rng)
+        flat = gather_particles(self.samples.reshape(b * n, *self.samples.shape[2:]), idx)
+        return dataclasses.replace(self, samples=flat.reshape(self.samples.shape),
+                                   log_weights=torch.zeros_like(self.log_weights))
+
+
+class Sampler(ABC):
+    """A posterior (or prior) sampler as an explicit step kernel over :class:`SamplerState`."""
+
+    @abstractmethod
+    def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
+             generator: torch.Generator) -> SamplerState:
+        """Initial state for ``n_particles`` per measured item."""
+
+    @abstractmethod
+    def step(self, state: SamplerState) -> SamplerState:
+        """One step; returns a new state (the input state is not modified)."""
+
+    def result(self, state: SamplerState) -> Posterior:
+        b, n = state.log_weights.shape
+        return Posterior(state.x.reshape(b, n, *state.x.shape[1:]), state.log_weights, state.diagnostics)
+
+    @staticmethod
+    def initial_state(measurement: Measurement | None, prior: Denoiser, n_particles: int,
+                      generator: torch.Generator, num_steps: int, x_init: Callable[[BatchGenerator, torch.dtype], Tensor],
+                      dtype: torch.dtype = torch.float32) -> SamplerState:
+        """Shared set-up: batch size, per-item random streams, the counting prior, and particles.
+
+        ``x_init(rng, dtype)`` returns ``(B, N, *event_shape)``; without a measurement the batch
+        size is 1 and the dtype is ``dtype``, with one it is ``y``'s real dtype and device.
+        """
+        if not isinstance(n_particles, int) or n_particles < 1:
+            raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
+        if measurement is None:
+            b, device = 1, torch.device("cpu")
+        else:
+            b, device, dtype = measurement.batch_size, measurement.y.device, measurement.y.real.dtype
+            if measurement.x_shape is not None and tuple(measurement.x_shape[1:]) != tuple(prior.event_shape):
+                raise ValueError(f"the prior's event shape {tuple(prior.event_shape)} does not match "
+                                 f"the measurement's unknown {tuple(measurement.x_shape[1:])}")
+        rng = BatchGenerator.spawn(generator, b, device)
+        diagnostics = Diagnostics()
+        x = x_init(rng, dtype)
+        return SamplerState(
+            x=x.reshape(b * n_particles, *x.shape[2:]),
+            log_weights=torch.zeros(b, n_particles, dtype=torch.float64, device=device),
+            step=0, num_steps=num_steps, measurement=measurement,
+            prior=CountingDenoiser(prior, diagnostics), rng=rng, diagnostics=diagnostics,
+        )
+
+
+def run(sampler: Sampler, measurement: Measurement | None, prior: Denoiser, *, n_particles: int = 1,
+        generator: torch.Generator, progress: bool = True,
+        callback: Callable[[SamplerState], None] | None = None) -> Posterior:
+    """Drive ``sampler`` to completion and return its :class:`Posterior` (with wall time).
+
+    ``progress=False`` silences the progress bar; ``callback(state)`` runs after every step.
+    """
+    start = time.perf_counter()
+    state = sampler.init(measurement, prior, n_particles, generator)
+    with torch.no_grad(), tqdm(total=state.num_steps, desc=type(sampler).__name__,
+                               disable=not progress, leave=False) as bar:
+        while not state.done:
+            state = sampler.step(state)
+            bar.update(1)
+            if callback is not None:
+                callback(state)
+    posterior = sampler.result(state)
+    posterior.diagnostics.wall_time = time.perf_counter() - start
+    return posterior

@@ -1,0 +1,33 @@
+"""Reusable checks for operators and measurements (sigpy's ``check_linop_adjoint`` style).
+
+Each returns a number (a relative error) so that tests can assert a tolerance and benchmarks can
+report it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from invdiff.linalg import batch_dot
+
+
+def adjoint_relative_error(physics, x: Tensor, y: Tensor) -> float:
+    """``max_b |<A x, y> - <x, A^T y>| / (||A x|| ||y||)`` for one ``x`` and ``y`` per sample."""
+    ax, aty = physics.A(x), physics.A_adjoint(y)
+    lhs, rhs = batch_dot(ax, y), batch_dot(x, aty)
+    scale = (batch_dot(ax, ax).sqrt() * batch_dot(y, y).sqrt()).clamp_min(1e-300)
+    return float(((lhs - rhs).abs() / scale).max())
+
+
+def autograd_grad_log_likelihood(measurement, x: Tensor) -> Tensor:
+    """Gradient of ``measurement.log_likelihood`` by autograd: the reference for closed forms."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(measurement.log_likelihood(xg).sum(), xg)
+    return g
+
+
+def relative_error(a: Tensor, b: Tensor) -> float:
+    """``||a - b|| / ||b||`` over the whole tensor."""
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
