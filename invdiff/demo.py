@@ -1,7 +1,7 @@
 """The demo job: posterior sampling on a Gaussian-mixture problem, printed beside the exact answer.
 
 Prior: the 25-component MCGdiff mixture in dimension 8. Measurement: ``y = A x + sigma n`` with a
-random 2 x 8 operator whose singular values lie in (0, 1). Sampler: ancestral DDIM draws from the
+random 1 x 8 operator whose singular values lie in (0, 1). Sampler: ancestral DDIM draws from the
 diffusion prior (exact mixture denoiser), importance-weighted by the measurement likelihood: an
 asymptotically exact posterior sampler that exercises every part of the core (prior, schedule,
 sampler protocol, ``Measurement``, particle weights). The exact posterior is a mixture in closed form.
@@ -26,7 +26,7 @@ def gaussian_mixture_demo(out_dir: str | Path, n_particles: int = 16384, num_ste
                           seed: int = 0, progress: bool = True) -> dict:
     """Run the demo, write ``gmm_posterior.json`` and ``gmm_posterior.png`` to ``out_dir``, return the summary."""
     g = torch.Generator().manual_seed(seed)
-    dim, n_obs, sigma = 8, 2, 0.5
+    dim, n_obs, sigma = 8, 1, 0.5
     prior = GaussianMixturePrior.grid(dim, g)
     op = MatrixOperator.random(n_obs, dim, g)
     x_true = prior.sample(1, g)
@@ -88,7 +88,7 @@ def format_summary(s: dict) -> str:
     ew, sw = s["mode_weights"]["exact"], s["mode_weights"]["sampled"]
     top = sorted(range(len(ew)), key=lambda k: -ew[k])[:4]
     lines = [
-        f"Gaussian-mixture posterior (d={s['problem']['dim']}, {s['problem']['observations']} observations, "
+        f"Gaussian-mixture posterior (d={s['problem']['dim']}, {s['problem']['observations']} observation(s), "
         f"noise sigma {s['problem']['noise_sigma']})",
         f"sampler: {s['sampler']['name']}, {s['sampler']['particles']} particles, "
         f"{s['sampler']['network_evals']} network evaluations, {s['sampler']['wall_time_s']} s, "
