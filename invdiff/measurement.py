@@ -191,7 +191,7 @@ class Measurement:
         s2 = (s2.conj() * s2).real if s2.is_complex() else s2 * s2
         s2 = s2.to(vb.real.dtype)
         if shift is None:
-            thr = (1e-6 * s2.max().sqrt()) ** 2
+            thr = 1e-12 * s2.max()  # |s| below 1e-6 max|s| counts as zero
             inv = torch.where(s2 > thr, 1.0 / torch.where(s2 > thr, s2, torch.ones_like(s2)), torch.zeros_like(s2))
             return p.V(vb * inv)
         sig2 = batch_view(self._sigma**2, vb).to(vb.real.dtype)

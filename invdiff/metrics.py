@@ -16,8 +16,8 @@ PROJECTION_SEED = 20230607
 def _weighted_quantiles(values: Tensor, weights: Tensor, q: Tensor) -> Tensor:
     """Quantile function of the discrete distributions ``sum_i w_i delta(values_i)``.
 
-    ``values`` ``(P, n)`` sorted along the last dim, ``weights`` ``(n,)`` matching the sort order
-    per row ``(P, n)``, ``q`` ``(P, L)`` in (0, 1).
+    ``values`` ``(P, n)`` sorted along the last dim, ``weights`` ``(P, n)`` in the same order,
+    ``q`` ``(P, L)`` in (0, 1).
     """
     cdf = torch.cumsum(weights, dim=-1)
     idx = torch.searchsorted(cdf, q.contiguous()).clamp_max(values.shape[-1] - 1)

@@ -68,13 +68,6 @@ class BatchGenerator:
     def device(self) -> torch.device:
         return self._generators[0].device
 
-    def repeat_interleave(self, n: int) -> BatchGenerator:
-        """Streams for ``n`` sub-items per item, derived from this object's streams (consumes them)."""
-        gens = []
-        for g in self._generators:
-            gens.extend(BatchGenerator.spawn(g, n, self.device)._generators)
-        return BatchGenerator(gens)
-
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal draws, shape ``(B, *shape)``."""
         return torch.stack(
