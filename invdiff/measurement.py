@@ -210,14 +210,14 @@ class Measurement:
 
     def _pinv_of(self, y: Tensor, method: str, tol: float, max_iter: int) -> Tensor:
         self._require_linear("pinv")
+        if method not in ("auto", "cg", "physics"):
+            raise ValueError(f"method must be 'auto', 'cg' or 'physics', got {method!r}")
         p = self._physics
         if method == "physics":
             return p.A_dagger(y)
         aty = p.A_adjoint(y)
         if method == "auto" and self.is_decomposable:
             return self._spectrum_solve(aty, None)
-        if method not in ("auto", "cg"):
-            raise ValueError(f"method must be 'auto', 'cg' or 'physics', got {method!r}")
         x, _ = conjugate_gradient(p.A_adjoint_A, aty, tol=tol, max_iter=max_iter)
         return x
 

@@ -13,6 +13,14 @@ from torch import Tensor
 PROJECTION_SEED = 20230607
 
 
+def _probabilities(weights: Tensor | None, n: int) -> Tensor:
+    """Float64 weights summing to one: uniform over ``n`` samples when ``weights`` is None."""
+    if weights is None:
+        return torch.full((n,), 1.0 / n, dtype=torch.float64)
+    w = weights.to(torch.float64)
+    return w / w.sum()
+
+
 def _weighted_quantiles(values: Tensor, weights: Tensor, q: Tensor) -> Tensor:
     """Quantile function of the discrete distributions ``sum_i w_i delta(values_i)``.
 
@@ -33,8 +41,7 @@ def wasserstein_1d_squared(u: Tensor, v: Tensor, u_weights: Tensor | None = None
     """
     p, n = u.shape
     m = v.shape[-1]
-    uw = torch.full((n,), 1.0 / n, dtype=torch.float64) if u_weights is None else u_weights / u_weights.sum()
-    vw = torch.full((m,), 1.0 / m, dtype=torch.float64) if v_weights is None else v_weights / v_weights.sum()
+    uw, vw = _probabilities(u_weights, n), _probabilities(v_weights, m)
     u_sorted, ui = torch.sort(u.to(torch.float64), dim=-1)
     v_sorted, vi = torch.sort(v.to(torch.float64), dim=-1)
     uw_sorted = uw.to(u_sorted.device)[ui]
@@ -63,16 +70,13 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, x_weights
     theta = (theta / theta.norm(dim=1, keepdim=True)).to(x.device)
     xp = theta @ x.to(torch.float64).T
     yp = theta @ y.to(torch.float64).T
-    xw = None if x_weights is None else x_weights.to(torch.float64)
-    yw = None if y_weights is None else y_weights.to(torch.float64)
-    return wasserstein_1d_squared(xp, yp, xw, yw).mean().sqrt()
+    return wasserstein_1d_squared(xp, yp, x_weights, y_weights).mean().sqrt()
 
 
 def weighted_moments(samples: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Weighted mean ``(d,)`` and covariance ``(d, d)`` of ``samples`` ``(n, d)``, float64."""
     s = samples.to(torch.float64)
-    w = torch.full((s.shape[0],), 1.0 / s.shape[0], dtype=torch.float64) if weights is None \
-        else weights.to(torch.float64) / weights.sum()
+    w = _probabilities(weights, s.shape[0]).to(s.device)
     mean = (w[:, None] * s).sum(0)
     c = s - mean
     return mean, (w[:, None] * c).T @ c
@@ -100,6 +104,5 @@ def mode_weights(responsibilities: Tensor, weights: Tensor | None = None) -> Ten
     ``responsibilities`` ``(n, K)``; returns ``(K,)`` summing to one.
     """
     n, k = responsibilities.shape
-    w = torch.full((n,), 1.0 / n, dtype=torch.float64) if weights is None \
-        else weights.to(torch.float64) / weights.sum()
+    w = _probabilities(weights, n)
     return torch.zeros(k, dtype=torch.float64).index_add_(0, responsibilities.argmax(-1).cpu(), w.cpu())

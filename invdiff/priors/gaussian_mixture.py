@@ -25,6 +25,11 @@ from invdiff.priors.base import Denoiser, sigma_per_sample
 _LOG_2PI = math.log(2 * math.pi)
 
 
+def _eig_log_normal(coords: Tensor, variances: Tensor) -> Tensor:
+    """``log N(0, diag(variances))`` at ``coords`` (coordinates in a covariance's eigenbasis); sums the last dim."""
+    return -0.5 * ((coords**2 / variances).sum(-1) + variances.log().sum(-1) + coords.shape[-1] * _LOG_2PI)
+
+
 class GaussianMixture:
     """A (batch of) Gaussian mixture(s) in ``R^d``.
 
@@ -53,8 +58,9 @@ class GaussianMixture:
         evals, evecs = torch.linalg.eigh(self.covs)
         if bool((evals < -1e-9 * evals.abs().amax(-1, keepdim=True).clamp_min(1e-300)).any()):
             raise ValueError("mixture covariances must be positive semi-definite")
-        self._evals = evals.clamp_min(0.0)
-        self._evecs = evecs
+        #: eigendecomposition of every covariance, ``S_k = Q_k diag(lambda_k) Q_k^T``
+        self.eigenvalues = evals.clamp_min(0.0)
+        self.eigenvectors = evecs
 
     @property
     def weights(self) -> Tensor:
@@ -86,11 +92,8 @@ class GaussianMixture:
         """
         x = x.to(torch.float64)
         diff = x.unsqueeze(-2) - self.means.unsqueeze(-3)  # (..., n, K, d)
-        c = torch.einsum("...kde,...nkd->...nke", self._evecs, diff)
-        lam = self._evals.unsqueeze(-3)  # (..., 1, K, d)
-        quad = (c**2 / lam).sum(-1)
-        logdet = lam.log().sum(-1)
-        return -0.5 * (quad + logdet + self.dim * _LOG_2PI)
+        c = torch.einsum("...kde,...nkd->...nke", self.eigenvectors, diff)
+        return _eig_log_normal(c, self.eigenvalues.unsqueeze(-3))
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Mixture log-density of ``x`` ``(..., n, d)``: ``(..., n)``."""
@@ -108,7 +111,7 @@ class GaussianMixture:
         w = self.weights.reshape(nb, k)
         comp = torch.multinomial(w, n, replacement=True, generator=generator)  # (nb, n)
         z = torch.randn(nb, n, self.dim, dtype=torch.float64, generator=generator)
-        root = (self._evecs * self._evals.sqrt().unsqueeze(-2)).reshape(nb, k, self.dim, self.dim)
+        root = (self.eigenvectors * self.eigenvalues.sqrt().unsqueeze(-2)).reshape(nb, k, self.dim, self.dim)
         means = self.means.reshape(nb, k, self.dim)
         idx = torch.arange(nb).unsqueeze(-1)
         x = means[idx, comp] + torch.einsum("bnde,bne->bnd", root[idx, comp], z)
@@ -179,11 +182,10 @@ class GaussianMixturePrior(Denoiser):
         xf = self._flat(x)
         m = self.mixture
         diff = xf.unsqueeze(1) - m.means.unsqueeze(0)  # (B, K, d)
-        c = torch.einsum("kde,bkd->bke", m._evecs, diff)  # coordinates in each eigenbasis
-        denom = m._evals.unsqueeze(0) + s2[:, None, None]  # (B, K, d)
-        log_n = -0.5 * ((c**2 / denom).sum(-1) + denom.log().sum(-1) + self.dim * _LOG_2PI)
-        r = torch.softmax(log_n + m.log_weights, dim=-1)  # (B, K)
-        shrunk = torch.einsum("kde,bke->bkd", m._evecs, (m._evals.unsqueeze(0) / denom) * c)
+        c = torch.einsum("kde,bkd->bke", m.eigenvectors, diff)  # coordinates in each eigenbasis
+        denom = m.eigenvalues.unsqueeze(0) + s2[:, None, None]  # eigenvalues of S_k + sigma^2 I: (B, K, d)
+        r = torch.softmax(_eig_log_normal(c, denom) + m.log_weights, dim=-1)  # (B, K)
+        shrunk = torch.einsum("kde,bke->bkd", m.eigenvectors, (m.eigenvalues.unsqueeze(0) / denom) * c)
         post = m.means.unsqueeze(0) + shrunk
         out = (r.unsqueeze(-1) * post).sum(1)
         return out.reshape(x.shape).to(x.dtype)

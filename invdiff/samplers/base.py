@@ -198,6 +198,8 @@ def run(sampler: Sampler, measurement: Measurement | None, prior: Denoiser, *, n
     """Drive ``sampler`` to completion and return its :class:`Posterior` (with wall time).
 
     ``progress=False`` silences the progress bar; ``callback(state)`` runs after every step.
+    Steps run under ``torch.no_grad()``: a step that differentiates (through the denoiser, say)
+    enables gradients itself, so no graph is kept across steps.
     """
     start = time.perf_counter()
     state = sampler.init(measurement, prior, n_particles, generator)
