@@ -1,0 +1,172 @@
+"""Cartesian MRI: single-coil and multi-coil (SENSE) with fastMRI's centred orthonormal FFT.
+
+Layouts (DESIGN.md): images are ``(B, 2, H, W)`` (re, im); single-coil k-space ``(B, 2, H, W)``;
+multi-coil k-space ``(B, 2, C, H, W)``. Unsampled k-space entries are zero. The k-space mask
+selects entries of the centred k-space; a Cartesian mask selects phase-encode columns (last dim).
+
+Masks may be given as ``(W,)`` columns, ``(H, W)``, or per sample as ``(B, 1, W)`` columns or
+``(B, H, W)``; :class:`~invdiff.operators.masks.CartesianMask` is accepted too. They are stored as
+``(B or 1, 1, H, W)``.
+"""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import torch
+from torch import Tensor
+
+from invdiff.operators.base import (ParametrizedOperator, check_batch, check_shape, complex_dtype_of,
+                                    reject_parameter_kwargs)
+from invdiff.operators.fft import fft2c, from_complex, ifft2c, rss, to_complex
+from invdiff.operators.masks import CartesianMask
+
+__all__ = ["MultiCoilMRI", "SingleCoilMRI", "kspace_mask"]
+
+
+def kspace_mask(mask: Tensor | CartesianMask, shape: tuple[int, int] | None) -> Tensor:
+    """Normalise a mask to ``(B or 1, 1, H, W)`` real; ``shape=(H, W)`` is needed for column masks."""
+    if isinstance(mask, CartesianMask):
+        mask = mask.columns
+    mask = torch.as_tensor(mask)
+    if mask.is_complex() or not (mask.is_floating_point() or mask.dtype == torch.bool):
+        raise ValueError(f"mask must be real (float or bool), got {mask.dtype}")
+    mask = mask.to(torch.get_default_dtype()) if mask.dtype == torch.bool else mask
+    h, w = shape if shape is not None else (None, None)
+    if mask.dim() == 1:
+        cols = mask.shape[0]
+        if h is None:
+            raise ValueError(f"a column mask ({cols},) needs the image size (H, W)")
+        mask = mask.reshape(1, 1, 1, cols)
+    elif mask.dim() == 2:
+        mask = mask.reshape(1, 1, *mask.shape)
+    elif mask.dim() == 3:
+        mask = mask.unsqueeze(1)
+    elif mask.dim() != 4 or mask.shape[1] != 1:
+        raise ValueError(f"mask must be (W,), (H, W), (B, 1, W), (B, H, W) or (B, 1, H, W), got {tuple(mask.shape)}")
+    if w is not None and mask.shape[-1] != w:
+        raise ValueError(f"mask has {mask.shape[-1]} columns but the image is {w} wide (image size {h}x{w})")
+    if h is not None and mask.shape[-2] not in (1, h):
+        raise ValueError(f"mask has {mask.shape[-2]} rows but the image has {h} (image size {h}x{w})")
+    if not bool(torch.isfinite(mask).all()) or bool((mask < 0).any()):
+        raise ValueError("mask entries must be finite and >= 0")
+    if h is not None:
+        mask = mask.expand(-1, -1, h, -1)
+    return mask.contiguous()
+
+
+class SingleCoilMRI(ParametrizedOperator, dinv.physics.DecomposablePhysics):
+    """``y = M F x``: centred unitary FFT ``F`` followed by the k-space mask ``M``.
+
+    A :class:`~deepinv.physics.DecomposablePhysics` with ``U = I``, singular values ``M`` and
+    ``V^T = F``, so the pseudo-inverse is zero-filling and proximal maps are closed form.
+
+    Args:
+        mask: k-space mask, see the module docstring.
+        image_size: ``(H, W)``; needed only for a ``(W,)`` column mask.
+    """
+
+    _parameter_names = ("mask",)
+
+    def __init__(self, mask: Tensor | CartesianMask, image_size: tuple[int, int] | None = None):
+        if image_size is None and not (isinstance(mask, CartesianMask) or torch.as_tensor(mask).dim() == 1):
+            image_size = tuple(torch.as_tensor(mask).shape[-2:])
+        stored = kspace_mask(mask, image_size)
+        super().__init__(mask=stored)
+        self.image_size = tuple(int(s) for s in stored.shape[-2:])
+
+    def _init_kwargs(self) -> dict:
+        return {"mask": self.mask, "image_size": self.image_size}
+
+    def with_mask(self, mask: Tensor | CartesianMask) -> SingleCoilMRI:
+        """The same geometry under another mask."""
+        return SingleCoilMRI(mask, self.image_size)
+
+    def _check(self, x: Tensor, what: str) -> Tensor:
+        check_shape(x, (2, *self.image_size), what, "(re, im) on dim 1")
+        check_batch(self.mask, x.shape[0], "mask", self)
+        return self.mask.to(x.dtype)
+
+    def V_adjoint(self, x: Tensor) -> Tensor:
+        return from_complex(fft2c(to_complex(x)))
+
+    def V(self, k: Tensor) -> Tensor:
+        return from_complex(ifft2c(to_complex(k)))
+
+    def A(self, x: Tensor, **kwargs) -> Tensor:
+        reject_parameter_kwargs(self, kwargs)
+        return self._check(x, "image") * self.V_adjoint(x)
+
+    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
+        reject_parameter_kwargs(self, kwargs)
+        return self.V(self._check(y, "k-space") * y)
+
+    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
+        """Zero-filled reconstruction ``F^H (M^+ y)``, exact pseudo-inverse for any non-negative mask."""
+        reject_parameter_kwargs(self, kwargs)
+        m = self._check(y, "k-space")
+        return self.V(torch.where(m > 0, y / torch.where(m > 0, m, torch.ones_like(m)), torch.zeros_like(y)))
+
+
+class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
+    """SENSE: ``y_c = M F (S_c x)`` for coils ``c = 1..C``.
+
+    ``A^T`` is the coil-combined adjoint ``sum_c conj(S_c) F^H M y_c``. With coil maps normalised to
+    ``sum_c |S_c|^2 = 1`` and a full mask, ``A^T A = I``; in general the operator norm is
+    ``max over pixels of sqrt(sum_c |S_c|^2)`` when the mask is full.
+
+    Args:
+        mask: k-space mask shared by the coils, see the module docstring.
+        coil_maps: complex sensitivities ``(C, H, W)`` or per sample ``(B, C, H, W)``.
+    """
+
+    _parameter_names = ("mask", "coil_maps")
+
+    def __init__(self, mask: Tensor | CartesianMask, coil_maps: Tensor):
+        super().__init__()
+        coil_maps = torch.as_tensor(coil_maps)
+        if not coil_maps.is_complex():
+            raise ValueError(f"coil_maps must be complex (C, H, W) or (B, C, H, W), got {coil_maps.dtype} "
+                             f"of shape {tuple(coil_maps.shape)}; build them with torch.complex(re, im)")
+        if coil_maps.dim() == 3:
+            coil_maps = coil_maps.unsqueeze(0)
+        if coil_maps.dim() != 4:
+            raise ValueError(f"coil_maps must be (C, H, W) or (B, C, H, W), got shape {tuple(coil_maps.shape)}")
+        self.image_size = tuple(int(s) for s in coil_maps.shape[-2:])
+        self.num_coils = int(coil_maps.shape[1])
+        self.register_buffer("coil_maps", coil_maps.contiguous())
+        self.register_buffer("mask", kspace_mask(mask, self.image_size))
+
+    def _init_kwargs(self) -> dict:
+        return {"mask": self.mask, "coil_maps": self.coil_maps}
+
+    def with_mask(self, mask: Tensor | CartesianMask) -> MultiCoilMRI:
+        """The same coils under another mask."""
+        return MultiCoilMRI(mask, self.coil_maps)
+
+    def _params(self, t: Tensor, tail: tuple[int, ...], what: str) -> tuple[Tensor, Tensor]:
+        check_shape(t, tail, what, "(re, im) on dim 1")
+        check_batch(self.mask, t.shape[0], "mask", self)
+        check_batch(self.coil_maps, t.shape[0], "coil map set", self)
+        return self.mask.to(t.dtype), self.coil_maps.to(complex_dtype_of(t.dtype))
+
+    def A(self, x: Tensor, **kwargs) -> Tensor:
+        reject_parameter_kwargs(self, kwargs)
+        m, s = self._params(x, (2, *self.image_size), "image")
+        k = fft2c(s * to_complex(x).unsqueeze(1))
+        return from_complex(k) * m.unsqueeze(1)
+
+    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
+        reject_parameter_kwargs(self, kwargs)
+        m, s = self._params(y, (2, self.num_coils, *self.image_size), "multi-coil k-space")
+        coil_images = ifft2c(to_complex(y * m.unsqueeze(1)))
+        return from_complex((s.conj() * coil_images).sum(dim=1))
+
+    def coil_images(self, y: Tensor) -> Tensor:
+        """Zero-filled complex coil images ``F^H M y_c``, ``(B, C, H, W)``."""
+        m, _ = self._params(y, (2, self.num_coils, *self.image_size), "multi-coil k-space")
+        return ifft2c(to_complex(y * m.unsqueeze(1)))
+
+    def rss(self, y: Tensor) -> Tensor:
+        """Root-sum-of-squares of the zero-filled coil images, ``(B, 1, H, W)`` (fastMRI's target
+        definition when ``y`` is fully sampled); not linear, so not an adjoint."""
+        return rss(self.coil_images(y)).unsqueeze(1)
