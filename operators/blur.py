@@ -37,16 +37,23 @@ class CircularBlur(ParametrizedOperator, dinv.physics.DecomposablePhysics):
         self.image_size = tuple(int(s) for s in image_size)
         super().__init__(mask=kernel_spectrum(kernel, self.image_size))
         self.register_buffer("kernel", kernel)
+        # Half spectrum for the fast A / A^T on real images (the full one is the SVD's singular values).
+        self.register_buffer("half_spectrum", self.mask[..., : self.image_size[1] // 2 + 1].contiguous())
 
     def _init_kwargs(self) -> dict:
         return {"kernel": self.kernel, "image_size": self.image_size}
 
-    def _spectrum(self, x: Tensor, what: str) -> Tensor:
+    def _spectrum(self, x: Tensor, what: str, half: bool = False) -> Tensor:
         check_shape(x, (x.shape[1] if x.dim() == 4 else 1, *self.image_size), what, "(B, C, H, W)")
         check_batch(self.mask, x.shape[0], "kernel", self)
         if self.mask.shape[1] not in (1, x.shape[1]):
             raise ValueError(f"kernel has {self.mask.shape[1]} channels but the {what} has {x.shape[1]}")
-        return self.mask.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+        s = self.half_spectrum if half else self.mask
+        return s.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+
+    def _rfft_filter(self, x: Tensor, what: str, conj: bool) -> Tensor:
+        s = self._spectrum(x, what, half=True)
+        return torch.fft.irfft2((s.conj() if conj else s) * torch.fft.rfft2(x), s=self.image_size)
 
     def V_adjoint(self, x: Tensor) -> Tensor:
         return torch.fft.fft2(x, norm="ortho")
@@ -58,11 +65,11 @@ class CircularBlur(ParametrizedOperator, dinv.physics.DecomposablePhysics):
 
     def A(self, x: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
-        return self.V(self._spectrum(x, "image") * self.V_adjoint(x))
+        return self._rfft_filter(x, "image", conj=False)
 
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
-        return self.V(self._spectrum(y, "blurred image").conj() * self.V_adjoint(y))
+        return self._rfft_filter(y, "blurred image", conj=True)
 
     def A_dagger(self, y: Tensor, rtol: float = 1e-6, **kwargs) -> Tensor:
         """Minimum-norm least squares, discarding frequencies with ``|K| <= rtol max |K|``."""
@@ -106,22 +113,20 @@ class Blur(ParametrizedOperator, dinv.physics.LinearPhysics):
         h, w = self.image_size
         return (h - k + 1, w - k + 1) if self.padding == "valid" else (h, w)
 
-    def _weight(self, t: Tensor, size: tuple[int, int], what: str) -> tuple[Tensor, int]:
+    def _weight(self, t: Tensor, size: tuple[int, int], what: str) -> Tensor:
         check_shape(t, (t.shape[1] if t.dim() == 4 else 1, *size), what, "(B, C, H, W)")
         check_batch(self.kernel, t.shape[0], "kernel", self)
         b, c = t.shape[:2]
         if self.kernel.shape[1] not in (1, c):
             raise ValueError(f"kernel has {self.kernel.shape[1]} channels but the {what} has {c}")
-        kb = self.kernel.shape[0]
-        weight = self.kernel.flip(-2, -1).to(t.dtype).expand(kb, c, -1, -1)
-        return weight.reshape(kb * c, 1, *weight.shape[-2:]), kb
+        weight = self.kernel.flip(-2, -1).to(t.dtype).expand(b, c, -1, -1)
+        return weight.reshape(b * c, 1, *weight.shape[-2:])
 
     def _conv(self, t: Tensor, transpose: bool, size: tuple[int, int], what: str) -> Tensor:
-        weight, kb = self._weight(t, size, what)
+        # One group per (sample, channel) in a batch of one: 4-5x faster on CPU than groups=C over a batch.
+        weight = self._weight(t, size, what)
         b, c = t.shape[:2]
         fn = F.conv_transpose2d if transpose else F.conv2d
-        if kb == 1:
-            return fn(t, weight, padding=self._pad, groups=c)
         out = fn(t.reshape(1, b * c, *t.shape[-2:]), weight, padding=self._pad, groups=b * c)
         return out.reshape(b, c, *out.shape[-2:])
 

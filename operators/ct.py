@@ -18,7 +18,7 @@ from torch import Tensor
 from invdiff.operators.base import check_shape, reject_parameter_kwargs
 from invdiff.operators.ct_geometry import (FanBeamGeometry, ParallelBeamGeometry, default_num_detectors,
                                            limited_angle_angles, sparse_view_angles)
-from invdiff.operators.ct_projector import SparseApply, csr_from_entries, csr_nbytes, joseph_entries
+from invdiff.operators.ct_projector import SparseApply, csr_nbytes, csr_pair, joseph_entries
 
 __all__ = ["CT", "FanBeamCT", "ParallelBeamCT", "ramp_filter"]
 
@@ -74,10 +74,9 @@ class CT(dinv.physics.LinearPhysics):
         self.image_size = int(image_size)
         n = self.image_size
         shape = (geometry.num_detectors * geometry.num_views, n * n)
-        rows, cols, vals = joseph_entries(*geometry.rays(device=device), n)
-        self.register_buffer("matrix", csr_from_entries(rows, cols, vals, shape, dtype), persistent=False)
-        self.register_buffer("transpose", csr_from_entries(cols, rows, vals, shape[::-1], dtype),
-                             persistent=False)
+        matrix, transpose = csr_pair(*joseph_entries(*geometry.rays(device=device), n, dtype), shape)
+        self.register_buffer("matrix", matrix, persistent=False)
+        self.register_buffer("transpose", transpose, persistent=False)
 
     @property
     def sinogram_shape(self) -> tuple[int, int]:
@@ -88,9 +87,6 @@ class CT(dinv.physics.LinearPhysics):
     def memory_bytes(self) -> int:
         """Bytes held by the system matrix and its transpose."""
         return csr_nbytes(self.matrix) + csr_nbytes(self.transpose)
-
-    def _apply(self, fn, recurse=True):  # keep both copies consistent under .to(...)
-        return super()._apply(fn, recurse)
 
     def _check_dtype(self, t: Tensor, what: str) -> None:
         if t.dtype != self.matrix.dtype or t.device != self.matrix.device:
@@ -126,43 +122,42 @@ class CT(dinv.physics.LinearPhysics):
         ``R / sqrt(R^2 + s^2)``, ramp-filtered, and back-projected with the distance weight ``(R / depth)^2``
         and ``(pi / A)`` (a full 360-degree scan counts every ray twice). Both assume the views cover
         180 (parallel) or 360 (fan) degrees evenly; for sparse or limited-angle views FBP is the
-        classical, artefact-laden baseline. Back-projection is pixel-driven with linear interpolation.
+        classical, artefact-laden baseline. Back-projection is pixel-driven with linear interpolation
+        along the detector (``grid_sample``), computed in float32 for float32 input, else float64.
         """
-        reject_parameter_kwargs(self, {})
         check_shape(y, (y.shape[1] if y.dim() == 4 else 1, *self.sinogram_shape), "sinogram",
                     "(B, C, detectors, views)")
         g = self.geometry
         n, (d, a) = self.image_size, self.sinogram_shape
+        work = torch.float64 if y.dtype == torch.float64 else torch.float32
         spacing = g.detector_spacing
-        q = y.to(torch.float64)
+        q = y.to(work)
         fan = isinstance(g, FanBeamGeometry)
         if fan:  # rescale to a virtual detector through the rotation axis
             spacing = spacing * g.source_distance / g.source_detector_distance
-            s = (torch.arange(d, dtype=torch.float64, device=y.device) - (d - 1) / 2) * spacing
+            s = (torch.arange(d, dtype=work, device=y.device) - (d - 1) / 2) * spacing
             q = q * (g.source_distance / torch.sqrt(g.source_distance**2 + s**2))[:, None]
-        q = ramp_filter(q, spacing, filter)
-        flat = q.transpose(-1, -2).reshape(-1, a * d)  # (B C, A D), view-major
-        coords = torch.arange(n, dtype=torch.float64, device=y.device) - (n - 1) / 2
+        # (1, B C, A, D): one "image" row per view, so bilinear sampling at (view a, bin u) is linear
+        # interpolation along the detector only; zero outside the detector.
+        q = ramp_filter(q, spacing, filter).transpose(-1, -2).reshape(1, -1, a, d)
+        coords = torch.arange(n, dtype=work, device=y.device) - (n - 1) / 2
         points = torch.stack(torch.meshgrid(coords, -coords, indexing="xy"), dim=-1).reshape(-1, 2)
-        out = torch.zeros(flat.shape[0], n * n, dtype=torch.float64, device=y.device)
-        chunk = views_per_chunk or max(1, (1 << 22) // (n * n))
+        out = torch.zeros(q.shape[1], n * n, dtype=work, device=y.device)
+        chunk = views_per_chunk or max(1, (1 << 24) // (n * n * q.shape[1]))
         for start in range(0, a, chunk):
             views = slice(start, min(a, start + chunk))
-            u, depth = g.detector_position(points, views)
+            u, depth = g.detector_position(points, views)  # (a, P)
             if fan:
                 u = u * g.source_distance / g.source_detector_distance
-            pos = u / spacing + (d - 1) / 2
-            lower = torch.floor(pos)
-            frac = pos - lower
-            lower = lower.long()
-            base = (torch.arange(views.start, views.stop, device=y.device) * d)[:, None]
-            weight = (g.source_distance / depth) ** 2 if fan else torch.ones_like(pos)
-            for offset, w in ((0, 1 - frac), (1, frac)):
-                idx = lower + offset
-                ok = (idx >= 0) & (idx < d)
-                lin = (base + idx.clamp(0, d - 1)).flatten()
-                vals = flat[:, lin].reshape(flat.shape[0], *idx.shape)
-                out += (vals * (w * weight * ok)).sum(dim=1)
+            grid_u = (u / spacing + (d - 1) / 2) * (2.0 / max(d - 1, 1)) - 1.0
+            rows = torch.arange(views.start, views.stop, dtype=work, device=y.device)
+            grid_v = (rows * (2.0 / max(a - 1, 1)) - 1.0)[:, None].expand_as(grid_u)
+            grid = torch.stack([grid_u, grid_v], dim=-1).unsqueeze(0)  # (1, a, P, 2)
+            sampled = torch.nn.functional.grid_sample(q, grid, mode="bilinear", padding_mode="zeros",
+                                                      align_corners=True)[0]  # (B C, a, P)
+            if fan:
+                sampled = sampled * (g.source_distance / depth) ** 2
+            out += sampled.sum(dim=1)
         out = out * (math.pi / a)
         return out.reshape(*y.shape[:2], n, n).to(y.dtype)
 

@@ -45,13 +45,16 @@ def _row_entries(origins: Tensor, dirs: Tensor, n: int, steep: bool) -> tuple[Te
     return torch.cat(rays), torch.cat(pixels), torch.cat(weights)
 
 
-def joseph_entries(origins: Tensor, dirs: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    """COO entries ``(ray, pixel, weight)`` of the Joseph projector of an ``n x n`` image (float64).
+def joseph_entries(origins: Tensor, dirs: Tensor, n: int, dtype: torch.dtype = torch.float64
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """COO entries ``(ray, pixel, weight)`` of the Joseph projector of an ``n x n`` image, sorted by
+    ray and then pixel; indices are int32, weights are computed in float64 and stored in ``dtype``.
 
     Args:
         origins: a point on each ray, ``(R, 2)`` in the pixel frame of :mod:`ct_geometry`.
         dirs: unit direction of each ray, ``(R, 2)``.
-    Pixels are indexed row-major (row 0 at the top).
+    Pixels are indexed row-major (row 0 at the top). Rays are processed in chunks so that the float64
+    intermediates stay near ``2**22`` entries.
     """
     chunk = max(1, _ENTRIES_PER_CHUNK // (2 * n))
     rays, pixels, weights = [], [], []
@@ -59,28 +62,36 @@ def joseph_entries(origins: Tensor, dirs: Tensor, n: int) -> tuple[Tensor, Tenso
     for start in range(0, origins.shape[0], chunk):
         o, d = origins[start : start + chunk], dirs[start : start + chunk]
         steep = steep_all[start : start + chunk]
+        parts = []
         for flag in (True, False):
             sel = torch.nonzero(steep == flag).flatten()
-            if sel.numel() == 0:
-                continue
-            r, p, w = _row_entries(o[sel], d[sel], n, flag)
-            rays.append(sel[r] + start)
-            pixels.append(p)
-            weights.append(w)
+            if sel.numel():
+                r, p, w = _row_entries(o[sel], d[sel], n, flag)
+                parts.append((sel[r], p, w))
+        r, p, w = (torch.cat(t) for t in zip(*parts))
+        order = torch.argsort(r * (n * n) + p)  # local rays < chunk, so the key fits easily
+        rays.append((r[order] + start).to(torch.int32))
+        pixels.append(p[order].to(torch.int32))
+        weights.append(w[order].to(dtype))
     return torch.cat(rays), torch.cat(pixels), torch.cat(weights)
 
 
-def csr_from_entries(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int],
-                     dtype: torch.dtype) -> Tensor:
-    """A CSR matrix with int32 indices (half the memory traffic of int64, and faster products)."""
-    order = torch.argsort(rows.long() * shape[1] + cols.long())
-    rows, cols, values = rows[order], cols[order], values[order]
-    crow = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow.to(torch.int32), cols.to(torch.int32), values.to(dtype), shape,
-                                       check_invariants=False)
+def csr_pair(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The CSR matrix of row-sorted COO entries and the CSR matrix of its transpose, with int32 indices
+    (half the memory traffic of int64, and faster products)."""
+
+    def csr(r: Tensor, c: Tensor, v: Tensor, size: tuple[int, int]) -> Tensor:
+        crow = torch.zeros(size[0] + 1, dtype=torch.int64, device=r.device)
+        crow[1:] = torch.cumsum(torch.bincount(r, minlength=size[0]), 0)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow.to(torch.int32), c, v, size, check_invariants=False)
+
+    matrix = csr(rows, cols, values, shape)
+    # A stable sort by pixel keeps rays ascending within each pixel: the transpose's CSR order.
+    order = torch.sort(cols, stable=True).indices
+    transpose = csr(cols[order], rows[order], values[order], (shape[1], shape[0]))
+    return matrix, transpose
 
 
 class SparseApply(torch.autograd.Function):
