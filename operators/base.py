@@ -32,6 +32,18 @@ def check_shape(x: Tensor, tail: Sequence[int], what: str, layout: str) -> None:
         raise ValueError(f"{what} must have shape (B, {', '.join(map(str, tail))}) {layout}, got {given}")
 
 
+def check_image(t: Tensor, spatial: Sequence[int], what: str, layout: str = "(B, C, H, W)") -> None:
+    """``t`` must be ``(B, C, *spatial)`` for any ``C``."""
+    check_shape(t, (t.shape[1] if isinstance(t, Tensor) and t.dim() == 2 + len(spatial) else 1, *spatial),
+                what, layout)
+
+
+def divide_where_positive(y: Tensor, weights: Tensor) -> Tensor:
+    """``y / w`` where ``w > 0`` and 0 elsewhere: the pseudo-inverse of a non-negative diagonal."""
+    positive = weights > 0
+    return torch.where(positive, y / torch.where(positive, weights, torch.ones_like(weights)), torch.zeros_like(y))
+
+
 def check_batch(param: Tensor, batch: int, name: str, op: object) -> None:
     """A parameter's leading dimension must be 1 (shared) or the batch size of the input."""
     if param.shape[0] not in (1, batch):

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from invdiff.operators.base import ParametrizedOperator, check_batch, check_shape, reject_parameter_kwargs
+from invdiff.operators.base import (ParametrizedOperator, check_batch, check_image, complex_dtype_of,
+                                    reject_parameter_kwargs)
 from invdiff.operators.kernels import as_kernel, kernel_spectrum
 
 __all__ = ["Blur", "CircularBlur"]
@@ -44,12 +45,12 @@ class CircularBlur(ParametrizedOperator, dinv.physics.DecomposablePhysics):
         return {"kernel": self.kernel, "image_size": self.image_size}
 
     def _spectrum(self, x: Tensor, what: str, half: bool = False) -> Tensor:
-        check_shape(x, (x.shape[1] if x.dim() == 4 else 1, *self.image_size), what, "(B, C, H, W)")
+        check_image(x, self.image_size, what)
         check_batch(self.mask, x.shape[0], "kernel", self)
         if self.mask.shape[1] not in (1, x.shape[1]):
             raise ValueError(f"kernel has {self.mask.shape[1]} channels but the {what} has {x.shape[1]}")
         s = self.half_spectrum if half else self.mask
-        return s.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+        return s.to(complex_dtype_of(x.dtype))
 
     def _rfft_filter(self, x: Tensor, what: str, conj: bool) -> Tensor:
         s = self._spectrum(x, what, half=True)
@@ -114,7 +115,7 @@ class Blur(ParametrizedOperator, dinv.physics.LinearPhysics):
         return (h - k + 1, w - k + 1) if self.padding == "valid" else (h, w)
 
     def _weight(self, t: Tensor, size: tuple[int, int], what: str) -> Tensor:
-        check_shape(t, (t.shape[1] if t.dim() == 4 else 1, *size), what, "(B, C, H, W)")
+        check_image(t, size, what)
         check_batch(self.kernel, t.shape[0], "kernel", self)
         b, c = t.shape[:2]
         if self.kernel.shape[1] not in (1, c):

@@ -15,7 +15,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators.base import check_shape, reject_parameter_kwargs
+from invdiff.operators.base import check_image, reject_parameter_kwargs
 from invdiff.operators.ct_geometry import (FanBeamGeometry, ParallelBeamGeometry, default_num_detectors,
                                            limited_angle_angles, sparse_view_angles)
 from invdiff.operators.ct_projector import SparseApply, csr_nbytes, csr_pair, joseph_entries
@@ -100,17 +100,13 @@ class CT(dinv.physics.LinearPhysics):
 
     def A(self, x: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
-        if x.dim() != 4:
-            check_shape(x, (1, self.image_size, self.image_size), "image", "(B, C, n, n)")
-        check_shape(x, (x.shape[1], self.image_size, self.image_size), "image", "(B, C, n, n)")
+        check_image(x, (self.image_size, self.image_size), "image", "(B, C, n, n)")
         self._check_dtype(x, "image")
         return self._product(x, self.matrix, self.transpose, self.sinogram_shape)
 
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
-        if y.dim() != 4:
-            check_shape(y, (1, *self.sinogram_shape), "sinogram", "(B, C, detectors, views)")
-        check_shape(y, (y.shape[1], *self.sinogram_shape), "sinogram", "(B, C, detectors, views)")
+        check_image(y, self.sinogram_shape, "sinogram", "(B, C, detectors, views)")
         self._check_dtype(y, "sinogram")
         return self._product(y, self.transpose, self.matrix, (self.image_size, self.image_size))
 
@@ -125,8 +121,7 @@ class CT(dinv.physics.LinearPhysics):
         classical, artefact-laden baseline. Back-projection is pixel-driven with linear interpolation
         along the detector (``grid_sample``), computed in float32 for float32 input, else float64.
         """
-        check_shape(y, (y.shape[1] if y.dim() == 4 else 1, *self.sinogram_shape), "sinogram",
-                    "(B, C, detectors, views)")
+        check_image(y, self.sinogram_shape, "sinogram", "(B, C, detectors, views)")
         g = self.geometry
         n, (d, a) = self.image_size, self.sinogram_shape
         work = torch.float64 if y.dtype == torch.float64 else torch.float32

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from invdiff.operators.base import ParametrizedOperator, check_batch, check_shape, reject_parameter_kwargs
+from invdiff.operators.base import (ParametrizedOperator, check_batch, check_image, complex_dtype_of,
+                                    reject_parameter_kwargs)
 from invdiff.operators.kernels import as_kernel, kernel_spectrum
 
 __all__ = ["Downsampling"]
@@ -51,12 +52,12 @@ class Downsampling(ParametrizedOperator, dinv.physics.LinearPhysics):
         return self.image_size[0] // self.factor, self.image_size[1] // self.factor
 
     def _check(self, t: Tensor, size: tuple[int, int], what: str) -> None:
-        check_shape(t, (t.shape[1] if t.dim() == 4 else 1, *size), what, "(B, C, H, W)")
+        check_image(t, size, what)
         if self.kernel is not None:
             check_batch(self.kernel, t.shape[0], "kernel", self)
 
     def _filter(self, x: Tensor, adjoint: bool) -> Tensor:
-        s = self.spectrum.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+        s = self.spectrum.to(complex_dtype_of(x.dtype))
         return torch.fft.ifft2((s.conj() if adjoint else s) * torch.fft.fft2(x)).real
 
     def A(self, x: Tensor, **kwargs) -> Tensor:

@@ -10,7 +10,8 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators.base import ParametrizedOperator, check_batch, check_shape, reject_parameter_kwargs
+from invdiff.operators.base import (ParametrizedOperator, check_batch, check_image, divide_where_positive,
+                                    reject_parameter_kwargs)
 
 __all__ = ["Inpainting", "box_mask", "random_pixel_mask"]
 
@@ -65,7 +66,7 @@ class Inpainting(ParametrizedOperator, dinv.physics.DecomposablePhysics):
         return Inpainting(mask)
 
     def _checked(self, x: Tensor, what: str) -> Tensor:
-        check_shape(x, (x.shape[1] if x.dim() == 4 else 1, *self.image_size), what, "(B, C, H, W)")
+        check_image(x, self.image_size, what)
         check_batch(self.mask, x.shape[0], "mask", self)
         if self.mask.shape[1] not in (1, x.shape[1]):
             raise ValueError(f"mask has {self.mask.shape[1]} channels but the {what} has {x.shape[1]}")
@@ -81,5 +82,4 @@ class Inpainting(ParametrizedOperator, dinv.physics.DecomposablePhysics):
 
     def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
-        m = self._checked(y, "observation")
-        return torch.where(m > 0, y / torch.where(m > 0, m, torch.ones_like(m)), torch.zeros_like(y))
+        return divide_where_positive(y, self._checked(y, "observation"))

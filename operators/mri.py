@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from invdiff.operators.base import (ParametrizedOperator, check_batch, check_shape, complex_dtype_of,
-                                    reject_parameter_kwargs)
+                                    divide_where_positive, reject_parameter_kwargs)
 from invdiff.operators.fft import fft2c, from_complex, ifft2c, rss, to_complex
 from invdiff.operators.masks import CartesianMask
 
@@ -103,8 +103,7 @@ class SingleCoilMRI(ParametrizedOperator, dinv.physics.DecomposablePhysics):
     def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         """Zero-filled reconstruction ``F^H (M^+ y)``, exact pseudo-inverse for any non-negative mask."""
         reject_parameter_kwargs(self, kwargs)
-        m = self._check(y, "k-space")
-        return self.V(torch.where(m > 0, y / torch.where(m > 0, m, torch.ones_like(m)), torch.zeros_like(y)))
+        return self.V(divide_where_positive(y, self._check(y, "k-space")))
 
 
 class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
