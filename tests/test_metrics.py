@@ -1,12 +1,19 @@
-"""Posterior-fidelity metrics against hand-computed values."""
+"""Posterior-fidelity and fastMRI image metrics against hand-computed values and scikit-image."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from invdiff.metrics import (PROJECTION_SEED, mode_weights, moment_errors, sliced_wasserstein,
-                             wasserstein_1d_squared)
+from invdiff import metrics
+from invdiff.metrics import (
+    PROJECTION_SEED,
+    mode_weights,
+    moment_errors,
+    sliced_wasserstein,
+    wasserstein_1d_squared,
+)
 
 
 def test_w2_1d_unequal_sizes_by_hand():
@@ -49,3 +56,46 @@ def test_moment_errors_and_mode_weights():
     torch.testing.assert_close(mode_weights(resp), torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
     torch.testing.assert_close(mode_weights(resp, torch.tensor([1.0, 2.0, 1.0])),
                                torch.tensor([0.5, 0.5], dtype=torch.float64))
+
+
+# ----- fastMRI image metrics ------------------------------------------------------------------------
+def _volume_pair(seed=0, shape=(3, 40, 32)):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(shape, generator=g, dtype=torch.float64) * 3.0
+    return gt, gt + 0.2 * torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+def test_fastmri_metrics_equal_scikit_image_with_fastmri_settings():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    gt, pred = _volume_pair()
+    g, p = gt.numpy(), pred.numpy()
+    expected_ssim = np.mean([structural_similarity(g[i], p[i], data_range=g.max()) for i in range(3)])
+    assert abs(metrics.ssim(gt, pred) - expected_ssim) < 1e-12
+    assert abs(metrics.psnr(gt, pred) - peak_signal_noise_ratio(g, p, data_range=g.max())) < 1e-10
+    assert abs(metrics.nmse(g, p) - np.linalg.norm(g - p) ** 2 / np.linalg.norm(g) ** 2) < 1e-14
+
+
+def test_fastmri_metrics_hand_computed_cases():
+    gt = torch.zeros(1, 8, 8, dtype=torch.float64)
+    gt[0, :, 4:] = 2.0
+    pred = gt + 0.5
+    assert metrics.nmse(gt, pred) == pytest.approx(64 * 0.25 / (32 * 4.0))
+    assert metrics.psnr(gt, pred) == pytest.approx(10 * np.log10(4.0 / 0.25))
+    assert metrics.ssim(gt, gt) == pytest.approx(1.0) and metrics.psnr(gt, gt) == float("inf")
+    # a constant offset c on a constant patch: luminance (2 u (u + c) + C1) / (u^2 + (u + c)^2 + C1)
+    flat = torch.full((1, 7, 7), 1.0, dtype=torch.float64)
+    c1 = (0.01 * 1.0) ** 2
+    assert metrics.ssim(flat, flat + 0.5) == pytest.approx((2 * 1.5 + c1) / (1 + 2.25 + c1))
+
+
+def test_fastmri_volume_metrics_crop_to_the_target_width():
+    gt, pred = _volume_pair(shape=(2, 48, 32))
+    pred_outside = pred.clone()
+    pred_outside[:, :8] = 1e3  # rows outside the central 32x32 do not count
+    a = metrics.fastmri_volume_metrics(gt, pred)
+    b = metrics.fastmri_volume_metrics(gt, pred_outside)
+    assert a == pytest.approx(b)
+    assert metrics.center_crop(torch.arange(10.0).reshape(1, 10), (1, 3)).tolist() == [[3.0, 4.0, 5.0]]
+    with pytest.raises(ValueError, match=r"\(slices, H, W\)"):
+        metrics.ssim(gt[0], pred[0])
