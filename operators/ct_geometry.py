@@ -21,9 +21,9 @@ from torch import Tensor
 
 
 def _angles(angles, max_deg: float = 360.0) -> tuple[float, ...]:
-    a = torch.as_tensor(angles, dtype=torch.float64).flatten() if not isinstance(angles, int) else None
-    if a is None:
+    if isinstance(angles, int):
         raise TypeError("angles must be a sequence or tensor of degrees; use sparse_view_angles(n) for n views")
+    a = torch.as_tensor(angles, dtype=torch.float64).flatten()
     if a.numel() == 0:
         raise ValueError("angles must not be empty")
     if not bool(torch.isfinite(a).all()) or bool((a < 0).any()) or bool((a >= max_deg).any()):
