@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -130,8 +129,7 @@ def center_crop(x: Tensor, shape: tuple[int, int]) -> Tensor:
 
 
 def _volumes(gt, pred) -> tuple[Tensor, Tensor]:
-    gt = torch.as_tensor(np.asarray(gt) if not isinstance(gt, Tensor) else gt).to(torch.float64)
-    pred = torch.as_tensor(np.asarray(pred) if not isinstance(pred, Tensor) else pred).to(torch.float64)
+    gt, pred = torch.as_tensor(gt).to(torch.float64), torch.as_tensor(pred).to(torch.float64)
     if gt.dim() != 3 or pred.shape != gt.shape:
         raise ValueError(f"expected a target volume (slices, H, W) and a prediction of the same shape, got "
                          f"{tuple(gt.shape)} and {tuple(pred.shape)}")

@@ -38,6 +38,18 @@ def check_image(t: Tensor, spatial: Sequence[int], what: str, layout: str = "(B,
                 what, layout)
 
 
+def as_weights(mask) -> Tensor:
+    """A mask as a real floating tensor (bool becomes the default float dtype); finite, ``>= 0``."""
+    mask = torch.as_tensor(mask)
+    if mask.is_complex() or not (mask.is_floating_point() or mask.dtype == torch.bool):
+        raise ValueError(f"mask must be real (float or bool), got {mask.dtype}")
+    if mask.dtype == torch.bool:
+        return mask.to(torch.get_default_dtype())
+    if not bool(torch.isfinite(mask).all()) or bool((mask < 0).any()):
+        raise ValueError("mask entries must be finite and >= 0")
+    return mask
+
+
 def divide_where_positive(y: Tensor, weights: Tensor) -> Tensor:
     """``y / w`` where ``w > 0`` and 0 elsewhere: the pseudo-inverse of a non-negative diagonal."""
     positive = weights > 0

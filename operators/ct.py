@@ -58,8 +58,8 @@ class CT(dinv.physics.LinearPhysics):
         dtype: dtype of the system matrix and of the images it accepts (float32 or float64).
         device: where the matrix is built and kept; CUDA works the same (cuSPARSE).
 
-    The matrix for 256x256 and 180 views of 363 bins has 21 M entries, 170 MB per copy in float32 with
-    int32 indices; it is kept with its transpose (``memory_bytes``) and built in about 3 s on 2 CPU cores.
+    The matrix for 256x256 and 180 views of 363 bins has 21 M entries; in float32 with int32 indices it
+    and its transpose hold 325 MiB (``memory_bytes``), built in about 2 s on 2 CPU cores.
     """
 
     def __init__(self, geometry: ParallelBeamGeometry, image_size: int, dtype: torch.dtype = torch.float32,

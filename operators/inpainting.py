@@ -10,8 +10,8 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators.base import (ParametrizedOperator, check_batch, check_image, divide_where_positive,
-                                    reject_parameter_kwargs)
+from invdiff.operators.base import (ParametrizedOperator, as_weights, check_batch, check_image,
+                                    divide_where_positive, reject_parameter_kwargs)
 
 __all__ = ["Inpainting", "box_mask", "random_pixel_mask"]
 
@@ -46,16 +46,11 @@ class Inpainting(ParametrizedOperator, dinv.physics.DecomposablePhysics):
     _parameter_names = ("mask",)
 
     def __init__(self, mask: Tensor):
-        mask = torch.as_tensor(mask)
-        if mask.is_complex() or not (mask.is_floating_point() or mask.dtype == torch.bool):
-            raise ValueError(f"mask must be real (float or bool), got {mask.dtype}")
-        mask = mask.to(torch.get_default_dtype()) if mask.dtype == torch.bool else mask
+        mask = as_weights(mask)
         if mask.dim() not in (2, 3, 4):
             raise ValueError(f"mask must be (H, W), (C, H, W) or (B, C, H, W), got {tuple(mask.shape)}")
         while mask.dim() < 4:
             mask = mask.unsqueeze(0)
-        if not bool(torch.isfinite(mask).all()) or bool((mask < 0).any()):
-            raise ValueError("mask entries must be finite and >= 0")
         super().__init__(mask=mask.contiguous())
         self.image_size = tuple(int(s) for s in mask.shape[-2:])
 

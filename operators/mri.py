@@ -15,7 +15,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators.base import (ParametrizedOperator, check_batch, check_shape, complex_dtype_of,
+from invdiff.operators.base import (ParametrizedOperator, as_weights, check_batch, check_shape, complex_dtype_of,
                                     divide_where_positive, reject_parameter_kwargs)
 from invdiff.operators.fft import fft2c, from_complex, ifft2c, rss, to_complex
 from invdiff.operators.masks import CartesianMask
@@ -27,10 +27,7 @@ def kspace_mask(mask: Tensor | CartesianMask, shape: tuple[int, int] | None) -> 
     """Normalise a mask to ``(B or 1, 1, H, W)`` real; ``shape=(H, W)`` is needed for column masks."""
     if isinstance(mask, CartesianMask):
         mask = mask.columns
-    mask = torch.as_tensor(mask)
-    if mask.is_complex() or not (mask.is_floating_point() or mask.dtype == torch.bool):
-        raise ValueError(f"mask must be real (float or bool), got {mask.dtype}")
-    mask = mask.to(torch.get_default_dtype()) if mask.dtype == torch.bool else mask
+    mask = as_weights(mask)
     h, w = shape if shape is not None else (None, None)
     if mask.dim() == 1:
         cols = mask.shape[0]
@@ -47,8 +44,6 @@ def kspace_mask(mask: Tensor | CartesianMask, shape: tuple[int, int] | None) -> 
         raise ValueError(f"mask has {mask.shape[-1]} columns but the image is {w} wide (image size {h}x{w})")
     if h is not None and mask.shape[-2] not in (1, h):
         raise ValueError(f"mask has {mask.shape[-2]} rows but the image has {h} (image size {h}x{w})")
-    if not bool(torch.isfinite(mask).all()) or bool((mask < 0).any()):
-        raise ValueError("mask entries must be finite and >= 0")
     if h is not None:
         mask = mask.expand(-1, -1, h, -1)
     return mask.contiguous()

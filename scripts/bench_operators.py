@@ -73,13 +73,14 @@ def bench_ct(repeat: int, n: int = 256, views: int = 180) -> list[dict]:
                         f"adjoint rel. error {err:.1e}; {mem}" if b == 1 else f"adjoint rel. error {err:.1e}"))
         rows.append(row("parallel CT A + A^T", f"B={b}, {n}², {views} views", t_ours,
                         "deepinv Tomography (approximate adjoint)", median_seconds(fwd_adj(approx, x), repeat)))
+    from skimage.transform import iradon, radon
+
     img = torch.rand(1, 1, n, n, generator=g)
     theta = np.arange(views) * 180.0 / views
     rows.append(row("parallel CT A", f"B=1, {n}², {views} views", median_seconds(lambda: ours.A(img), repeat),
-                    "skimage radon", median_seconds(lambda: __import__("skimage.transform").transform.radon(
-                        img[0, 0].numpy(), theta, circle=False), max(1, repeat // 3))))
+                    "skimage radon", median_seconds(lambda: radon(img[0, 0].numpy(), theta, circle=False),
+                                                    max(1, repeat // 3))))
     sino = ours.A(img)
-    from skimage.transform import iradon
     rows.append(row("parallel FBP (ramp)", f"B=1, {n}², {views} views", median_seconds(lambda: ours.fbp(sino), repeat),
                     "skimage iradon", median_seconds(lambda: iradon(sino[0, 0].numpy(), theta, circle=False,
                                                                     output_size=n), max(1, repeat // 3))))
