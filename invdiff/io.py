@@ -9,11 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` and rename the result to ``path``; no partial file is ever visible."""
+def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str | None = None) -> Path:
+    """Call ``write(tmp_path)`` and rename the result to ``path``; no partial file is ever visible.
+
+    The temporary file sits beside ``path`` and ends in ``suffix`` (default: ``path``'s last suffix),
+    for writers that pick the format from the extension (``.nii.gz``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix,
+                               dir=path.parent)
     os.close(fd)
     try:
         write(tmp)

@@ -1,0 +1,57 @@
+"""Score a folder of fastMRI prediction files against their targets, as ``fastmri/evaluate.py`` does.
+
+For every target file, the prediction file of the same name is read (dataset ``reconstruction``),
+both volumes are centre-cropped to ``W x W`` (``W`` the target's width) and NMSE, PSNR and SSIM are
+computed per volume (:func:`invdiff.metrics.fastmri_volume_metrics`: data range = the target
+volume's maximum, 7x7 uniform SSIM window), then averaged over volumes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from invdiff.datasets.errors import DataFormatError
+from invdiff.datasets.fastmri import FastMRIFile, find_fastmri_files, read_prediction
+from invdiff.metrics import fastmri_volume_metrics
+
+__all__ = ["evaluate_predictions"]
+
+
+def evaluate_predictions(targets: str | os.PathLike, predictions: str | os.PathLike,
+                         challenge: str = "multicoil", acquisition: str | None = None) -> dict:
+    """Mean and standard deviation over volumes of NMSE, PSNR and SSIM, and the per-volume values.
+
+    Args:
+        targets: folder (or file) of fastMRI files holding the targets.
+        predictions: folder of prediction files named like the targets.
+        challenge: ``"multicoil"`` scores ``reconstruction_rss``, ``"singlecoil"`` ``reconstruction_esc``.
+        acquisition: only score volumes of this ``acquisition`` attribute (e.g. ``"AXT1"``).
+
+    Returns:
+        ``{"mean": {...}, "std": {...}, "volumes": {file name: {...}}, "count": n}``.
+    """
+    key = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}.get(challenge)
+    if key is None:
+        raise ValueError(f"challenge must be 'multicoil' or 'singlecoil', got {challenge!r}")
+    per_volume: dict[str, dict[str, float]] = {}
+    for path in find_fastmri_files(targets):
+        file = FastMRIFile.open(path, target_key=key)
+        if acquisition is not None and file.attrs.get("acquisition") != acquisition:
+            continue
+        pred_path = Path(predictions) / path.name
+        if not pred_path.is_file():
+            raise DataFormatError(f"{pred_path}: no prediction for target {path}")
+        pred = read_prediction(pred_path)
+        target = file.target_volume()
+        if pred.shape[0] != target.shape[0]:
+            raise DataFormatError(f"{pred_path}: {pred.shape[0]} slices, but the target has {target.shape[0]}")
+        per_volume[path.name] = fastmri_volume_metrics(target, pred)
+    if not per_volume:
+        raise DataFormatError(f"{targets}: no target volume matched (acquisition={acquisition!r})")
+    names = sorted(next(iter(per_volume.values())))
+    table = np.array([[v[n] for n in names] for v in per_volume.values()])
+    return {"mean": dict(zip(names, table.mean(axis=0).tolist())), "std": dict(zip(names, table.std(axis=0).tolist())),
+            "volumes": per_volume, "count": len(per_volume)}
