@@ -9,12 +9,15 @@ from pathlib import Path
 
 def _demo(args: argparse.Namespace) -> int:
     from invdiff.demo import format_summary, gaussian_mixture_demo
+    from invdiff.demo_scan import format_zero_filled, zero_filled_demo
 
     summary = gaussian_mixture_demo(args.out, n_particles=args.particles, num_steps=args.steps,
                                     seed=args.seed, progress=not args.quiet)
     print(format_summary(summary))
+    print()
+    print(format_zero_filled(zero_filled_demo(args.out)))
     out = Path(args.out)
-    print(f"\noutputs: {out / 'gmm_posterior.json'}, {out / 'gmm_posterior.png'}")
+    print(f"\noutputs in {out}: gmm_posterior.json/.png, demo_brain_zero_filled.h5/.json/.png")
     return 0
 
 
@@ -25,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: invdiff demo --out outputs/demo",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="posterior sampling on a Gaussian-mixture problem, beside its exact answer",
+    demo = sub.add_parser("demo", help="posterior sampling on a Gaussian-mixture problem beside its exact answer, and the demo scan's zero-filled baseline",
                           description="Sample a Gaussian-mixture posterior and print it beside the exact one.")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
     demo.add_argument("--particles", type=int, default=16384, help="number of particles (default: 16384)")
