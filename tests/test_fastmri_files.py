@@ -301,3 +301,30 @@ def test_empty_folder_and_unknown_target_key(tmp_path, fastmri_dir):
         FastMRISliceDataset(tmp_path)
     with pytest.raises(DataFormatError, match="'reconstruction_esc'"):
         FastMRIFile.open(fastmri_dir / "file_train.h5", target_key="reconstruction_esc")
+
+
+def test_single_coil_files_follow_the_schema(tmp_path):
+    """Single-coil files: kspace (slices, H, W), both targets, reconstruction_esc preferred (as fastMRI)."""
+    rng = np.random.default_rng(0)
+    kspace = (rng.standard_normal((2, 40, 24)) + 1j * rng.standard_normal((2, 40, 24))).astype(np.complex64)
+    esc, rss_target = rng.random((2, 20, 24)).astype(np.float32), rng.random((2, 20, 24)).astype(np.float32)
+    path = tmp_path / "file_sc.h5"
+    with h5py.File(path, "w") as hf:
+        hf.create_dataset("kspace", data=kspace)
+        hf.create_dataset("reconstruction_esc", data=esc)
+        hf.create_dataset("reconstruction_rss", data=rss_target)
+        hf.create_dataset("ismrmrd_header", data=build_header(EncodingInfo((40, 24, 1), (20, 24, 1), (0, 23, 12)),
+                                                              receiver_channels=1))
+        hf.attrs["acquisition"] = "CORPD_FBK"
+    f = FastMRIFile.open(path)
+    assert not f.multicoil and f.num_coils == 1 and f.target_key == "reconstruction_esc"
+    np.testing.assert_array_equal(f.target(1).numpy(), esc[1])
+    assert FastMRIFile.open(path, target_key="reconstruction_rss").target(0).numpy().tolist() == rss_target[0].tolist()
+    ds = FastMRISliceDataset(path, mask_func=MASK_FUNC)
+    sample = ds[0]
+    assert sample["kspace"].shape == (2, 40, 24) and sample["target"].shape == (20, 24)
+    torch.testing.assert_close(to_complex(sample["kspace"][None])[0], torch.from_numpy(kspace[0]))
+    from invdiff.datasets import CoilMapCache
+
+    with pytest.raises(ValueError, match="single-coil"):
+        FastMRISliceDataset(path, coil_maps=CoilMapCache(tmp_path / "cache"))[0]
