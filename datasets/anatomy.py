@@ -39,6 +39,7 @@ class AnatomySource:
         root: ``"pip:<module>"`` (the module's install folder) or an absolute folder.
         relpath: the file under ``root``.
         loader: how to read it.
+        quarter_turns: counter-clockwise 90-degree turns that bring a 2-D image upright.
     """
 
     name: str
@@ -50,6 +51,7 @@ class AnatomySource:
     root: str
     relpath: str
     loader: Loader
+    quarter_turns: int = 0
 
     def path(self) -> Path | None:
         """The file, or ``None`` when its package is not installed."""
@@ -82,7 +84,7 @@ ANATOMY_SOURCES: dict[str, AnatomySource] = {s.name: s for s in (
     AnatomySource("itk_brainweb_t1", "MR", "colin27", "BrainWeb T1 axial slice (simulated from Colin27)",
                   "insighttoolkit5-examples (Debian)", "Apache-2.0", _ITK, "BrainT1Slice.png", "png"),
     AnatomySource("dipy_t1_coronal", "MR", "dipy-t1", "T1 brain, one coronal slice", "dipy", "BSD-3-Clause",
-                  "pip:dipy", "data/files/t1_coronal_slice.npy", "npy"),
+                  "pip:dipy", "data/files/t1_coronal_slice.npy", "npy", quarter_turns=1),
     AnatomySource("nibabel_anatomical", "MR", "nibabel-anatomical", "small T1 brain volume, 2 mm, axial slices",
                   "nibabel", "MIT", "pip:nibabel", "tests/data/anatomical.nii", "nifti-axial"),
     AnatomySource("pydicom_mr_small", "MR", "pydicom-mr-small", "64x64 MR slice (pydicom test file)",
@@ -126,8 +128,7 @@ def _read(source: AnatomySource, path: Path) -> np.ndarray:
         image = np.asarray(imread(path), dtype=np.float32)
         return (image[..., 0] if image.ndim == 3 else image)[None]
     if source.loader == "npy":
-        image = np.load(path, allow_pickle=False).astype(np.float32)
-        return np.rot90(image)[None].copy() if source.name == "dipy_t1_coronal" else image[None]
+        return np.load(path, allow_pickle=False).astype(np.float32)[None]
     if source.loader == "dicom-ct":
         from invdiff.datasets.dicom import load_ct_series
 
@@ -157,7 +158,7 @@ def load_anatomy(name: str, size: int | None = None, min_foreground: float = 0.0
     if path is None:
         raise FileNotFoundError(f"anatomy source {name!r} needs {source.package} installed "
                                 f"(looked for {source.root}/{source.relpath})")
-    images = _read(source, path)
+    images = np.rot90(_read(source, path), k=source.quarter_turns, axes=(1, 2))
     if images.ndim != 3 or not np.all(np.isfinite(images)):
         raise DataFormatError(f"{path}: expected finite 2-D slices, got shape {images.shape}")
     if source.modality == "MR":

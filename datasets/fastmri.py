@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,17 @@ def _attr(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+@contextmanager
+def _open_h5(path: Path) -> Iterator[h5py.File]:
+    """Open read-only; an unreadable file becomes a DataFormatError naming it."""
+    try:
+        hf = h5py.File(path, "r")
+    except OSError as err:
+        raise DataFormatError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from None
+    with hf:
+        yield hf
 
 
 @dataclass(frozen=True)
@@ -87,11 +100,7 @@ class FastMRIFile:
         path = Path(path)
         if not path.is_file():
             raise DataFormatError(f"{path}: no such file")
-        try:
-            hf = h5py.File(path, "r")
-        except OSError as err:
-            raise DataFormatError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from None
-        with hf:
+        with _open_h5(path) as hf:
             if "kspace" not in hf:
                 raise DataFormatError(f"{path}: missing dataset 'kspace' (keys: {sorted(hf.keys())})")
             ksp = hf["kspace"]
@@ -166,14 +175,15 @@ class FastMRIFile:
             raise IndexError(f"{self.path}: slice {index} out of range for {self.num_slices} slices")
         return index % self.num_slices
 
-    def _read(self, key: str, index: int) -> np.ndarray:
-        try:
-            with h5py.File(self.path, "r") as hf:
+    def _read(self, key: str, index: int | slice) -> np.ndarray:
+        where = f"slice {index}" if isinstance(index, int) else "volume"
+        with _open_h5(self.path) as hf:
+            try:
                 data = hf[key][index]
-        except (OSError, KeyError) as err:
-            raise DataFormatError(f"{self.path}: cannot read {key!r} slice {index}: {err}") from None
+            except (OSError, KeyError) as err:
+                raise DataFormatError(f"{self.path}: cannot read {key!r} {where}: {err}") from None
         if not np.all(np.isfinite(data)):
-            raise DataFormatError(f"{self.path}: {key!r} slice {index} contains NaN or Inf")
+            raise DataFormatError(f"{self.path}: {key!r} {where} contains NaN or Inf")
         return data
 
     def kspace(self, index: int) -> Tensor:
@@ -190,8 +200,7 @@ class FastMRIFile:
         """The whole float32 target volume ``(slices, h, w)``, or ``None``."""
         if self.target_key is None:
             return None
-        with h5py.File(self.path, "r") as hf:
-            return np.asarray(hf[self.target_key][()], dtype=np.float32)
+        return self._read(self.target_key, slice(None)).astype(np.float32)
 
 
 def find_fastmri_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -241,13 +250,10 @@ def write_prediction(path: str | os.PathLike, reconstruction: np.ndarray | Tenso
 def read_prediction(path: str | os.PathLike) -> np.ndarray:
     """The ``reconstruction`` dataset of a prediction file, float32 ``(slices, h, w)``."""
     path = Path(path)
-    try:
-        with h5py.File(path, "r") as hf:
-            if "reconstruction" not in hf:
-                raise DataFormatError(f"{path}: missing dataset 'reconstruction'")
-            recon = np.asarray(hf["reconstruction"][()], dtype=np.float32)
-    except OSError as err:
-        raise DataFormatError(f"{path}: not a readable HDF5 file: {err}") from None
+    with _open_h5(path) as hf:
+        if "reconstruction" not in hf:
+            raise DataFormatError(f"{path}: missing dataset 'reconstruction'")
+        recon = np.asarray(hf["reconstruction"][()], dtype=np.float32)
     if recon.ndim != 3:
         raise DataFormatError(f"{path}: 'reconstruction' must be (slices, h, w), got {recon.shape}")
     return recon

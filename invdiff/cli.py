@@ -9,7 +9,7 @@ from pathlib import Path
 
 def _demo(args: argparse.Namespace) -> int:
     from invdiff.demo import format_summary, gaussian_mixture_demo
-    from invdiff.demo_scan import format_zero_filled, zero_filled_demo
+    from invdiff.demo_mri import format_zero_filled, zero_filled_demo
 
     summary = gaussian_mixture_demo(args.out, n_particles=args.particles, num_steps=args.steps,
                                     seed=args.seed, progress=not args.quiet)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from invdiff.datasets.anatomy import ANATOMY_SOURCES, load_anatomy
+from invdiff.datasets.anatomy import ANATOMY_SOURCES, load_anatomy, square_resize
 from invdiff.datasets.simulate import SimulationSettings, simulate_multicoil, write_fastmri_file
 
 SLICES = (78, 86, 94, 102)  # axial indices (RAS z, 1 mm) of ch2.nii.gz
@@ -34,8 +34,6 @@ def main() -> None:
     if path is None:
         raise SystemExit(f"{source.name} is not installed: apt-get install mricron-data")
     slices = load_anatomy("colin27_t1")[list(SLICES)]
-    from invdiff.datasets.anatomy import square_resize
-
     magnitude = square_resize(slices, SIZE)
     volume = simulate_multicoil(magnitude, SETTINGS)
     provenance = {
