@@ -1,0 +1,103 @@
+"""The prior checkpoint format: one file, loadable with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain Python values (no pickled classes)::
+
+    format          "invdiff-prior"
+    version         1
+    architecture    "monai.DiffusionModelUNet" and its UNetConfig as a dict ("config")
+    state_dict      the network weights (EMA weights for a trained prior)
+    betas           float64 (T,) VP schedule
+    prediction      "epsilon" | "v"
+    event_shape     [C, H, W]
+    normalization   {"scale": s, "offset": o}: data = offset + scale * model space
+    data_range      [low, high] or None
+    provenance      JSON-like dict: training data, command, licence, ...
+    training        optional resumable state (optimizer, step, RNG states), ignored by load_prior
+
+Files are written atomically; :func:`load_prior` names the file and the field when anything is off.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from invdiff.io import atomic_write
+from invdiff.priors.unet import UNetConfig, UNetPrior
+from invdiff.schedule import VPSchedule
+
+__all__ = ["CheckpointError", "FORMAT", "VERSION", "load_prior", "save_prior"]
+
+FORMAT = "invdiff-prior"
+VERSION = 1
+_ARCHITECTURE = "monai.DiffusionModelUNet"
+
+
+class CheckpointError(ValueError):
+    """A file that is not an invdiff prior checkpoint of a supported version."""
+
+
+def save_prior(path: str | os.PathLike, prior: UNetPrior, provenance: dict | None = None,
+               training: dict | None = None) -> Path:
+    """Write ``prior`` (and optionally resumable ``training`` state) to ``path`` atomically."""
+    if prior.config is None:
+        raise ValueError("the prior has no UNetConfig, so its architecture cannot be recorded")
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": _ARCHITECTURE,
+        "config": prior.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in prior.net.state_dict().items()},
+        "betas": prior.schedule.betas.detach().cpu().to(torch.float64),
+        "prediction": prior.prediction,
+        "event_shape": list(prior.event_shape),
+        "normalization": {"scale": float(prior.scale), "offset": float(prior.offset)},
+        "data_range": list(prior.data_range) if prior.data_range is not None else None,
+        "provenance": provenance or {},
+    }
+    if training is not None:
+        payload["training"] = training
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The checked payload of a checkpoint file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors, truncated zip archives, foreign formats
+        raise CheckpointError(f"{path}: not a loadable checkpoint (weights_only=True): {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: not an invdiff prior checkpoint (format {found!r}, expected {FORMAT!r})")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')!r} is not supported "
+                              f"(this invdiff reads version {VERSION})")
+    if payload.get("architecture") != _ARCHITECTURE:
+        raise CheckpointError(f"{path}: unknown architecture {payload.get('architecture')!r}")
+    missing = [k for k in ("config", "state_dict", "betas", "prediction", "event_shape", "normalization")
+               if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: missing fields {missing}")
+    return payload
+
+
+def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetPrior:
+    """Rebuild the prior saved by :func:`save_prior`, in evaluation mode, on ``device``."""
+    payload = read_checkpoint(path)
+    config = UNetConfig.from_dict(payload["config"])
+    net = config.build()
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the recorded architecture: {err}") from None
+    net.eval().requires_grad_(False).to(device)
+    norm = payload["normalization"]
+    data_range = payload.get("data_range")
+    return UNetPrior(net, VPSchedule(payload["betas"]), tuple(payload["event_shape"]), payload["prediction"],
+                     float(norm["scale"]), float(norm["offset"]), config,
+                     tuple(data_range) if data_range is not None else None)
