@@ -9,12 +9,13 @@ The network was trained in *model space* ``z = (x - offset) / scale`` on the VP 
     t = schedule.timestep_of_sigma(sigma_z)  (fractional steps between the trained ones),
     z0_hat = (z_t - sqrt(1 - abar) eps_hat) / sqrt(abar)   or   sqrt(abar) z_t - sqrt(1 - abar) v_hat,
 
-and returns ``offset + scale * z0_hat``.
+and returns ``offset + scale * z0_hat``. Noise levels outside the trained range are given the nearest
+trained step as ``t`` (the conversion itself stays exact).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from torch import Tensor, nn
@@ -75,7 +76,7 @@ class UNetPrior(Denoiser):
     scale: float = 1.0
     offset: float = 0.0
     config: UNetConfig | None = None
-    data_range: tuple[float, float] | None = field(default=None)
+    data_range: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.prediction not in ("epsilon", "v"):
