@@ -34,8 +34,10 @@ from torch import Tensor
 from invdiff.datasets.errors import DataFormatError
 from invdiff.datasets.ismrmrd import EncodingInfo, parse_header
 from invdiff.io import atomic_write
+from invdiff.metrics import center_crop
+from invdiff.operators.fft import ifft2c, rss
 
-__all__ = ["FastMRIFile", "find_fastmri_files", "read_prediction", "write_prediction"]
+__all__ = ["FastMRIFile", "find_fastmri_files", "read_prediction", "rss_reconstruction", "write_prediction"]
 
 TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
 _ATTR_TYPES = {"acquisition": str, "patient_id": str, "max": float, "norm": float, "acceleration": float,
@@ -201,6 +203,16 @@ class FastMRIFile:
         if self.target_key is None:
             return None
         return self._read(self.target_key, slice(None)).astype(np.float32)
+
+
+def rss_reconstruction(kspace: Tensor, recon_size: tuple[int, int]) -> Tensor:
+    """fastMRI's RSS image: root-sum-of-squares over coils (dim -3) of the inverse centred FFT of
+    complex ``(..., C, H, W)`` k-space, centre-cropped to ``recon_size``.
+
+    On fully sampled k-space this is how ``reconstruction_rss`` is made; on masked k-space it is the
+    zero-filled baseline.
+    """
+    return center_crop(rss(ifft2c(kspace), dim=-3), recon_size)
 
 
 def find_fastmri_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:

@@ -31,10 +31,10 @@ import torch
 from torch import Tensor
 
 from invdiff.datasets.coil_maps import birdcage_maps
+from invdiff.datasets.fastmri import rss_reconstruction
 from invdiff.datasets.ismrmrd import EncodingInfo, build_header
 from invdiff.io import atomic_write
-from invdiff.metrics import center_crop
-from invdiff.operators.fft import fft2c, ifft2c, rss
+from invdiff.operators.fft import fft2c
 
 __all__ = ["SimulatedVolume", "SimulationSettings", "simulate_multicoil", "smooth_phase", "write_fastmri_file"]
 
@@ -133,7 +133,7 @@ def simulate_multicoil(magnitude: Tensor | np.ndarray, settings: SimulationSetti
         noise_std = math.sqrt(signal / 10 ** (settings.snr_db / 10))
         noise = torch.randn((*kspace.shape, 2), generator=gen) * (noise_std / math.sqrt(2))
         kspace = kspace + torch.complex(noise[..., 0], noise[..., 1])
-    target = center_crop(rss(ifft2c(kspace), dim=1), (h, w)).contiguous()
+    target = rss_reconstruction(kspace, (h, w)).contiguous()
     return SimulatedVolume(kspace.to(torch.complex64), target.to(torch.float32), image, maps, noise_std, settings)
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from invdiff.datasets import FastMRISliceDataset, demo_scan, write_prediction
+from invdiff.datasets.fastmri import rss_reconstruction
 from invdiff.io import atomic_write, atomic_write_json
-from invdiff.metrics import center_crop, fastmri_volume_metrics
-from invdiff.operators.fft import ifft2c, rss, to_complex
+from invdiff.metrics import fastmri_volume_metrics
+from invdiff.operators.fft import to_complex
 from invdiff.operators.masks import MaskFunc
 
 
@@ -28,13 +29,12 @@ def zero_filled_demo(out_dir: str | Path, acceleration: int = 4, center_fraction
     recon, target = [], []
     for i in range(len(dataset)):
         sample = dataset[i]
-        coil_images = ifft2c(to_complex(sample["y"].unsqueeze(0)))[0]
-        recon.append(center_crop(rss(coil_images, dim=0), sample["recon_size"]))
+        recon.append(rss_reconstruction(to_complex(sample["y"].unsqueeze(0))[0], sample["recon_size"]))
         target.append(sample["target"])
     recon_np, target_np = torch.stack(recon).numpy(), torch.stack(target).numpy()
     out_dir = Path(out_dir)
     write_prediction(out_dir / "demo_brain_zero_filled.h5", recon_np, attrs={"method": "zero-filled RSS"})
-    mask = dataset[0]["mask"]
+    mask = sample["mask"]  # one mask per file: every slice shares it
     summary = {
         "scan": str(demo_scan().name), "slices": len(dataset), "coils": dataset.files[0].num_coils,
         "mask": {"type": "equispaced_fraction", "acceleration": acceleration, "center_fraction": center_fraction,

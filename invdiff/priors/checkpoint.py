@@ -28,7 +28,7 @@ from invdiff.io import atomic_write
 from invdiff.priors.unet import UNetConfig, UNetPrior
 from invdiff.schedule import VPSchedule
 
-__all__ = ["CheckpointError", "FORMAT", "VERSION", "load_prior", "save_prior"]
+__all__ = ["CheckpointError", "FORMAT", "VERSION", "load_prior", "read_checkpoint", "save_prior"]
 
 FORMAT = "invdiff-prior"
 VERSION = 1
