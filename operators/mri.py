@@ -108,14 +108,21 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
     ``sum_c |S_c|^2 = 1`` and a full mask, ``A^T A = I``; in general the operator norm is
     ``max over pixels of sqrt(sum_c |S_c|^2)`` when the mask is full.
 
+    With ``image_size=(h, w)`` smaller than the coil maps' grid ``(H, W)`` (fastMRI's readout
+    oversampling: k-space ``640 x 368`` for a ``320 x 320`` image), ``x`` is zero-padded to the grid
+    before the coils, ``y_c = M F S_c P x``, and ``A^T`` crops back: ``P^T`` is fastMRI's centre crop
+    (offset ``(H - h) // 2``), so ``A^T y`` on fully sampled k-space is the coil-combined version of
+    fastMRI's cropped image.
+
     Args:
         mask: k-space mask shared by the coils, see the module docstring.
-        coil_maps: complex sensitivities ``(C, H, W)`` or per sample ``(B, C, H, W)``.
+        coil_maps: complex sensitivities ``(C, H, W)`` or per sample ``(B, C, H, W)``, on the k-space grid.
+        image_size: ``(h, w)`` of the unknown image; defaults to the grid ``(H, W)``.
     """
 
     _parameter_names = ("mask", "coil_maps")
 
-    def __init__(self, mask: Tensor | CartesianMask, coil_maps: Tensor):
+    def __init__(self, mask: Tensor | CartesianMask, coil_maps: Tensor, image_size: tuple[int, int] | None = None):
         super().__init__()
         coil_maps = torch.as_tensor(coil_maps)
         if not coil_maps.is_complex():
@@ -125,17 +132,38 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
             coil_maps = coil_maps.unsqueeze(0)
         if coil_maps.dim() != 4:
             raise ValueError(f"coil_maps must be (C, H, W) or (B, C, H, W), got shape {tuple(coil_maps.shape)}")
-        self.image_size = tuple(int(s) for s in coil_maps.shape[-2:])
+        self.kspace_size = tuple(int(s) for s in coil_maps.shape[-2:])
+        self.image_size = self.kspace_size if image_size is None else tuple(int(s) for s in image_size)
+        if len(self.image_size) != 2 or not all(0 < i <= k for i, k in zip(self.image_size, self.kspace_size)):
+            raise ValueError(f"image_size {image_size} must fit inside the coil maps' grid {self.kspace_size}")
         self.num_coils = int(coil_maps.shape[1])
         self.register_buffer("coil_maps", coil_maps.contiguous())
-        self.register_buffer("mask", kspace_mask(mask, self.image_size))
+        self.register_buffer("mask", kspace_mask(mask, self.kspace_size))
 
     def _init_kwargs(self) -> dict:
-        return {"mask": self.mask, "coil_maps": self.coil_maps}
+        return {"mask": self.mask, "coil_maps": self.coil_maps, "image_size": self.image_size}
 
     def with_mask(self, mask: Tensor | CartesianMask) -> MultiCoilMRI:
-        """The same coils under another mask."""
-        return MultiCoilMRI(mask, self.coil_maps)
+        """The same coils and image size under another mask."""
+        return MultiCoilMRI(mask, self.coil_maps, self.image_size)
+
+    def _crop_slices(self) -> tuple[slice, slice]:
+        (h, w), (hh, ww) = self.image_size, self.kspace_size
+        top, left = (hh - h) // 2, (ww - w) // 2
+        return slice(top, top + h), slice(left, left + w)
+
+    def _pad(self, image: Tensor) -> Tensor:
+        """Complex ``(B, h, w)`` -> ``(B, H, W)``, zero outside fastMRI's centre crop."""
+        if self.image_size == self.kspace_size:
+            return image
+        out = image.new_zeros(image.shape[0], *self.kspace_size)
+        rows, cols = self._crop_slices()
+        out[:, rows, cols] = image
+        return out
+
+    def _crop(self, image: Tensor) -> Tensor:
+        rows, cols = self._crop_slices()
+        return image[..., rows, cols]
 
     def _params(self, t: Tensor, tail: tuple[int, ...], what: str) -> tuple[Tensor, Tensor]:
         check_shape(t, tail, what, "(re, im) on dim 1")
@@ -146,21 +174,21 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
     def A(self, x: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
         m, s = self._params(x, (2, *self.image_size), "image")
-        k = fft2c(s * to_complex(x).unsqueeze(1))
+        k = fft2c(s * self._pad(to_complex(x)).unsqueeze(1))
         return from_complex(k) * m.unsqueeze(1)
 
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
-        m, s = self._params(y, (2, self.num_coils, *self.image_size), "multi-coil k-space")
+        m, s = self._params(y, (2, self.num_coils, *self.kspace_size), "multi-coil k-space")
         coil_images = ifft2c(to_complex(y * m.unsqueeze(1)))
-        return from_complex((s.conj() * coil_images).sum(dim=1))
+        return from_complex(self._crop((s.conj() * coil_images).sum(dim=1)))
 
     def coil_images(self, y: Tensor) -> Tensor:
-        """Zero-filled complex coil images ``F^H M y_c``, ``(B, C, H, W)``."""
-        m, _ = self._params(y, (2, self.num_coils, *self.image_size), "multi-coil k-space")
+        """Zero-filled complex coil images ``F^H M y_c`` on the full grid, ``(B, C, H, W)``."""
+        m, _ = self._params(y, (2, self.num_coils, *self.kspace_size), "multi-coil k-space")
         return ifft2c(to_complex(y * m.unsqueeze(1)))
 
     def rss(self, y: Tensor) -> Tensor:
-        """Root-sum-of-squares of the zero-filled coil images, ``(B, 1, H, W)`` (fastMRI's target
-        definition when ``y`` is fully sampled); not linear, so not an adjoint."""
-        return rss(self.coil_images(y)).unsqueeze(1)
+        """Root-sum-of-squares of the zero-filled coil images, centre-cropped to ``image_size``,
+        ``(B, 1, h, w)`` (fastMRI's target definition when ``y`` is fully sampled); not linear."""
+        return self._crop(rss(self.coil_images(y))).unsqueeze(1)

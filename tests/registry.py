@@ -41,8 +41,9 @@ def _columns(g: torch.Generator, seed: int) -> torch.Tensor:
     return MaskFunc("random", (0.25,), (3,))(N, seed).columns
 
 
-def _coil_maps(g: torch.Generator, dtype: torch.dtype, batch: int | None = None, coils: int = 4) -> torch.Tensor:
-    shape = (coils, N, N) if batch is None else (batch, coils, N, N)
+def _coil_maps(g: torch.Generator, dtype: torch.dtype, batch: int | None = None, coils: int = 4,
+               shape: tuple[int, int] = (N, N)) -> torch.Tensor:
+    shape = (coils, *shape) if batch is None else (batch, coils, *shape)
     real = torch.float64 if dtype == torch.float64 else torch.float32
     s = torch.complex(torch.randn(shape, generator=g, dtype=real), torch.randn(shape, generator=g, dtype=real))
     return s / (s.abs() ** 2).sum(dim=-3, keepdim=True).sqrt()  # sum_c |S_c|^2 = 1
@@ -102,6 +103,9 @@ REGISTRY: dict[str, Entry] = {
     "multicoil_mri": Entry(
         lambda dt, g: Case(MultiCoilMRI(_columns(g, 2).to(dt), _coil_maps(g, dt)), (B, 2, N, N)),
         _multicoil_per_sample),
+    "multicoil_mri_oversampled": Entry(  # 2x readout oversampling: the image is the central half
+        lambda dt, g: Case(MultiCoilMRI(_columns(g, 4).to(dt), _coil_maps(g, dt, coils=3, shape=(2 * N, N)),
+                                        image_size=(N, N)), (B, 2, N, N))),
     "multicoil_mri_full": Entry(
         lambda dt, g: Case(MultiCoilMRI(torch.ones(N, dtype=dt), _coil_maps(g, dt)), (B, 2, N, N), 1.0)),
     "parallel_ct": Entry(lambda dt, g: Case(_ct(dt, sparse_view_angles(24)), (B, 1, N, N))),

@@ -111,3 +111,21 @@ def test_espirit_recovers_the_coil_subspace(undersampled):
     assert float((projected - coil)[:, inside].norm() / coil[:, inside].norm()) < 0.02
     with pytest.raises(ValueError, match="calib_width"):
         espirit_maps(y, calib_width=8)
+
+
+def test_oversampled_multicoil_matches_fastmri_crop_convention():
+    """A on a 2x-oversampled grid is the full-size operator on the zero-padded image, and A^T of
+    fully sampled data is fastMRI's centre crop of the coil-combined image."""
+    g = torch.Generator().manual_seed(11)
+    maps = _birdcage(n=16).repeat_interleave(2, dim=-2)[..., :32, :]  # (C, 32, 16)
+    maps = maps / (maps.abs() ** 2).sum(0, keepdim=True).sqrt()
+    small = MultiCoilMRI(torch.ones(16), maps, image_size=(16, 16))
+    big = MultiCoilMRI(torch.ones(16), maps)
+    x = torch.randn(2, 2, 16, 16, generator=g, dtype=torch.float32)
+    padded = torch.zeros(2, 2, 32, 16)
+    padded[:, :, 8:24] = x  # fastMRI's centre crop offset: (32 - 16) // 2
+    torch.testing.assert_close(small.A(x), big.A(padded))
+    torch.testing.assert_close(small.A_adjoint(small.A(x)), x, atol=1e-5, rtol=0)
+    assert small.with_mask(torch.ones(16)).image_size == (16, 16)
+    with pytest.raises(ValueError, match="must fit inside"):
+        MultiCoilMRI(torch.ones(16), maps, image_size=(40, 16))

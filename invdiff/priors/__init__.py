@@ -1,9 +1,18 @@
-"""Priors. Continuous priors are denoisers in the EDM convention (see :mod:`invdiff.priors.base`)."""
+"""Priors. Continuous priors are denoisers in the EDM convention (see :mod:`invdiff.priors.base`).
 
+* :class:`UNetPrior` (MONAI ``DiffusionModelUNet``, trained by :mod:`invdiff.priors.training`,
+  saved by :mod:`invdiff.priors.checkpoint`), and the shipped priors (:func:`shipped_prior`);
+* :class:`GaussianMixturePrior` (exact) and :class:`PCAGaussianMixturePrior` (exact, fitted to images);
+* adapters: deepinv denoisers, ADM / guided-diffusion checkpoints (:mod:`invdiff.priors.adapters`).
+"""
+
+from invdiff.priors.adapters import AsDeepinvDenoiser, DeepinvDenoiserPrior, adm_prior
 from invdiff.priors.base import Denoiser
-from invdiff.priors.checkpoint import CheckpointError, load_prior, save_prior
+from invdiff.priors.checkpoint import CheckpointError, load_prior, read_checkpoint, save_prior
 from invdiff.priors.gaussian_mixture import GaussianMixture, GaussianMixturePrior
+from invdiff.priors.pca_gmm import PCAGaussianMixturePrior, fit_pca_gmm
 from invdiff.priors.unet import UNetConfig, UNetPrior
 
-__all__ = ["CheckpointError", "Denoiser", "GaussianMixture", "GaussianMixturePrior", "UNetConfig", "UNetPrior",
-           "load_prior", "save_prior"]
+__all__ = ["AsDeepinvDenoiser", "CheckpointError", "DeepinvDenoiserPrior", "Denoiser", "GaussianMixture",
+           "GaussianMixturePrior", "PCAGaussianMixturePrior", "UNetConfig", "UNetPrior", "adm_prior", "fit_pca_gmm",
+           "load_prior", "read_checkpoint", "save_prior"]

@@ -1,0 +1,289 @@
+"""Training a UNet diffusion prior: one optimisation step (:class:`PriorTrainer`) and its driver
+(:func:`train_prior`: progress bar, atomic checkpoints, resume, loss CSV, sample PNG).
+
+The objective is DDPM's (Ho et al. 2020): draw ``t`` uniformly from the ``T`` steps of a VP schedule,
+``z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps`` in model space ``z0 = (x0 - offset) / scale``, and
+regress ``eps`` (or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0``) with a mean squared error.
+Adam with a linear warm-up, gradient-norm clipping, and an exponential moving average (EMA) of the
+weights, which is what the saved prior uses.
+
+Images are whole slices, or random ``crop x crop`` patches of them with whole slices every
+``full_image_every`` steps (patch training: the UNet is convolutional, with attention only at its
+coarsest level, so a prior trained mostly on patches runs on whole images; patches cost a quarter
+of a whole 2x-larger slice per image, and attention a sixteenth).
+
+Determinism: every random draw (batches, timesteps, noise) comes from one ``torch.Generator``
+seeded with ``config.seed`` whose state is checkpointed, so an interrupted run resumed from its
+last checkpoint produces the same weights as an uninterrupted one (same device and thread count).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from invdiff.io import atomic_write, atomic_write_text
+from invdiff.priors.checkpoint import read_checkpoint, save_prior
+from invdiff.priors.training_data import Augmentation, TrainingImages, draw_batch
+from invdiff.priors.unet import UNetConfig, UNetPrior
+from invdiff.schedule import VPSchedule
+
+__all__ = ["PriorTrainer", "TrainingConfig", "data_normalization", "train_prior"]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of :class:`PriorTrainer` (all recorded in the checkpoint)."""
+
+    steps: int = 5000
+    batch_size: int = 16
+    channels: int = 1
+    crop: int | None = None
+    full_image_every: int = 4
+    lr: float = 2e-4
+    warmup: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    prediction: Literal["epsilon", "v"] = "epsilon"
+    schedule: Literal["linear", "cosine"] = "linear"
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.prediction not in ("epsilon", "v"):
+            raise ValueError(f"prediction must be 'epsilon' or 'v', got {self.prediction!r}")
+        if self.schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule must be 'linear' or 'cosine', got {self.schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augmentation"]["intensity"] = list(self.augmentation.intensity)
+        d["augmentation"]["zoom"] = list(self.augmentation.zoom)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainingConfig:
+        d = dict(d)
+        aug = dict(d.pop("augmentation"))
+        aug["intensity"], aug["zoom"] = tuple(aug["intensity"]), tuple(aug["zoom"])
+        return cls(**d, augmentation=Augmentation(**aug))
+
+    def vp_schedule(self) -> VPSchedule:
+        return VPSchedule.linear() if self.schedule == "linear" else VPSchedule.cosine()
+
+
+def data_normalization(modality: str, channels: int) -> tuple[float, float, tuple[float, float]]:
+    """``(scale, offset, data_range)`` mapping the modality's data units to model space ``[-1, 1]``."""
+    if modality == "MR":
+        return (1.0, 0.0, (-1.0, 1.0)) if channels == 2 else (0.5, 0.5, (0.0, 1.0))
+    return 1.0, 1.0, (0.0, 2.0)
+
+
+class PriorTrainer:
+    """One optimisation step at a time; holds the network, its EMA, the optimiser and the RNG."""
+
+    def __init__(self, data: TrainingImages, config: TrainingConfig, unet: UNetConfig,
+                 device: str | torch.device = "cpu"):
+        if unet.in_channels != config.channels:
+            raise ValueError(f"the UNet has {unet.in_channels} channels but training uses {config.channels}")
+        if config.crop is not None and not 8 <= config.crop <= data.size:
+            raise ValueError(f"crop must be in [8, {data.size}], got {config.crop}")
+        self.data, self.config, self.unet, self.device = data, config, unet, torch.device(device)
+        self.scale, self.offset, self.data_range = data_normalization(data.modality, config.channels)
+        self.schedule = config.vp_schedule()
+        self._abar = self.schedule.alpha_bars.to(torch.float32)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        # the initial weights come from the same seed, not from the global RNG
+        fork = torch.Generator().manual_seed(config.seed + 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=fork)))
+            self.net = unet.build()
+        self.net.to(self.device).train()
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.step_index = 0
+        self.losses: list[float] = []
+
+    def learning_rate(self, step: int) -> float:
+        return self.config.lr * min(1.0, (step + 1) / max(1, self.config.warmup))
+
+    def _batch(self) -> Tensor:
+        c = self.config
+        whole = c.crop is None or (c.full_image_every > 0 and self.step_index % c.full_image_every == 0)
+        if whole:
+            ratio = 1.0 if c.crop is None else (c.crop / self.data.size) ** 2
+            return draw_batch(self.data.images, max(1, round(c.batch_size * ratio)), self.generator,
+                              channels=c.channels, augmentation=c.augmentation, weights=self.data.weights)
+        return draw_batch(self.data.images, c.batch_size, self.generator, channels=c.channels, crop=c.crop,
+                          augmentation=c.augmentation, weights=self.data.weights)
+
+    def step(self) -> float:
+        """One Adam step on a fresh batch; updates the EMA; returns the batch's loss."""
+        x0 = self._batch()
+        b = x0.shape[0]
+        t = torch.randint(0, self.schedule.num_steps, (b,), generator=self.generator)
+        noise = torch.randn(x0.shape, generator=self.generator)
+        a = self._abar[t].sqrt().view(b, 1, 1, 1)
+        s = (1 - self._abar[t]).sqrt().view(b, 1, 1, 1)
+        z0 = (x0 - self.offset) / self.scale
+        z_t = a * z0 + s * noise
+        target = noise if self.config.prediction == "epsilon" else a * noise - s * z0
+        z_t, target, t = z_t.to(self.device), target.to(self.device), t.to(self.device, torch.float32)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step_index)
+        loss = torch.mean((self.net(z_t, t) - target) ** 2)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        decay = min(self.config.ema_decay, (1 + self.step_index) / (10 + self.step_index))
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.net.parameters()):
+                e.lerp_(p, 1 - decay)
+            for e, p in zip(self.ema.buffers(), self.net.buffers()):
+                e.copy_(p)
+        self.step_index += 1
+        value = float(loss.detach())
+        self.losses.append(value)
+        return value
+
+    def prior(self) -> UNetPrior:
+        """The EMA network as a prior (shares weights with the trainer; copy before training on)."""
+        return UNetPrior(self.ema, self.schedule, (self.config.channels, self.data.size, self.data.size),
+                         self.config.prediction, self.scale, self.offset, self.unet, self.data_range)
+
+    def training_state(self) -> dict:
+        return {"step": self.step_index, "config": self.config.to_dict(),
+                "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "losses": torch.tensor(self.losses, dtype=torch.float64)}
+
+    def load_training_state(self, state: dict, ema_weights: dict) -> None:
+        saved = TrainingConfig.from_dict(state["config"])
+        if dataclasses.replace(saved, steps=self.config.steps) != self.config:  # more steps is allowed
+            raise ValueError(f"cannot resume: the checkpoint was trained with {saved}, now {self.config}")
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(ema_weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step_index = int(state["step"])
+        self.losses = [float(v) for v in state["losses"]]
+
+
+def _write_losses(path: Path, losses: list[float], every: int = 10) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["step", "loss", f"loss_mean_{every}"])
+    for i, value in enumerate(losses):
+        window = losses[max(0, i + 1 - every): i + 1]
+        writer.writerow([i + 1, f"{value:.6g}", f"{sum(window) / len(window):.6g}"])
+    atomic_write_text(path, buf.getvalue())
+
+
+def sample_figure(prior: UNetPrior, path: str | Path, num: int = 8, steps: int = 50, seed: int = 0,
+                  title: str = "") -> Path:
+    """Draw ``num`` unconditional DDIM samples from ``prior`` and save them as a PNG grid (magnitude
+    for complex priors)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from invdiff.samplers import DDIM, run
+
+    sigmas = prior.schedule.sampling_sigmas(steps) * prior.scale  # data units
+    post = run(DDIM(sigmas=sigmas), None, prior, n_particles=num,
+               generator=torch.Generator().manual_seed(seed), progress=False)
+    x = post.samples[0]
+    images = x.norm(dim=1) if x.shape[1] == 2 else x[:, 0]
+    lo, hi = prior.data_range if prior.data_range is not None else (float(images.min()), float(images.max()))
+    lo = max(lo, 0.0) if x.shape[1] == 2 else lo
+    cols = min(num, 4)
+    rows = math.ceil(num / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, im in zip(axes.flat, images):
+        ax.imshow(im.numpy(), cmap="gray", vmin=lo, vmax=hi)
+    fig.suptitle(title or f"{num} prior samples (DDIM, {steps} steps, seed {seed})", fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return Path(path)
+
+
+def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, out: str | Path, *,
+                resume: bool = False, checkpoint_every: int = 250, max_minutes: float | None = None,
+                provenance: dict | None = None, device: str | torch.device = "cpu", progress: bool = True,
+                log: Callable[[str], None] = print) -> PriorTrainer:
+    """Train (or resume) a prior and write, under ``out``:
+
+    * ``checkpoint.pt``: resumable (EMA prior + raw weights, optimiser, RNG), every
+      ``checkpoint_every`` steps and at the end, atomically;
+    * ``prior.pt``: the EMA prior alone (what ships), at the end;
+    * ``loss.csv``: the loss of every step so far (rewritten with each checkpoint);
+    * ``samples.png``: prior samples, at the end.
+
+    ``max_minutes`` stops early (after a checkpoint) so a long run can be continued with ``resume``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    ckpt = out / "checkpoint.pt"
+    trainer = PriorTrainer(data, config, unet, device)
+    provenance = dict(provenance or {})
+    provenance.setdefault("data", list(data.sources))
+    provenance["training_config"] = config.to_dict()
+    if resume:
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
+        payload = read_checkpoint(ckpt)
+        if "training" not in payload:
+            raise ValueError(f"{ckpt}: has no training state to resume from")
+        trainer.load_training_state(payload["training"], payload["state_dict"])
+        log(f"resumed from {ckpt} at step {trainer.step_index}")
+    elif ckpt.exists():
+        raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
+
+    def checkpoint() -> None:
+        provenance["steps_done"] = trainer.step_index
+        save_prior(ckpt, trainer.prior(), provenance, training=trainer.training_state())
+        _write_losses(out / "loss.csv", trainer.losses)
+
+    start = time.perf_counter()
+    with tqdm(total=config.steps, initial=trainer.step_index, desc="train-prior", disable=not progress) as bar:
+        while trainer.step_index < config.steps:
+            loss = trainer.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if trainer.step_index % checkpoint_every == 0:
+                checkpoint()
+                recent = trainer.losses[-checkpoint_every:]
+                log(f"step {trainer.step_index}: mean loss {sum(recent) / len(recent):.4f}, "
+                    f"{time.perf_counter() - start:.0f} s this session")
+                if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+                    log(f"stopping after {max_minutes} minutes at step {trainer.step_index}; continue with --resume")
+                    return trainer
+    checkpoint()
+    prior = trainer.prior()
+    provenance["steps_done"] = trainer.step_index
+    save_prior(out / "prior.pt", prior, provenance)
+    sample_figure(prior, out / "samples.png", seed=config.seed,
+                  title=f"prior samples after {trainer.step_index} steps (DDIM, 50 steps)")
+    log(f"done: {trainer.step_index} steps; prior in {out / 'prior.pt'}, samples in {out / 'samples.png'}")
+    return trainer
