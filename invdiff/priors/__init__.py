@@ -11,8 +11,9 @@ from invdiff.priors.base import Denoiser
 from invdiff.priors.checkpoint import CheckpointError, load_prior, read_checkpoint, save_prior
 from invdiff.priors.gaussian_mixture import GaussianMixture, GaussianMixturePrior
 from invdiff.priors.pca_gmm import PCAGaussianMixturePrior, fit_pca_gmm
+from invdiff.priors.shipped import SHIPPED_PRIORS, shipped_prior, shipped_prior_path
 from invdiff.priors.unet import UNetConfig, UNetPrior
 
-__all__ = ["AsDeepinvDenoiser", "CheckpointError", "DeepinvDenoiserPrior", "Denoiser", "GaussianMixture",
+__all__ = ["SHIPPED_PRIORS", "AsDeepinvDenoiser", "CheckpointError", "DeepinvDenoiserPrior", "Denoiser", "GaussianMixture",
            "GaussianMixturePrior", "PCAGaussianMixturePrior", "UNetConfig", "UNetPrior", "adm_prior", "fit_pca_gmm",
-           "load_prior", "read_checkpoint", "save_prior"]
+           "load_prior", "read_checkpoint", "save_prior", "shipped_prior", "shipped_prior_path"]

@@ -2,5 +2,7 @@
 
 from invdiff.samplers.base import Diagnostics, Posterior, Sampler, SamplerState, run
 from invdiff.samplers.ddim import DDIM
+from invdiff.samplers.dps import DPS
+from invdiff.samplers.red_diff import REDDiff
 
-__all__ = ["DDIM", "Diagnostics", "Posterior", "Sampler", "SamplerState", "run"]
+__all__ = ["DDIM", "DPS", "REDDiff", "Diagnostics", "Posterior", "Sampler", "SamplerState", "run"]
