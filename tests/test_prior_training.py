@@ -17,7 +17,7 @@ from invdiff.priors.unet import UNetConfig
 
 TINY = UNetConfig(in_channels=1, channels=(8, 16), attention_levels=(False, True), norm_num_groups=8,
                   num_head_channels=8)
-QUIET = dict(progress=False, log=lambda s: None)
+QUIET = dict(progress=False, log=lambda s: None, sample_steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,7 @@ def test_interrupted_and_resumed_training_equals_an_uninterrupted_run(tmp_path, 
     assert [int(r["step"]) for r in rows] == list(range(1, 7))
     assert (tmp_path / "full" / "samples.png").stat().st_size > 1000
     assert "training" not in full  # the shipped prior carries no optimiser state
+    assert len(part["provenance"]["commands"]) == 2 and len(full["provenance"]["commands"]) == 1
 
 
 def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_to_overwrite(tmp_path, ellipses):

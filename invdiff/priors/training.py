@@ -230,14 +230,14 @@ def sample_figure(prior: UNetPrior, path: str | Path, num: int = 8, steps: int =
 def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, out: str | Path, *,
                 resume: bool = False, checkpoint_every: int = 250, max_minutes: float | None = None,
                 provenance: dict | None = None, device: str | torch.device = "cpu", progress: bool = True,
-                log: Callable[[str], None] = print) -> PriorTrainer:
+                log: Callable[[str], None] = print, sample_steps: int = 50) -> PriorTrainer:
     """Train (or resume) a prior and write, under ``out``:
 
     * ``checkpoint.pt``: resumable (EMA prior + raw weights, optimiser, RNG), every
       ``checkpoint_every`` steps and at the end, atomically;
     * ``prior.pt``: the EMA prior alone (what ships), at the end;
     * ``loss.csv``: the loss of every step so far (rewritten with each checkpoint);
-    * ``samples.png``: prior samples, at the end.
+    * ``samples.png``: 8 prior samples (DDIM with ``sample_steps`` steps), at the end.
 
     ``max_minutes`` stops early (after a checkpoint) so a long run can be continued with ``resume``.
     """
@@ -247,6 +247,7 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
     ckpt = out / "checkpoint.pt"
     trainer = PriorTrainer(data, config, unet, device)
     provenance = dict(provenance or {})
+    provenance["commands"] = [provenance.get("command")]  # every run that contributed, resumes included
     provenance.setdefault("data", list(data.sources))
     provenance["training_config"] = config.to_dict()
     if resume:
@@ -256,6 +257,8 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
         if "training" not in payload:
             raise ValueError(f"{ckpt}: has no training state to resume from")
         trainer.load_training_state(payload["training"], payload["state_dict"])
+        before = payload.get("provenance", {})
+        provenance["commands"] = list(before.get("commands", [before.get("command")])) + [provenance.get("command")]
         log(f"resumed from {ckpt} at step {trainer.step_index}")
     elif ckpt.exists():
         raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
@@ -283,7 +286,7 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
     prior = trainer.prior()
     provenance["steps_done"] = trainer.step_index
     save_prior(out / "prior.pt", prior, provenance)
-    sample_figure(prior, out / "samples.png", seed=config.seed,
-                  title=f"prior samples after {trainer.step_index} steps (DDIM, 50 steps)")
+    sample_figure(prior, out / "samples.png", steps=sample_steps, seed=config.seed,
+                  title=f"prior samples after {trainer.step_index} training steps (DDIM, {sample_steps} steps)")
     log(f"done: {trainer.step_index} steps; prior in {out / 'prior.pt'}, samples in {out / 'samples.png'}")
     return trainer
