@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--sampler", choices=["red-diff", "dps"], default="red-diff")
     parser.add_argument("--grid", nargs="+", default=None,
                         help="settings tried on the validation volume: DPS step sizes, or RED-Diff lam:lr pairs")
-    parser.add_argument("--cg-iterations", type=int, nargs="+", default=[3, 5, 10, 20, 40])
+    parser.add_argument("--cg-iterations", type=int, nargs="+", default=[5, 10, 20, 40, 80, 160])
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -84,7 +84,7 @@ def main() -> None:
         args.prior = shipped_prior_path("mri_brain_128")
     prior = load_prior(args.prior)
     if args.grid is None:
-        args.grid = ["0.1", "0.3", "1"] if args.sampler == "dps" else ["8:0.003", "32:0.003", "128:0.003", "32:0.001"]
+        args.grid = ["0.1", "0.3", "1"] if args.sampler == "dps" else ["32:0.001", "128:0.001", "512:0.001", "128:0.0003"]
     results = {"prior": str(args.prior), "sampler": args.sampler, "steps": args.steps, "particles": args.particles,
                "seed": args.seed, "accelerations": {}}
     figure_rows = []
