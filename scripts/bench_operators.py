@@ -13,7 +13,6 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,19 +22,10 @@ import numpy as np
 import torch
 
 from invdiff.io import atomic_write_json, atomic_write_text
+from invdiff.timing import median_seconds
 from invdiff.operators import (Blur, CircularBlur, Downsampling, FanBeamCT, Inpainting, MultiCoilMRI,
                                ParallelBeamCT, SingleCoilMRI, gaussian_kernel, random_pixel_mask)
 from invdiff.testing import adjoint_relative_error
-
-
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def fwd_adj(physics, x: torch.Tensor) -> Callable[[], object]:

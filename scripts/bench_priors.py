@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from invdiff.io import atomic_write_json, atomic_write_text
+from invdiff.timing import median_seconds
 from invdiff.priors.shipped import SHIPPED_PRIORS, shipped_prior
-
-
-def median_seconds(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

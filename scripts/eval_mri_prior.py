@@ -10,7 +10,8 @@ simulated like the demo scan (another seed) — never on the test subject. CG-SE
 every iteration count tried, and its best count on the *test* data is what the table compares with
 (an oracle choice that favours the baseline).
 
-Run: ``python scripts/eval_mri_prior.py [--prior PATH] [--out outputs/eval_mri_prior]``; prints a
+Needs the validation anatomy: ``pip install -e '.[anatomy]'`` (nilearn). Run:
+``python scripts/eval_mri_prior.py [--prior PATH] [--out outputs/eval_mri_prior]``; prints a
 Markdown table and writes ``results.json``, ``table.md`` and ``figure.png``.
 """
 

@@ -108,7 +108,9 @@ class PriorTrainer:
         self.schedule = config.vp_schedule()
         self._abar = self.schedule.alpha_bars.to(torch.float32)
         self.generator = torch.Generator().manual_seed(config.seed)
-        # the initial weights come from the same seed, not from the global RNG
+        # The initial weights come from the seed. MONAI's layer initialisers take no generator, so they
+        # run inside fork_rng, which restores the caller's global RNG state afterwards (tested); the
+        # shipped priors' recorded commands reproduce their weights through exactly this draw.
         fork = torch.Generator().manual_seed(config.seed + 1)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=fork)))

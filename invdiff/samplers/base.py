@@ -147,6 +147,12 @@ class Posterior:
                                    log_weights=torch.zeros_like(self.log_weights))
 
 
+def extend_state(state: SamplerState, cls: type[SamplerState], **changes) -> SamplerState:
+    """``state`` as an instance of a sampler's own ``SamplerState`` subclass, with ``changes``."""
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(SamplerState)}
+    return cls(**{**fields, **changes})
+
+
 class Sampler(ABC):
     """A posterior (or prior) sampler as an explicit step kernel over :class:`SamplerState`."""
 

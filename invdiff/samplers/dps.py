@@ -29,7 +29,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState
+from invdiff.samplers.base import Sampler, SamplerState, extend_state
 from invdiff.samplers.ddim import ddim_update
 from invdiff.schedule import VPSchedule
 
@@ -87,9 +87,7 @@ class DPS(Sampler):
 
         state = self.initial_state(measurement, prior, n_particles, generator,
                                    num_steps=sigmas.numel() - 1, x_init=x_init)
-        fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(SamplerState)}
-        fields["measurement"] = measurement.expand(n_particles)
-        return DPSState(**fields, sigmas=sigmas)
+        return extend_state(state, DPSState, measurement=measurement.expand(n_particles), sigmas=sigmas)
 
     def step(self, state: DPSState) -> DPSState:
         i = state.step

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState
+from invdiff.samplers.base import Sampler, SamplerState, extend_state
 from invdiff.schedule import VPSchedule
 
 Weighting = Literal["linear", "sqrt", "constant"]
@@ -93,10 +93,9 @@ class REDDiff(Sampler):
 
         state = self.initial_state(measurement, prior, n_particles, generator,
                                    num_steps=self.num_steps, x_init=x_init)
-        fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(SamplerState)}
-        fields["measurement"] = expanded
         zeros = torch.zeros_like(state.x)
-        return REDDiffState(**fields, sigmas=self.sigmas_for(prior), m=zeros, v=zeros.clone())
+        return extend_state(state, REDDiffState, measurement=expanded, sigmas=self.sigmas_for(prior), m=zeros,
+                            v=zeros.clone())
 
     def step(self, state: REDDiffState) -> REDDiffState:
         i = state.step
