@@ -58,7 +58,7 @@ def _train_prior(args: argparse.Namespace) -> int:
     command = "invdiff " + " ".join(shlex.quote(a) for a in (args.argv or []))
     train_prior(data, config, unet, args.out, resume=args.resume, checkpoint_every=args.checkpoint_every,
                 max_minutes=args.max_minutes,
-                provenance={"command": command, "licence": args.licence, "torch": torch.__version__},
+                provenance={"command": command, "licence": args.licence, "torch": str(torch.__version__)},
                 device=device, progress=not args.quiet)
     return 0
 
