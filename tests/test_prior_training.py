@@ -132,3 +132,18 @@ def test_train_prior_command_writes_a_loadable_prior_with_provenance(tmp_path):
     assert prov["training_config"]["channels"] == 2
     x = torch.randn(2, 2, 32, 32, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(prior.denoise(x, 0.5)).all()
+
+
+def test_file_specifications_read_nifti_fastmri_and_dicom():
+    from invdiff.datasets import ANATOMY_SOURCES, demo_scan
+
+    nifti = str(ANATOMY_SOURCES["nibabel_anatomical"].path())
+    mr = load_training_images([nifti, str(demo_scan())], "MR", 32, min_foreground=0.1)
+    assert [s["subject"] for s in mr.sources] == ["anatomical", "demo_brain"]
+    assert mr.sources[1]["slices"] == 4 and len(mr.sources[1]["sha256"]) == 64
+    assert float(mr.images.min()) >= 0.0 and float(mr.images.max()) == pytest.approx(1.0, abs=0.01)
+    dicom = str(ANATOMY_SOURCES["pydicom_ct_small"].path())
+    ct = load_training_images([dicom], "CT", 32, min_foreground=0.1)
+    assert ct.images.shape == (1, 32, 32) and 1.5 < float(ct.images.max()) < 3.0
+    with pytest.raises(ValueError, match="read as CT"):
+        load_training_images([dicom], "MR", 32)
