@@ -9,15 +9,18 @@ from pathlib import Path
 
 def _demo(args: argparse.Namespace) -> int:
     from invdiff.demo import format_summary, gaussian_mixture_demo
-    from invdiff.demo_mri import format_zero_filled, zero_filled_demo
+    from invdiff.demo_mri import format_prior_demo, format_zero_filled, prior_demo, zero_filled_demo
 
     summary = gaussian_mixture_demo(args.out, n_particles=args.particles, num_steps=args.steps,
                                     seed=args.seed, progress=not args.quiet)
     print(format_summary(summary))
     print()
     print(format_zero_filled(zero_filled_demo(args.out)))
-    out = Path(args.out)
-    print(f"\noutputs in {out}: gmm_posterior.json/.png, demo_brain_zero_filled.h5/.json/.png")
+    outputs = "gmm_posterior.json/.png, demo_brain_zero_filled.h5/.json/.png"
+    if args.prior_steps > 0:
+        print(format_prior_demo(prior_demo(args.out, steps=args.prior_steps, progress=not args.quiet)))
+        outputs += ", demo_brain_red_diff.h5/.json/.png"
+    print(f"\noutputs in {Path(args.out)}: {outputs}")
     return 0
 
 
@@ -76,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--particles", type=int, default=16384, help="number of particles (default: 16384)")
     demo.add_argument("--steps", type=int, default=100, help="diffusion steps (default: 100)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--prior-steps", type=int, default=200,
+                      help="RED-Diff steps with the shipped MRI prior on the demo scan (default 200; 0 skips it)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
@@ -122,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if getattr(args, "prior_steps", 0) < 0:
+        print("invdiff: --prior-steps must be >= 0", file=sys.stderr)
+        return 2
     for name in ("particles", "steps"):
         if getattr(args, name, 1) < 1:
             print(f"invdiff: --{name} must be >= 1", file=sys.stderr)
