@@ -207,9 +207,9 @@ def sample_figure(prior: UNetPrior, path: str | Path, num: int = 8, steps: int =
     import matplotlib.pyplot as plt
 
     from invdiff.samplers import DDIM, run
+    from invdiff.samplers.base import prior_sigmas
 
-    sigmas = prior.schedule.sampling_sigmas(steps) * prior.scale  # data units
-    post = run(DDIM(sigmas=sigmas), None, prior, n_particles=num,
+    post = run(DDIM(sigmas=prior_sigmas(prior, steps)), None, prior, n_particles=num,
                generator=torch.Generator().manual_seed(seed), progress=False)
     x = post.samples[0]
     images = x.norm(dim=1) if x.shape[1] == 2 else x[:, 0]
@@ -286,7 +286,6 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
                     return trainer
     checkpoint()
     prior = trainer.prior()
-    provenance["steps_done"] = trainer.step_index
     save_prior(out / "prior.pt", prior, provenance)
     sample_figure(prior, out / "samples.png", steps=sample_steps, seed=config.seed,
                   title=f"prior samples after {trainer.step_index} training steps (DDIM, {sample_steps} steps)")

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.rng import BatchGenerator
+from invdiff.schedule import VPSchedule
 from invdiff.samplers.particles import RESAMPLERS, effective_sample_size, gather_particles, normalized_weights
 
 
@@ -145,6 +146,19 @@ class Posterior:
         flat = gather_particles(self.samples.reshape(b * n, *self.samples.shape[2:]), idx)
         return dataclasses.replace(self, samples=flat.reshape(self.samples.shape),
                                    log_weights=torch.zeros_like(self.log_weights))
+
+
+def prior_scale(prior: Denoiser) -> float:
+    """The prior's model-space scale (data = offset + scale * model space); 1 for priors without one."""
+    return float(getattr(prior, "scale", 1.0))
+
+
+def prior_sigmas(prior: Denoiser, num_steps: int, schedule: VPSchedule | None = None) -> Tensor:
+    """Decreasing noise levels in data units for ``num_steps`` steps, with a final 0: the trailing-spaced
+    levels of ``schedule`` (default: the prior's own, else DDPM linear), which live in the prior's model
+    space, times :func:`prior_scale`."""
+    schedule = schedule or getattr(prior, "schedule", None) or VPSchedule.linear()
+    return schedule.sampling_sigmas(num_steps) * prior_scale(prior)
 
 
 def extend_state(state: SamplerState, cls: type[SamplerState], **changes) -> SamplerState:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, extend_state
+from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_scale, prior_sigmas
 from invdiff.samplers.ddim import ddim_update
 from invdiff.schedule import VPSchedule
 
@@ -37,9 +37,10 @@ from invdiff.schedule import VPSchedule
 @dataclasses.dataclass(frozen=True)
 class DPSState(SamplerState):
     """``measurement`` is expanded to the particles (``B * N`` items); ``sigmas`` in data units;
-    ``residual_norm``: ``||y - A(x0_hat)||`` of the last step, per particle."""
+    ``scale``: the prior's model-space scale; ``residual_norm``: ``||y - A(x0_hat)||`` of the last step, per particle."""
 
     sigmas: Tensor | None = None
+    scale: float = 1.0
     residual_norm: Tensor | None = None
 
 
@@ -69,8 +70,7 @@ class DPS(Sampler):
         if self._sigmas is not None:
             s = torch.as_tensor(self._sigmas, dtype=torch.float64)
         else:
-            schedule = self.schedule or getattr(prior, "schedule", None) or VPSchedule.linear()
-            s = schedule.sampling_sigmas(self.num_steps) * float(getattr(prior, "scale", 1.0))
+            s = prior_sigmas(prior, self.num_steps, self.schedule)
         if s.dim() != 1 or s.numel() < 2 or s[-1] != 0 or bool((s[:-1] <= s[1:]).any()):
             raise ValueError("sigmas must be strictly decreasing and end with 0")
         return s
@@ -87,7 +87,8 @@ class DPS(Sampler):
 
         state = self.initial_state(measurement, prior, n_particles, generator,
                                    num_steps=sigmas.numel() - 1, x_init=x_init)
-        return extend_state(state, DPSState, measurement=measurement.expand(n_particles), sigmas=sigmas)
+        return extend_state(state, DPSState, measurement=measurement.expand(n_particles), sigmas=sigmas,
+                            scale=prior_scale(prior))
 
     def step(self, state: DPSState) -> DPSState:
         i = state.step
@@ -106,7 +107,7 @@ class DPS(Sampler):
             noise = state.rng.randn(state.n_particles, *x.shape[1:], dtype=x.dtype).reshape(x.shape)
         x_next = ddim_update(x.detach(), x0.detach(), sigma, sigma_next, self.eta, noise)
         if sigma_next > 0:  # the last step returns the denoised estimate unchanged
-            scale = float(getattr(state.prior.prior, "scale", 1.0))
+            scale = state.scale
             abar = 1.0 / ((1.0 + (sigma / scale) ** 2) * (1.0 + (sigma_next / scale) ** 2))
             x_next = x_next - (2 * self.step_size * scale**2 / abar**0.5) * grad
         return dataclasses.replace(state, x=x_next, step=i + 1, residual_norm=norm.detach())

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, extend_state
+from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_sigmas
 from invdiff.schedule import VPSchedule
 
 Weighting = Literal["linear", "sqrt", "constant"]
@@ -72,8 +72,7 @@ class REDDiff(Sampler):
         self.schedule, self.sigma_max = schedule, sigma_max
 
     def sigmas_for(self, prior: Denoiser) -> Tensor:
-        schedule = self.schedule or getattr(prior, "schedule", None) or VPSchedule.linear()
-        s = schedule.sampling_sigmas(self.num_steps)[:-1] * float(getattr(prior, "scale", 1.0))
+        s = prior_sigmas(prior, self.num_steps, self.schedule)[:-1]
         return s.clamp(max=self.sigma_max) if self.sigma_max is not None else s
 
     def _weight(self, sigma: float) -> float:
