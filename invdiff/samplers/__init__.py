@@ -1,8 +1,17 @@
-"""Samplers: step kernels on the init/step/result protocol, driven by :func:`run`."""
+"""Samplers: step kernels on the init/step/result protocol, driven by :func:`run`.
+
+Diffusion-prior samplers (:class:`DPS`, :class:`REDDiff`, :class:`DDIM` for prior samples), the
+classical baselines (:class:`DirectReconstruction`, :class:`ConjugateGradient`, :class:`TotalVariation`)
+and deepinv's DiffPIR/DDRM/DPS with an invdiff prior (:class:`DeepinvSampler`) all return a
+:class:`Posterior`.
+"""
 
 from invdiff.samplers.base import Diagnostics, Posterior, Sampler, SamplerState, run
+from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, TotalVariation
 from invdiff.samplers.ddim import DDIM
+from invdiff.samplers.deepinv_bridge import DeepinvSampler
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.red_diff import REDDiff
 
-__all__ = ["DDIM", "DPS", "REDDiff", "Diagnostics", "Posterior", "Sampler", "SamplerState", "run"]
+__all__ = ["DDIM", "DPS", "ConjugateGradient", "DeepinvSampler", "Diagnostics", "DirectReconstruction", "Posterior",
+           "REDDiff", "Sampler", "SamplerState", "TotalVariation", "run"]

@@ -71,7 +71,7 @@ class SamplerState:
     step: int
     num_steps: int
     measurement: Measurement | None
-    prior: CountingDenoiser
+    prior: CountingDenoiser | None
     rng: BatchGenerator
     diagnostics: Diagnostics
 
@@ -191,6 +191,7 @@ class Sampler(ABC):
 
         ``x_init(rng, dtype)`` returns ``(B, N, *event_shape)``; without a measurement the batch
         size is 1 and the dtype is ``dtype``, with one it is ``y``'s real dtype and device.
+        ``prior`` may be ``None`` for samplers that use none (the classical baselines).
         """
         if not isinstance(n_particles, int) or n_particles < 1:
             raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
@@ -198,7 +199,8 @@ class Sampler(ABC):
             b, device = 1, torch.device("cpu")
         else:
             b, device, dtype = measurement.batch_size, measurement.y.device, measurement.y.real.dtype
-            if measurement.x_shape is not None and tuple(measurement.x_shape[1:]) != tuple(prior.event_shape):
+            if (prior is not None and measurement.x_shape is not None
+                    and tuple(measurement.x_shape[1:]) != tuple(prior.event_shape)):
                 raise ValueError(f"the prior's event shape {tuple(prior.event_shape)} does not match "
                                  f"the measurement's unknown {tuple(measurement.x_shape[1:])}")
         rng = BatchGenerator.spawn(generator, b, device)
@@ -208,7 +210,7 @@ class Sampler(ABC):
             x=x.reshape(b * n_particles, *x.shape[2:]),
             log_weights=torch.zeros(b, n_particles, dtype=torch.float64, device=device),
             step=0, num_steps=num_steps, measurement=measurement,
-            prior=CountingDenoiser(prior, diagnostics), rng=rng, diagnostics=diagnostics,
+            prior=None if prior is None else CountingDenoiser(prior, diagnostics), rng=rng, diagnostics=diagnostics,
         )
 
 

@@ -1,0 +1,181 @@
+"""deepinv's diffusion solvers (DiffPIR, DDRM, DPS) driven with an invdiff prior, returning a ``Posterior``.
+
+deepinv's solvers assume images in ``[0, 1]`` (they work internally on ``2 u - 1``), a physics that
+carries its own Gaussian noise model, and the global random generator. :class:`UnitRangeView`
+restates an invdiff problem in that convention without changing it: with the prior's
+``data_range = (lo, hi)`` and ``w = hi - lo``, ``u = (x - lo) / w`` and, for a linear ``A``,
+
+    y_u = (y - A(lo 1)) / w,    sigma_u = sigma / w,    D_u(u, s) = (D(lo + w u, w s) - lo) / w,
+
+so ``y_u = A u + sigma_u n`` exactly. The result is mapped back to data units. For the shipped priors
+``2 u - 1`` is exactly their model space, so deepinv's ``[-1, 1]`` clipping clips where they were trained.
+
+:class:`DeepinvSampler` runs one whole deepinv solve as a single step of the runner on all ``B * N``
+particles at once, counting network evaluations through the prior. deepinv draws its noise from the
+global generator over the whole batch; the step seeds it from the run's generator inside
+:func:`torch.random.fork_rng`, so runs repeat and the caller's global state is untouched, but a
+particle's draws depend on the batch it runs in (unlike invdiff's own samplers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import deepinv as dinv
+import torch
+from torch import Tensor
+
+from invdiff.measurement import Measurement
+from invdiff.priors.adapters import AsDeepinvDenoiser
+from invdiff.priors.base import Denoiser, sigma_per_sample
+from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_sigmas
+
+__all__ = ["DeepinvSampler", "UnitRangeView", "ddrm_supports"]
+
+Algorithm = Literal["diffpir", "ddrm", "dps"]
+
+
+class _UnitRangePrior(Denoiser):
+    def __init__(self, prior: Denoiser, lo: float, width: float):
+        self.prior, self.lo, self.width = prior, lo, width
+        self.event_shape = tuple(prior.event_shape)
+        self.data_range = (0.0, 1.0)
+
+    def denoise(self, u: Tensor, sigma: float | Tensor) -> Tensor:
+        s = sigma_per_sample(sigma, u) * self.width
+        return (self.prior.denoise(self.lo + self.width * u, s) - self.lo) / self.width
+
+
+class _DelegatingLinear(dinv.physics.LinearPhysics):
+    """``physics`` (linear) with a Gaussian noise model of its own; ``prox_l2`` is the original's."""
+
+    def __init__(self, physics: dinv.physics.LinearPhysics, sigma: float):
+        super().__init__(A=physics.A, A_adjoint=physics.A_adjoint, noise_model=dinv.physics.GaussianNoise(sigma))
+        self._inner = [physics]  # a list, so the module is not registered (and not copied) as a child
+
+    def prox_l2(self, z, y, gamma, **kwargs):
+        return self._inner[0].prox_l2(z, y, gamma, **kwargs)
+
+
+def _delegating_decomposable(physics: dinv.physics.DecomposablePhysics, y: Tensor,
+                             sigma: float) -> dinv.physics.DecomposablePhysics:
+    """A copy with its own noise model; the singular values are broadcast to one item's full spectral
+    shape, as deepinv's DDRM indexes them with it."""
+    spectral = physics.U_adjoint(y[:1])
+    mask = torch.as_tensor(physics.mask, device=y.device).expand(1, *spectral.shape[1:])
+    return dinv.physics.DecomposablePhysics(U=physics.U, U_adjoint=physics.U_adjoint, V=physics.V,
+                                            V_adjoint=physics.V_adjoint, mask=mask,
+                                            noise_model=dinv.physics.GaussianNoise(sigma))
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitRangeView:
+    """A linear measurement and a prior restated on ``u = (x - lo) / width`` (module docstring)."""
+
+    lo: float
+    width: float
+    prior: Denoiser
+    physics: dinv.physics.LinearPhysics
+    y: Tensor
+    sigma: float
+
+    @classmethod
+    def of(cls, measurement: Measurement, prior: Denoiser, keep_svd: bool = False) -> UnitRangeView:
+        """The view of ``measurement`` under ``prior``'s data range; ``keep_svd`` keeps the operator's SVD
+        (for DDRM; deepinv's other solvers would take its complex singular values for real ones)."""
+        if not measurement.is_linear:
+            raise ValueError("deepinv's DiffPIR/DDRM need a linear operator; "
+                             f"{type(measurement.physics).__name__} is not")
+        if prior.data_range is None:
+            raise ValueError("the prior has no data_range, so its [0, 1] view is undefined")
+        sig = measurement.sigma
+        if bool((sig != sig[0]).any()):
+            raise ValueError(f"deepinv's solvers take one noise level per batch, got {sig.tolist()}")
+        lo, hi = (float(v) for v in prior.data_range)
+        width = hi - lo
+        p = measurement.physics
+        x_lo = torch.full(measurement.x_shape, lo, dtype=measurement.y.real.dtype, device=measurement.y.device)
+        y_u = (measurement.y - p.A(x_lo)) / width
+        sigma_u = float(sig[0]) / width
+        if keep_svd and isinstance(p, dinv.physics.DecomposablePhysics):
+            physics = _delegating_decomposable(p, y_u, sigma_u)
+        else:
+            physics = _DelegatingLinear(p, sigma_u)
+        return cls(lo, width, _UnitRangePrior(prior, lo, width), physics, y_u, sigma_u)
+
+    def to_data(self, u: Tensor) -> Tensor:
+        return self.lo + self.width * u
+
+
+def ddrm_supports(measurement: Measurement) -> bool:
+    """Whether deepinv's DDRM can run on ``measurement``: an SVD with real singular vectors (masking,
+    single-coil MRI in real form); Fourier-diagonal operators such as :class:`CircularBlur` have complex ones."""
+    if not measurement.is_decomposable:
+        return False
+    with torch.no_grad():
+        return not measurement.physics.U_adjoint(measurement.y[:1]).is_complex()
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepinvState(SamplerState):
+    seed: int = 0
+
+
+class DeepinvSampler(Sampler):
+    """One of deepinv's diffusion solvers with an invdiff prior, as a one-step sampler.
+
+    Args:
+        algorithm: ``"diffpir"`` (Zhu et al. 2023; deepinv's ``DiffPIR``, linear operators, proximal
+            data steps), ``"ddrm"`` (Kawar et al. 2022; ``DDRM``, operators with an SVD only) or
+            ``"dps"`` (deepinv's ``DPS``, for the head-to-head comparison with :class:`~invdiff.samplers.DPS`).
+        num_steps: network evaluations (DDRM: noise levels; the prior's own schedule is used).
+        **options: passed to the deepinv class: DiffPIR ``zeta`` and ``lambda_``; DDRM ``eta`` and
+            ``etab``; DPS ``weight``, ``solver``, ``guidance``.
+    """
+
+    def __init__(self, algorithm: Algorithm, num_steps: int = 100, **options):
+        if algorithm not in ("diffpir", "ddrm", "dps"):
+            raise ValueError(f"algorithm must be 'diffpir', 'ddrm' or 'dps', got {algorithm!r}")
+        if num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+        self.algorithm, self.num_steps, self.options = algorithm, int(num_steps), options
+
+    def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
+             generator: torch.Generator) -> SamplerState:
+        if measurement is None:
+            raise ValueError(f"{self.algorithm} needs a measurement")
+        if self.algorithm == "ddrm" and not measurement.is_decomposable:
+            raise ValueError(f"DDRM needs an operator with an SVD; {type(measurement.physics).__name__} has none")
+        if self.algorithm == "ddrm" and not ddrm_supports(measurement):
+            raise ValueError(f"deepinv's DDRM needs a real SVD; {type(measurement.physics).__name__}'s is complex")
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        state = self.initial_state(measurement, prior, n_particles, generator, num_steps=1,
+                                   x_init=lambda rng, dtype: torch.zeros(measurement.batch_size, n_particles,
+                                                                         *prior.event_shape, dtype=dtype))
+        return extend_state(state, DeepinvState, measurement=measurement.expand(n_particles), seed=seed)
+
+    def _solver(self, view: UnitRangeView, prior: Denoiser):
+        denoiser = AsDeepinvDenoiser(view.prior)
+        if self.algorithm == "diffpir":
+            return dinv.sampling.DiffPIR(denoiser, dinv.optim.L2(), sigma=view.sigma, max_iter=self.num_steps,
+                                         **self.options)
+        if self.algorithm == "ddrm":
+            sigmas = prior_sigmas(prior, self.num_steps)[:-1] / view.width
+            return dinv.sampling.DDRM(denoiser, sigmas=sigmas.numpy(), **self.options)
+        return dinv.sampling.DPS(denoiser, num_steps=self.num_steps, dtype=torch.float32, **self.options)
+
+    def step(self, state: DeepinvState) -> DeepinvState:
+        view = UnitRangeView.of(state.measurement, state.prior, keep_svd=self.algorithm == "ddrm")
+        solver = self._solver(view, state.prior.prior)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(state.seed)
+            if self.algorithm == "dps":
+                with torch.enable_grad():
+                    u = solver(view.y, view.physics)
+            else:
+                u = solver(view.y, view.physics)
+        if self.algorithm == "dps":
+            state.diagnostics.vjp_evals += self.num_steps
+        x = view.to_data(u.detach()).to(state.x.dtype)
+        return dataclasses.replace(state, x=x, step=1)

@@ -1,0 +1,159 @@
+"""Classical baselines (direct, CG, TV) and deepinv's DiffPIR/DDRM behind the sampler protocol."""
+
+from __future__ import annotations
+
+import deepinv as dinv
+import pytest
+import torch
+
+from invdiff.linalg import batch_dot
+from invdiff.measurement import Measurement
+from invdiff.mri_problem import cg_sense
+from invdiff.operators import CircularBlur, Inpainting, MatrixOperator, ParallelBeamCT, random_pixel_mask
+from invdiff.operators.kernels import gaussian_kernel
+from invdiff.priors import GaussianMixturePrior
+from invdiff.samplers import run
+from invdiff.samplers.classical import (ConjugateGradient, DirectReconstruction, TotalVariation, gradient_2d,
+                                        gradient_2d_adjoint)
+from invdiff.samplers.deepinv_bridge import DeepinvSampler, UnitRangeView, ddrm_supports
+
+
+def _run(sampler, m, prior=None, n=1, seed=0):
+    return run(sampler, m, prior, n_particles=n, generator=torch.Generator().manual_seed(seed), progress=False)
+
+
+@pytest.fixture(scope="module")
+def ct_measurement():
+    g = torch.Generator().manual_seed(0)
+    op = ParallelBeamCT.sparse_view(24, 12, dtype=torch.float64)
+    x = torch.rand(2, 1, 24, 24, generator=g, dtype=torch.float64)
+    y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=g, dtype=torch.float64)
+    return Measurement(op, y, 0.05), x
+
+
+def test_direct_reconstructions_are_the_operators_own(ct_measurement):
+    m, _ = ct_measurement
+    for kind, expected in (("adjoint", m.physics.A_adjoint(m.y)), ("physics", m.physics.A_dagger(m.y)),
+                           ("pinv", m.pinv())):
+        post = _run(DirectReconstruction(kind), m, n=3)
+        assert post.samples.shape == (2, 3, 1, 24, 24)
+        torch.testing.assert_close(post.samples[:, 2], expected, rtol=1e-6, atol=1e-8)
+        assert post.diagnostics.network_evals == 0
+
+
+def test_cg_steps_match_the_batched_solver_and_converge_to_least_squares(ct_measurement):
+    m, _ = ct_measurement
+    torch.testing.assert_close(_run(ConjugateGradient(7), m).mean, cg_sense(m, 7), rtol=1e-9, atol=1e-10)
+    g = torch.Generator().manual_seed(5)
+    tall = MatrixOperator(torch.randn(30, 20, generator=g, dtype=torch.float64))  # full column rank
+    ls = Measurement(tall, torch.randn(2, 30, generator=g, dtype=torch.float64), 0.1)
+    torch.testing.assert_close(_run(ConjugateGradient(60), ls).mean, ls.pinv(), rtol=1e-8, atol=1e-8)
+
+
+def test_cg_of_each_item_does_not_depend_on_the_batch(ct_measurement):
+    m, _ = ct_measurement
+    alone = Measurement(m.physics, m.y[1:], 0.05)
+    # the sparse projector sums in a batch-dependent order: float64 round-off (1e-8 relative after 9 CG steps)
+    torch.testing.assert_close(_run(ConjugateGradient(9), m).mean[1:], _run(ConjugateGradient(9), alone).mean,
+                               rtol=1e-6, atol=1e-8)
+
+
+def test_gradient_adjoint_passes_the_dot_test():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 2, 9, 11, generator=g, dtype=torch.float64)
+    p = torch.randn(3, 2, 2, 9, 11, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(batch_dot(gradient_2d(x), p), batch_dot(x, gradient_2d_adjoint(p)), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_tv_reaches_the_objective_of_deepinvs_solver():
+    """Same problem, deepinv's proximal gradient with its TV prior: our PDHG must do at least as well."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.zeros(2, 1, 32, 32, dtype=torch.float64)
+    x[:, :, 8:24, 8:24] = 1.0
+    x[1, :, 4:12, 4:12] += 0.5
+    op = CircularBlur(gaussian_kernel(1.5), (32, 32))
+    y = op.A(x) + 0.02 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    m, lam = Measurement(op, y, 0.02), 0.01
+    ours = TotalVariation.objective(m, _run(TotalVariation(lam, 1000), m).mean, lam)
+    solver = dinv.optim.optim_builder(iteration="PGD", prior=dinv.optim.TVPrior(n_it_max=200),
+                                      data_fidelity=dinv.optim.L2(), params_algo={"stepsize": 1.0, "lambda": lam},
+                                      max_iter=300, early_stop=False)
+    reference = TotalVariation.objective(m, solver(y, op).to(torch.float64), lam)
+    assert bool((ours <= reference * (1 + 1e-4)).all()), (ours, reference)
+    # and TV denoises: better than the noisy least-squares solution
+    assert float(((_run(TotalVariation(lam, 300), m).mean - x) ** 2).mean()) < float(((m.pinv() - x) ** 2).mean())
+
+
+def test_tv_rejects_vectors_and_baselines_need_a_linear_measurement():
+    m = Measurement(MatrixOperator(torch.eye(4, dtype=torch.float64)), torch.zeros(1, 4, dtype=torch.float64), 0.1)
+    with pytest.raises(ValueError, match="images"):
+        _run(TotalVariation(0.1), m)
+    nonlinear = Measurement(dinv.physics.Physics(A=lambda x: x**2), torch.ones(1, 4), 0.1, x_shape=(1, 4))
+    with pytest.raises(ValueError, match="linear"):
+        _run(ConjugateGradient(3), nonlinear)
+    with pytest.raises(ValueError):
+        TotalVariation(-1.0)
+
+
+# ----- deepinv's diffusion solvers -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gaussian_inpainting():
+    """A Gaussian prior on 1x8x8 images (mean 0.5, correlated, std about 0.1) and half the pixels seen."""
+    g = torch.Generator().manual_seed(3)
+    d = 64
+    idx = torch.arange(8, dtype=torch.float64)
+    dist = ((idx[:, None, None, None] - idx[None, None, :, None]) ** 2
+            + (idx[None, :, None, None] - idx[None, None, None, :]) ** 2).reshape(d, d)
+    cov = 0.01 * torch.exp(-dist / 8.0) + 1e-4 * torch.eye(d, dtype=torch.float64)
+    prior = GaussianMixturePrior(torch.ones(1, dtype=torch.float64), torch.full((1, d), 0.5, dtype=torch.float64),
+                                 cov.unsqueeze(0), event_shape=(1, 8, 8))
+    prior.data_range = (0.0, 1.0)
+    op = Inpainting(random_pixel_mask((8, 8), 0.5, g).to(torch.float64))
+    x0 = prior.sample(1, g)
+    m = Measurement(op, op.A(x0) + 0.02 * torch.randn(1, 1, 8, 8, generator=g, dtype=torch.float64), 0.02)
+    return prior, m
+
+
+def test_unit_range_view_restates_the_problem_exactly(gaussian_inpainting):
+    prior, m = gaussian_inpainting
+    prior2 = GaussianMixturePrior(prior.mixture.weights, prior.mixture.means, prior.mixture.covs, prior.event_shape)
+    prior2.data_range = (-1.0, 3.0)  # lo = -1, width 4
+    view = UnitRangeView.of(m, prior2)
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    u = (x + 1.0) / 4.0
+    torch.testing.assert_close(view.y - view.physics.A(u), m.residual(x) / 4.0)
+    assert view.sigma == pytest.approx(0.02 / 4.0)
+    assert view.physics.noise_model.sigma == pytest.approx(0.02 / 4.0)
+    torch.testing.assert_close(view.to_data(view.prior.denoise(u, 0.1)), prior2.denoise(x, 0.4))
+
+
+# Measured (64 particles, 50 steps, seed 4): error 0.28 for DDRM and 0.23 for DiffPIR, relative to the prior
+# mean's error (the Monte Carlo part is about 0.06): both are biased approximations. Bounds: 1.25x / 1.5x that.
+@pytest.mark.parametrize("algorithm, options, bound", [("ddrm", {"eta": 0.85}, 0.35), ("diffpir", {}, 0.35)])
+def test_deepinv_solvers_approach_the_exact_posterior_mean(gaussian_inpainting, algorithm, options, bound):
+    prior, m = gaussian_inpainting
+    exact = prior.exact_posterior(m).mean().reshape(1, 1, 8, 8)
+    state = torch.get_rng_state()
+    post = _run(DeepinvSampler(algorithm, 50, **options), m, prior, n=64, seed=4)
+    assert torch.equal(torch.get_rng_state(), state), "the global generator must be left untouched"
+    assert post.diagnostics.network_evals == 50
+    # error of the 64-sample mean, relative to the prior mean's own error
+    err = float((post.mean - exact).norm() / (0.5 - exact).norm())
+    assert err < bound
+    again = _run(DeepinvSampler(algorithm, 50, **options), m, prior, n=64, seed=4)
+    torch.testing.assert_close(post.samples, again.samples, rtol=0, atol=0)
+
+
+def test_ddrm_needs_a_real_svd():
+    blur = CircularBlur(gaussian_kernel(1.0), (8, 8))
+    m = Measurement(blur, torch.zeros(1, 1, 8, 8), 0.1)
+    assert not ddrm_supports(m)
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 64), torch.eye(64).unsqueeze(0), event_shape=(1, 8, 8))
+    prior.data_range = (0.0, 1.0)
+    with pytest.raises(ValueError, match="real SVD"):
+        _run(DeepinvSampler("ddrm", 5), m, prior)
+    with pytest.raises(ValueError, match="algorithm"):
+        DeepinvSampler("ddpm")
