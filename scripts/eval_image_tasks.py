@@ -2,11 +2,11 @@
 
 For each task, each method's setting is chosen by PSNR on the task's *validation* problem from the
 grid below (a 1-D grid is extended by up to two steps while its best value sits at an edge), then the chosen setting is run once on the *test* problem. All diffusion methods use the
-same shipped prior and the same number of network evaluations (``--nfe``, 200 by default); the
+same shipped prior and the same number of network evaluations (``--nfe``, 100 by default); the
 classical baselines use none. Reported per method: NMSE, PSNR and SSIM (fastMRI definitions, on
 magnitude images), network evaluations, VJPs and wall time (2 CPU threads unless ``--threads``).
 
-    python scripts/eval_image_tasks.py [--tasks deblur inpaint ...] [--nfe 200] [--out outputs/image_tasks]
+    python scripts/eval_image_tasks.py [--tasks deblur inpaint ...] [--nfe 100] [--out outputs/image_tasks]
 
 One ``TASK.json`` per task is written atomically as soon as the task is done; a rerun skips tasks
 whose file exists (``--force`` redoes them), so an interrupted run resumes. ``table.md`` collects
@@ -116,7 +116,7 @@ def format_table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(IMAGE_TASKS), choices=IMAGE_TASKS)
-    parser.add_argument("--nfe", type=int, default=200)
+    parser.add_argument("--nfe", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("outputs/image_tasks"))

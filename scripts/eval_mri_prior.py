@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdiff.datasets import FastMRIFile, demo_scan, load_anatomy
-from invdiff.datasets.simulate import SimulationSettings, simulate_multicoil, write_fastmri_file
+from invdiff.benchmark.image_tasks import mri_validation_file
+from invdiff.datasets import FastMRIFile, demo_scan
 from invdiff.io import atomic_write, atomic_write_json, atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.mri_problem import MRIProblem, cg_sense, mri_problem
@@ -40,16 +40,6 @@ from invdiff.samplers.red_diff import REDDiff
 # fastMRI pairs 8x with 4 % centre lines; at 128 columns that is 5 lines, too few for ESPIRiT's
 # calibration (sigpy's calibration region is square), so 8x keeps 8 % (10 lines) here.
 CENTRE = {4: 0.08, 8: 0.08}
-
-
-def validation_file(folder: Path) -> FastMRIFile:
-    """Two axial ICBM152 slices at the demo scan's levels, simulated like the demo scan (seed 7)."""
-    volume = load_anatomy("mni152_2009_t1", size=128, min_foreground=0.0)  # index = axial slice
-    picks = volume[[86, 98]]
-    sim = simulate_multicoil(picks, SimulationSettings(num_coils=8, readout_oversampling=2, snr_db=30.0,
-                                                       coil_radius=1.5, seed=7))
-    path = write_fastmri_file(folder / "validation_icbm152.h5", sim)
-    return FastMRIFile.open(path)
 
 
 def make_sampler(name: str, steps: int, setting: str):
@@ -90,7 +80,7 @@ def main() -> None:
                "seed": args.seed, "accelerations": {}}
     figure_rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        val_file = validation_file(Path(tmp))
+        val_file = mri_validation_file(Path(tmp))
         test_file = FastMRIFile.open(demo_scan())
         for acc in args.accelerations:
             mask_func = MaskFunc("equispaced_fraction", (CENTRE[acc],), (acc,))

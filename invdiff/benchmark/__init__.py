@@ -1,4 +1,5 @@
-"""Benchmarks: the Gaussian-mixture exact-posterior suite (grid runner and reports: issue 10)."""
+"""Benchmarks: the Gaussian-mixture exact-posterior suite, and the image tasks (`invdiff.benchmark.image_tasks`,
+imported on demand: it loads datasets and priors). Grid runner and reports: issue 10."""
 
 from invdiff.benchmark.gmm_suite import GMMProblem, gmm_problem, score_posterior, standard_problems
 
