@@ -92,8 +92,11 @@ class MRIProblem:
     noise_std_estimate: float
 
     def magnitude(self, x: Tensor) -> np.ndarray:
-        """``(B, 2, h, w)`` complex images in problem units -> ``(B, h, w)`` magnitudes in data units."""
-        return (self.scale * x.norm(dim=1)).detach().cpu().numpy().astype(np.float32)
+        """``(B, 2, h, w)`` complex images in problem units -> ``(B, h, w)`` magnitudes in data units, zero
+        outside the coil maps' support: there ``A`` sees nothing, so the image is not determined by the
+        data (a SENSE reconstruction leaves it at zero; a prior sample would fill it with the prior's guess)."""
+        support = self.measurement.physics.support().to(x.device)
+        return (self.scale * x.norm(dim=1) * support).detach().cpu().numpy().astype(np.float32)
 
 
 def mri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int] | None = None,

@@ -147,6 +147,12 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
         """The same coils and image size under another mask."""
         return MultiCoilMRI(mask, self.coil_maps, self.image_size)
 
+    def support(self) -> Tensor:
+        """Bool ``(B or 1, h, w)``: image pixels some coil sees (``sum_c |S_c|^2 > 0``). The image outside it is
+        in the null space of ``A`` (ESPIRiT maps vanish outside the object): no data determine it."""
+        energy = (self.coil_maps.abs() ** 2).sum(1)
+        return self._crop(energy) > 0
+
     def _crop_slices(self) -> tuple[slice, slice]:
         (h, w), (hh, ww) = self.image_size, self.kspace_size
         top, left = (hh - h) // 2, (ww - w) // 2

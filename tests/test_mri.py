@@ -129,3 +129,15 @@ def test_oversampled_multicoil_matches_fastmri_crop_convention():
     assert small.with_mask(torch.ones(16)).image_size == (16, 16)
     with pytest.raises(ValueError, match="must fit inside"):
         MultiCoilMRI(torch.ones(16), maps, image_size=(40, 16))
+
+
+def test_support_is_where_coils_see_and_its_complement_is_the_null_space():
+    g = torch.Generator().manual_seed(4)
+    maps = torch.randn(1, 4, 32, 16, generator=g, dtype=torch.complex128)
+    maps[..., :10, :] = 0  # no coil sees the top 10 rows of the k-space grid (3 of them inside the 16-row image)
+    op = MultiCoilMRI(torch.ones(16, dtype=torch.float64), maps, image_size=(16, 16))
+    support = op.support()
+    assert support.shape == (1, 16, 16)
+    assert not bool(support[:, :2].any()) and bool(support[:, 2:].all())  # image rows 0-1 = grid rows 8-9
+    outside = torch.randn(1, 2, 16, 16, generator=g, dtype=torch.float64) * (~support).unsqueeze(1)
+    assert float(op.A(outside).abs().max()) == 0.0

@@ -63,3 +63,15 @@ def test_cg_sense_beats_zero_filling_and_fits_the_data(problem):
 def test_too_few_calibration_lines_is_an_error(scan):
     with pytest.raises(ValueError, match="too few to estimate ESPIRiT"):
         mri_problem(scan[0], MaskFunc("equispaced_fraction", (0.04,), (8,)), slices=[0])
+
+
+def test_magnitude_is_zero_where_no_coil_sees(problem):
+    """ESPIRiT maps vanish outside the object, so the image there is unconstrained by the data; the scored
+    magnitude leaves it at zero, as a SENSE reconstruction does, and the target holds no signal there."""
+    support = problem.measurement.physics.support()
+    assert 0.05 < float((~support).float().mean()) < 0.6
+    ones = torch.ones(problem.measurement.x_shape)
+    mag = problem.magnitude(ones)
+    assert float(abs(mag[~support.expand(mag.shape).numpy()]).max()) == 0.0
+    target = torch.as_tensor(problem.target)
+    assert float((target * ~support).pow(2).sum() / target.pow(2).sum()) < 1e-3
