@@ -24,7 +24,8 @@ from torch import Tensor
 
 from invdiff.linalg import batch_dot, batch_view
 from invdiff.measurement import Measurement
-from invdiff.samplers.base import Sampler, SamplerState, extend_state
+from invdiff.priors.base import Denoiser
+from invdiff.samplers.base import Posterior, Sampler, SamplerState, extend_state
 
 __all__ = ["ConjugateGradient", "DirectReconstruction", "TotalVariation", "gradient_2d", "gradient_2d_adjoint"]
 
@@ -43,12 +44,13 @@ def _needs_linear(measurement: Measurement | None, name: str) -> Measurement:
 class _Deterministic(Sampler):
     """Shared set-up: the iteration runs on the ``B`` items, the result is copied to the particles."""
 
-    def _state(self, measurement, prior, n_particles, generator, num_steps, x0, cls, **fields):
+    def _state(self, measurement: Measurement, prior: Denoiser | None, n_particles: int, generator: torch.Generator,
+               num_steps: int, x0: Tensor, cls: type[DeterministicState]) -> DeterministicState:
         state = self.initial_state(measurement, prior, 1, generator, num_steps=num_steps,
                                    x_init=lambda rng, dtype: x0.unsqueeze(1))
-        return extend_state(state, cls, copies=n_particles, **fields)
+        return extend_state(state, cls, copies=n_particles)
 
-    def result(self, state):
+    def result(self, state: DeterministicState) -> Posterior:
         post = super().result(state)
         n = state.copies
         return dataclasses.replace(post, samples=post.samples.expand(-1, n, *post.samples.shape[2:]).clone(),
@@ -60,12 +62,28 @@ class DeterministicState(SamplerState):
     """``x`` holds one iterate per item; ``copies`` particles are returned per item."""
 
     copies: int = 1
-    r: Tensor | None = None  # CG residual / PDHG dual of the data block
-    p: Tensor | None = None  # CG direction / PDHG dual of the gradient block
-    rs: Tensor | None = None  # CG squared residual norm / PDHG extrapolated primal
-    tau: Tensor | None = None  # PDHG primal step, per sample
-    data_scale: Tensor | None = None  # PDHG: the data block is A / data_scale
-    threshold: Tensor | None = None  # CG: an item stops once its squared residual is below this
+
+
+@dataclasses.dataclass(frozen=True)
+class CGState(DeterministicState):
+    """Residual ``r``, direction ``p``, squared residual norm ``rs`` and stopping ``threshold``, per item."""
+
+    r: Tensor | None = None
+    p: Tensor | None = None
+    rs: Tensor | None = None
+    threshold: Tensor | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PDHGState(DeterministicState):
+    """Duals of the data block (``dual_data``, y-shaped) and of the gradient block (``dual_grad``), the
+    extrapolated primal ``x_bar``, the step ``tau`` and the data block's scale ``a`` (both ``(B,)``)."""
+
+    dual_data: Tensor | None = None
+    dual_grad: Tensor | None = None
+    x_bar: Tensor | None = None
+    tau: Tensor | None = None
+    a: Tensor | None = None
 
 
 class DirectReconstruction(_Deterministic):
@@ -77,12 +95,13 @@ class DirectReconstruction(_Deterministic):
             raise ValueError(f"kind must be 'adjoint', 'physics' or 'pinv', got {kind!r}")
         self.kind, self.max_iter = kind, max_iter
 
-    def init(self, measurement, prior, n_particles, generator):
+    def init(self, measurement: Measurement | None, prior: Denoiser | None, n_particles: int,
+             generator: torch.Generator) -> SamplerState:
         m = _needs_linear(measurement, "DirectReconstruction")
         return self._state(m, prior, n_particles, generator, 1, torch.zeros(m.x_shape, dtype=m.y.real.dtype),
                            DeterministicState)
 
-    def step(self, state):
+    def step(self, state: DeterministicState) -> DeterministicState:
         m = state.measurement
         if self.kind == "adjoint":
             x = m.physics.A_adjoint(m.y)
@@ -110,15 +129,15 @@ class ConjugateGradient(_Deterministic):
         out = m.physics.A_adjoint_A(v)
         return out + self.damping * v if self.damping else out
 
-    def init(self, measurement, prior, n_particles, generator):
+    def init(self, measurement: Measurement | None, prior: Denoiser | None, n_particles: int,
+             generator: torch.Generator) -> SamplerState:
         m = _needs_linear(measurement, "ConjugateGradient")
         b = m.physics.A_adjoint(m.y)
-        state = self._state(m, prior, n_particles, generator, self.iterations, torch.zeros_like(b),
-                            DeterministicState)
+        state = self._state(m, prior, n_particles, generator, self.iterations, torch.zeros_like(b), CGState)
         rs = batch_dot(b, b)
         return dataclasses.replace(state, r=b, p=b.clone(), rs=rs, threshold=self.tol**2 * rs)
 
-    def step(self, state):
+    def step(self, state: CGState) -> CGState:
         m, p, r, rs = state.measurement, state.p, state.r, state.rs
         ap = self._normal(m, p)
         pap = batch_dot(p, ap)
@@ -182,11 +201,12 @@ class TotalVariation(_Deterministic):
             raise ValueError(f"init must be 'adjoint' or 'zeros', got {init!r}")
         self.lam, self.iterations, self.init_kind = float(lam), iterations, init
 
-    def init(self, measurement, prior, n_particles, generator):
+    def init(self, measurement: Measurement | None, prior: Denoiser | None, n_particles: int,
+             generator: torch.Generator) -> SamplerState:
         m = _needs_linear(measurement, "TotalVariation")
         aty = m.physics.A_adjoint(m.y)
         x0 = aty if self.init_kind == "adjoint" else torch.zeros_like(aty)
-        state = self._state(m, prior, n_particles, generator, self.iterations, x0, DeterministicState)
+        state = self._state(m, prior, n_particles, generator, self.iterations, x0, PDHGState)
         if aty.dim() < 3:
             raise ValueError(f"TotalVariation needs images (B, ..., H, W), got unknowns of shape {tuple(aty.shape)}")
         start = state.rng.randn(*aty.shape[1:], dtype=aty.dtype)
@@ -195,21 +215,22 @@ class TotalVariation(_Deterministic):
         k2 = _operator_norm_sq(lambda v: m.physics.A_adjoint_A(v) / batch_view(a2, v)
                                + gradient_2d_adjoint(gradient_2d(v)), start, 30)
         tau = 0.99 / (1.05 * k2).sqrt()  # 5 % margin on the power-iteration estimate
-        return dataclasses.replace(state, r=torch.zeros_like(m.y), p=torch.zeros_like(gradient_2d(x0)),
-                                   rs=x0.clone(), tau=tau, data_scale=a)
+        return dataclasses.replace(state, dual_data=torch.zeros_like(m.y), dual_grad=torch.zeros_like(gradient_2d(x0)),
+                                   x_bar=x0.clone(), tau=tau, a=a)
 
-    def step(self, state):
-        m, x, xbar = state.measurement, state.x, state.rs
-        a, s = state.data_scale, state.tau
+    def step(self, state: PDHGState) -> PDHGState:
+        m, x, x_bar = state.measurement, state.x, state.x_bar
+        a, s = state.a, state.tau
         # dual of F1(u) = ||a u - y||^2 / 2 at u = A x / a: prox of s F1* is (w - s y / a) / (1 + s / a^2)
-        w = state.r + batch_view(s / a, m.y) * m.physics.A(xbar)
-        r = (w - batch_view(s / a, m.y) * m.y) / batch_view(1 + s / a**2, m.y)
+        w = state.dual_data + batch_view(s / a, m.y) * m.physics.A(x_bar)
+        dual_data = (w - batch_view(s / a, m.y) * m.y) / batch_view(1 + s / a**2, m.y)
         # dual of lam ||.||_{2,1}: projection onto the pointwise ball of radius lam (norm over directions and channels)
-        q = state.p + batch_view(s, state.p) * gradient_2d(xbar)
+        q = state.dual_grad + batch_view(s, state.dual_grad) * gradient_2d(x_bar)
         norm = q.pow(2).sum(dim=(1, 2), keepdim=True).sqrt()
-        p = q / torch.clamp(norm / self.lam, min=1.0) if self.lam > 0 else torch.zeros_like(q)
-        x_new = x - batch_view(s, x) * (m.physics.A_adjoint(r) / batch_view(a, x) + gradient_2d_adjoint(p))
-        return dataclasses.replace(state, x=x_new, rs=2 * x_new - x, r=r, p=p, step=state.step + 1)
+        dual_grad = q / torch.clamp(norm / self.lam, min=1.0) if self.lam > 0 else torch.zeros_like(q)
+        x_new = x - batch_view(s, x) * (m.physics.A_adjoint(dual_data) / batch_view(a, x) + gradient_2d_adjoint(dual_grad))
+        return dataclasses.replace(state, x=x_new, x_bar=2 * x_new - x, dual_data=dual_data, dual_grad=dual_grad,
+                                   step=state.step + 1)
 
     @staticmethod
     def objective(measurement: Measurement, x: Tensor, lam: float) -> Tensor:
