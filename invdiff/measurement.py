@@ -179,11 +179,11 @@ class Measurement:
         if not self.is_linear:
             raise CapabilityError(f"{what} needs a linear operator; {type(self._physics).__name__} is not")
 
-    def _spectrum_solve(self, b: Tensor, shift: Tensor | None) -> Tensor:
+    def _spectrum_solve(self, b: Tensor, shift: Tensor | None, rtol: float = 1e-6) -> Tensor:
         """``V diag(1 / (|s|^2 / sigma^2 + shift)) V^T b`` for a decomposable operator.
 
         With ``shift=None`` it applies the pseudo-inverse of ``diag(|s|^2)`` instead (zero where
-        ``|s|`` is below ``1e-6 * max|s|``): ``(A^T A)^+ b``.
+        ``|s|`` is below ``rtol * max|s|``): ``(A^T A)^+ b``.
         """
         p = self._physics
         vb = p.V_adjoint(b)
@@ -191,24 +191,25 @@ class Measurement:
         s2 = (s2.conj() * s2).real if s2.is_complex() else s2 * s2
         s2 = s2.to(vb.real.dtype)
         if shift is None:
-            thr = 1e-12 * s2.max()  # |s| below 1e-6 max|s| counts as zero
+            thr = rtol**2 * s2.max()  # |s| below rtol max|s| counts as zero
             inv = torch.where(s2 > thr, 1.0 / torch.where(s2 > thr, s2, torch.ones_like(s2)), torch.zeros_like(s2))
             return p.V(vb * inv)
         sig2 = batch_view(self._sigma**2, vb).to(vb.real.dtype)
         return p.V(vb / (s2 / sig2 + batch_view(shift, vb).to(vb.real.dtype)))
 
     def pinv(self, method: Literal["auto", "cg", "physics"] = "auto", tol: float = 1e-10,
-             max_iter: int = 500) -> Tensor:
+             max_iter: int = 500, rtol: float = 1e-6) -> Tensor:
         """``A^+ y``: the minimum-norm least-squares solution, x-shaped.
 
         ``"auto"``: closed form through the SVD for decomposable operators (zero-filling for MRI
         and inpainting), conjugate gradients on the normal equations otherwise. ``"cg"`` forces CG.
         ``"physics"`` returns the operator's own ``A_dagger`` (FBP for deepinv's ``Tomography``),
-        which is not always an exact least-squares solution.
+        which is not always an exact least-squares solution. ``rtol``: with the SVD, singular values
+        below ``rtol * max|s|`` count as zero (a truncated-SVD pseudo-inverse for large ``rtol``).
         """
-        return self._pinv_of(self._y, method, tol, max_iter)
+        return self._pinv_of(self._y, method, tol, max_iter, rtol)
 
-    def _pinv_of(self, y: Tensor, method: str, tol: float, max_iter: int) -> Tensor:
+    def _pinv_of(self, y: Tensor, method: str, tol: float, max_iter: int, rtol: float = 1e-6) -> Tensor:
         self._require_linear("pinv")
         if method not in ("auto", "cg", "physics"):
             raise ValueError(f"method must be 'auto', 'cg' or 'physics', got {method!r}")
@@ -217,7 +218,7 @@ class Measurement:
             return p.A_dagger(y)
         aty = p.A_adjoint(y)
         if method == "auto" and self.is_decomposable:
-            return self._spectrum_solve(aty, None)
+            return self._spectrum_solve(aty, None, rtol)
         x, _ = conjugate_gradient(p.A_adjoint_A, aty, tol=tol, max_iter=max_iter)
         return x
 

@@ -30,6 +30,8 @@ from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, 
 from invdiff.samplers.deepinv_bridge import DeepinvSampler, ddrm_supports
 
 TV_GRID = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+# lr is a step in data units: with 100 steps, lr 1e-3 moves a pixel by at most about 0.1
+RED_DIFF_GRID = [(lam, lr) for lam in (32, 128, 512) for lr in (1e-3, 1e-2, 3e-2, 1e-1)]
 BOUNDED = {"DDRM (deepinv)"}  # eta lives in [0, 1]: its grid is not extended
 METHOD_ORDER = ["FBP", "adjoint", "CG least squares", "TV", "prior sample", "DPS", "RED-Diff", "DiffPIR", "DDRM"]
 
@@ -49,8 +51,7 @@ def methods(task: str, nfe: int, with_ddrm: bool) -> dict:
         "prior sample (ancestral)": (lambda s: DDIM(nfe, eta=1.0), [None], True),
         "DPS (ancestral)": (lambda z: DPS(nfe, step_size=z, eta=1.0), zetas, True),
         "DPS (DDIM)": (lambda z: DPS(nfe, step_size=z, eta=0.0), zetas, True),
-        "RED-Diff": (lambda s: REDDiff(nfe, lam=s[0], lr=s[1]), [(128, 1e-3), (512, 1e-3), (512, 3e-3), (2048, 1e-3)],
-                     True),
+        "RED-Diff": (lambda s: REDDiff(nfe, lam=s[0], lr=s[1]), RED_DIFF_GRID, True),
         "DiffPIR (deepinv)": (lambda lam: DeepinvSampler("diffpir", nfe, lambda_=lam), [1.0, 7.0, 30.0], True),
     }
     if task == "inpaint":
@@ -66,11 +67,14 @@ def solve(problem: ImageProblem, sampler, prior, seed: int):
     return problem.metrics(post.mean), post.diagnostics
 
 
-def evaluate_task(task: str, nfe: int, seed: int) -> dict:
+def evaluate_task(task: str, nfe: int, seed: int, only: list[str] | None = None, rows: dict | None = None) -> dict:
+    """Tune on validation and score on test every method (or those in ``only``, updating ``rows``)."""
     val, test = image_task(task, "validation"), image_task(task, "test")
     prior = shipped_prior(test.prior_name)
-    rows = {}
+    rows = dict(rows or {})
     for name, (make, grid, uses_prior) in methods(task, nfe, ddrm_supports(test.measurement)).items():
+        if only and name not in only:
+            continue
         p = prior if uses_prior else None
         tuning = {}
 
@@ -121,15 +125,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("outputs/image_tasks"))
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="rerun only these methods (names as in the table) and update existing task files")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for task in args.tasks:
         path = args.out / f"{task}.json"
-        if path.exists() and not args.force:
+        previous = json.loads(path.read_text()) if path.exists() else None
+        if previous and not args.force and not args.methods:
             print(f"{task}: {path} exists, skipped")
             continue
         start = time.perf_counter()
-        result = evaluate_task(task, args.nfe, args.seed)
+        keep = previous["methods"] if previous and args.methods else None
+        result = evaluate_task(task, args.nfe, args.seed, args.methods, keep)
         result["task_wall_time_s"] = round(time.perf_counter() - start, 1)
         atomic_write_json(path, result)
     results = [json.loads((args.out / f"{t}.json").read_text()) for t in IMAGE_TASKS if (args.out / f"{t}.json").exists()]

@@ -170,3 +170,12 @@ def test_y_of_the_wrong_shape_is_rejected(name, bad_shape, generator):
 def test_non_physics_is_rejected():
     with pytest.raises(TypeError, match="deepinv Physics"):
         Measurement(lambda x: x, torch.zeros(1, 3), 0.1)
+
+
+def test_pinv_rtol_truncates_small_singular_values():
+    from invdiff.operators import MatrixOperator
+
+    op = MatrixOperator(torch.diag(torch.tensor([1.0, 0.1, 0.01], dtype=torch.float64)))
+    m = Measurement(op, torch.ones(1, 3, dtype=torch.float64), 0.1)
+    torch.testing.assert_close(m.pinv(), torch.tensor([[1.0, 10.0, 100.0]], dtype=torch.float64))
+    torch.testing.assert_close(m.pinv(rtol=0.05), torch.tensor([[1.0, 10.0, 0.0]], dtype=torch.float64))
