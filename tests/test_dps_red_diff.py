@@ -122,3 +122,18 @@ def test_dps_on_a_nonlinear_measurement_moves_towards_the_posterior(zeta, eta):
     sw = float(sliced_wasserstein(post.samples[0].double(), reference))
     sw_prior = float(sliced_wasserstein(prior.sample(2000, g), reference))
     assert sw < 0.65 * sw_prior, (sw, sw_prior)
+
+
+def test_dps_clips_the_denoised_estimate_to_the_prior_data_range(problem):
+    """The reference code's clip_denoised: with a data range, every x0_hat (and so the final sample) lies in
+    it; without one (the mixtures) nothing changes."""
+    prior, m = problem
+    clipped_prior = GaussianMixturePrior(prior.mixture.weights, prior.mixture.means, prior.mixture.covs)
+    clipped_prior.data_range = (-1.0, 1.0)  # far inside the grid mixture's +-8 modes
+    def samples(sampler, p):
+        return run(sampler, m, p, n_particles=8, generator=torch.Generator().manual_seed(5), progress=False).samples
+
+    assert float(samples(DPS(20, step_size=0.1), clipped_prior).abs().max()) <= 1.0
+    assert float(samples(DPS(20, step_size=0.1, clip=False), clipped_prior).abs().max()) > 2.0
+    torch.testing.assert_close(samples(DPS(20, step_size=0.1), prior), samples(DPS(20, step_size=0.1, clip=False), prior),
+                               rtol=0, atol=0)
