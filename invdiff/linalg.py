@@ -38,6 +38,23 @@ class CGInfo:
     converged: Tensor  # (B,) bool
 
 
+def cg_step(apply: Callable[[Tensor], Tensor], x: Tensor, r: Tensor, p: Tensor, rs: Tensor,
+            active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One conjugate-gradient iteration per sample: iterate ``x``, residual ``r``, direction ``p`` and
+    squared residual norm ``rs`` ``(B,)``. Items where ``active`` is false, or whose curvature
+    ``p^T apply(p)`` is not positive, stay where they are; returns the new state and that mask ``ok``."""
+    ap = apply(p)
+    pap = batch_dot(p, ap)
+    ok = active & (pap > 0)
+    alpha = torch.where(ok, rs / torch.where(ok, pap, torch.ones_like(pap)), torch.zeros_like(rs))
+    x = x + batch_view(alpha, x).to(x.dtype) * p
+    r = r - batch_view(alpha, r).to(r.dtype) * ap
+    rs_new = batch_dot(r, r)
+    beta = torch.where(ok, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), torch.zeros_like(rs))
+    p = r + batch_view(beta, p).to(p.dtype) * p
+    return x, r, p, torch.where(ok, rs_new, rs), ok
+
+
 def conjugate_gradient(
     apply: Callable[[Tensor], Tensor],
     b: Tensor,
@@ -60,16 +77,7 @@ def conjugate_gradient(
     active = rs > threshold
     it = 0
     while it < max_iter and bool(active.any()):
-        ap = apply(p)
-        pap = batch_dot(p, ap)
-        ok = active & (pap > 0)
-        alpha = torch.where(ok, rs / torch.where(ok, pap, torch.ones_like(pap)), torch.zeros_like(rs))
-        x = x + batch_view(alpha, x).to(x.dtype) * p
-        r = r - batch_view(alpha, r).to(r.dtype) * ap
-        rs_new = batch_dot(r, r)
-        beta = torch.where(ok, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), torch.zeros_like(rs))
-        p = r + batch_view(beta, p).to(p.dtype) * p
-        rs = torch.where(ok, rs_new, rs)
+        x, r, p, rs, ok = cg_step(apply, x, r, p, rs, active)
         active = ok & (rs > threshold)
         it += 1
     rel = rs.sqrt() / torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from invdiff.benchmark.image_tasks import image_task
+from invdiff.benchmark.tuning import tune_on_grid
 from invdiff.io import atomic_write_json, atomic_write_text
 from invdiff.priors import shipped_prior
 from invdiff.samplers import DDIM, DPS, REDDiff, run
@@ -60,24 +61,14 @@ def timed_runs(sampler, problem, prior, repeat: int):
 
 
 def tuned(make, grid, problem, prior, extensions: int = 3) -> tuple[float, dict]:
-    """The value with the best validation PSNR from a geometric ``grid`` extended (up to ``extensions``
-    times, by the grid's ratio) while the best value sits at an edge; and all PSNRs."""
-    psnr = {}
-
+    """The value with the best validation PSNR (:func:`tune_on_grid`), and all PSNRs."""
     def score(v):
         post = run(make(v), problem.measurement, prior, generator=torch.Generator().manual_seed(0), progress=False)
-        psnr[v] = problem.metrics(post.mean)["PSNR"]
-        print(f"    validation {v:g}: {psnr[v]:.2f} dB", flush=True)
+        psnr = problem.metrics(post.mean)["PSNR"]
+        print(f"    validation {v:g}: {psnr:.2f} dB", flush=True)
+        return psnr
 
-    for v in grid:
-        score(v)
-    ratio = grid[1] / grid[0]
-    for _ in range(extensions):
-        best, values = max(psnr, key=psnr.get), sorted(psnr)
-        if best not in (values[0], values[-1]):
-            break
-        score(float(f"{best * ratio if best == values[-1] else best / ratio:.3g}"))
-    return max(psnr, key=psnr.get), psnr
+    return tune_on_grid(score, grid, extensions)
 
 
 def main() -> None:

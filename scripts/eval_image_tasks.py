@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from invdiff.benchmark.image_tasks import IMAGE_TASKS, ImageProblem, image_task
+from invdiff.benchmark.tuning import tune_on_grid
 from invdiff.io import atomic_write_json, atomic_write_text
 from invdiff.priors import shipped_prior
 from invdiff.samplers import DDIM, DPS, REDDiff, run
@@ -76,27 +77,19 @@ def evaluate_task(task: str, nfe: int, seed: int, only: list[str] | None = None,
         if only and name not in only:
             continue
         p = prior if uses_prior else None
-        tuning = {}
 
-        def try_setting(setting):
-            tuning[json.dumps(setting)] = solve(val, make(setting), p, seed)[0]["PSNR"]
-            print(f"  {task} validation {name} {setting}: {tuning[json.dumps(setting)]:.2f} dB", flush=True)
+        def validation_psnr(setting):
+            psnr = solve(val, make(setting), p, seed)[0]["PSNR"]
+            print(f"  {task} validation {name} {setting}: {psnr:.2f} dB", flush=True)
+            return psnr
 
-        if len(grid) > 1:
-            for setting in grid:
-                try_setting(setting)
-            if isinstance(grid[0], (int, float)) and name not in BOUNDED:  # extend while the best is at an edge
-                for _ in range(2):
-                    values = sorted(json.loads(k) for k in tuning)
-                    top = json.loads(max(tuning, key=tuning.get))
-                    if top not in (values[0], values[-1]):
-                        break
-                    ratio = values[1] / values[0]
-                    step = top * ratio if top == values[-1] else top / ratio
-                    try_setting(round(step) if isinstance(top, int) else float(f"{step:.3g}"))
-        best = json.loads(max(tuning, key=tuning.get)) if tuning else grid[0]
-        if isinstance(best, list):
-            best = tuple(best)
+        tuning, best = {}, grid[0]
+        if len(grid) > 1 and isinstance(grid[0], (int, float)):  # a 1-D grid, extended while the best is at an edge
+            best, tuning = tune_on_grid(validation_psnr, grid, 0 if name in BOUNDED else 2)
+        elif len(grid) > 1:
+            tuning = {setting: validation_psnr(setting) for setting in grid}
+            best = max(tuning, key=tuning.get)
+        tuning = {json.dumps(k): v for k, v in tuning.items()}
         metrics, diag = solve(test, make(best), p, seed)
         rows[name] = {**metrics, "setting": best, "validation_psnr": tuning, "network_evals": diag.network_evals,
                       "vjp_evals": diag.vjp_evals, "wall_time_s": round(diag.wall_time, 2)}

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from invdiff.linalg import batch_dot, batch_view
+from invdiff.linalg import batch_dot, batch_view, cg_step
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import Posterior, Sampler, SamplerState, extend_state
@@ -138,16 +138,10 @@ class ConjugateGradient(_Deterministic):
         return dataclasses.replace(state, r=b, p=b.clone(), rs=rs, threshold=self.tol**2 * rs)
 
     def step(self, state: CGState) -> CGState:
-        m, p, r, rs = state.measurement, state.p, state.r, state.rs
-        ap = self._normal(m, p)
-        pap = batch_dot(p, ap)
-        ok = (rs > state.threshold) & (pap > 0)
-        alpha = torch.where(ok, rs / torch.where(ok, pap, torch.ones_like(pap)), torch.zeros_like(rs))
-        x = state.x + batch_view(alpha, p) * p
-        r = r - batch_view(alpha, ap) * ap
-        rs_new = batch_dot(r, r)
-        beta = torch.where(ok, rs_new / torch.where(ok, rs, torch.ones_like(rs)), torch.zeros_like(rs))
-        return dataclasses.replace(state, x=x, r=r, p=r + batch_view(beta, p) * p, rs=rs_new, step=state.step + 1)
+        active = state.rs > state.threshold
+        x, r, p, rs, _ = cg_step(lambda v: self._normal(state.measurement, v), state.x, state.r, state.p, state.rs,
+                                 active)
+        return dataclasses.replace(state, x=x, r=r, p=p, rs=rs, step=state.step + 1)
 
 
 def gradient_2d(x: Tensor) -> Tensor:

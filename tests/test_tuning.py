@@ -1,0 +1,18 @@
+"""The validation-grid search shared by the benchmark scripts."""
+
+import math
+
+from invdiff.benchmark.tuning import tune_on_grid
+
+
+def test_the_grid_is_extended_until_the_best_value_is_inside():
+    tried = []
+
+    def score(v):
+        tried.append(v)
+        return -abs(math.log(v / 8.0))  # peak at 8
+
+    best, scores = tune_on_grid(score, [1, 2, 4], extensions=3)
+    assert best == 8 and tried == [1, 2, 4, 8, 16] and all(isinstance(v, int) for v in scores)
+    best, _ = tune_on_grid(lambda v: -v, [0.3, 1.0, 3.0], extensions=1)
+    assert best == 0.09  # one step below the grid, rounded to 3 digits, then the budget is spent
