@@ -36,27 +36,45 @@ class Diagnostics:
 
     ``network_evals`` counts denoiser calls (each on all ``B * N`` particles at once);
     ``vjp_evals`` counts vector-Jacobian products through the denoiser; ``wall_time`` is seconds;
-    ``ess_history`` holds the ``(B,)`` effective sample size after each step that reweights.
+    ``ess_history`` holds the ``(B,)`` effective sample size after each step that reweights (before
+    any resampling); ``resampled`` the ``(B,)`` mask of the items resampled at that step.
     """
 
     network_evals: int = 0
     vjp_evals: int = 0
     wall_time: float = 0.0
     ess_history: list[Tensor] = field(default_factory=list)
+    resampled: list[Tensor] = field(default_factory=list)
+
+
+def batch_chunks(n: int, chunk_size: int | None) -> list[slice]:
+    """Slices covering ``range(n)`` in pieces of at most ``chunk_size`` (one piece for ``None``)."""
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    step = chunk_size or max(n, 1)
+    return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
 class CountingDenoiser(Denoiser):
-    """Wraps a prior and counts its calls into a :class:`Diagnostics` (the prior is untouched)."""
+    """Wraps a prior and counts its calls into a :class:`Diagnostics` (the prior is untouched).
 
-    def __init__(self, prior: Denoiser, diagnostics: Diagnostics):
+    With ``chunk_size``, a call on many particles runs the network on ``chunk_size`` of them at a time
+    (bounding its peak memory) and still counts as one network evaluation.
+    """
+
+    def __init__(self, prior: Denoiser, diagnostics: Diagnostics, chunk_size: int | None = None):
         self.prior = prior
         self.diagnostics = diagnostics
+        self.chunk_size = chunk_size
         self.event_shape = tuple(prior.event_shape)
         self.data_range = prior.data_range
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         self.diagnostics.network_evals += 1
-        return self.prior.denoise(x, sigma)
+        slices = batch_chunks(x.shape[0], self.chunk_size)
+        if len(slices) == 1 or (isinstance(sigma, Tensor) and sigma.dim() > 0):
+            return self.prior.denoise(x, sigma)
+        return torch.cat([self.prior.denoise(x[sl], sigma) for sl in slices])
 
 
 @dataclass(frozen=True)
@@ -161,6 +179,18 @@ def prior_sigmas(prior: Denoiser, num_steps: int, schedule: VPSchedule | None = 
     return schedule.sampling_sigmas(num_steps) * prior_scale(prior)
 
 
+def resolve_sigmas(prior: Denoiser, num_steps: int, schedule: VPSchedule | None = None,
+                   sigmas: Tensor | None = None) -> Tensor:
+    """A sampler's noise levels in data units: explicit ``sigmas`` (checked), else :func:`prior_sigmas`.
+
+    Raises ``ValueError`` unless they are strictly decreasing and end with 0.
+    """
+    s = prior_sigmas(prior, num_steps, schedule) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
+    if s.dim() != 1 or s.numel() < 2 or s[-1] != 0 or bool((s[:-1] <= s[1:]).any()):
+        raise ValueError("sigmas must be strictly decreasing and end with 0")
+    return s
+
+
 def extend_state(state: SamplerState, cls: type[SamplerState], **changes) -> SamplerState:
     """``state`` as an instance of a sampler's own ``SamplerState`` subclass, with ``changes``."""
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(SamplerState)}
@@ -186,12 +216,13 @@ class Sampler(ABC):
     @staticmethod
     def initial_state(measurement: Measurement | None, prior: Denoiser, n_particles: int,
                       generator: torch.Generator, num_steps: int, x_init: Callable[[BatchGenerator, torch.dtype], Tensor],
-                      dtype: torch.dtype = torch.float32) -> SamplerState:
+                      dtype: torch.dtype = torch.float32, chunk_size: int | None = None) -> SamplerState:
         """Shared set-up: batch size, per-item random streams, the counting prior, and particles.
 
         ``x_init(rng, dtype)`` returns ``(B, N, *event_shape)``; without a measurement the batch
         size is 1 and the dtype is ``dtype``, with one it is ``y``'s real dtype and device.
-        ``prior`` may be ``None`` for samplers that use none (the classical baselines).
+        ``prior`` may be ``None`` for samplers that use none (the classical baselines). ``chunk_size``
+        bounds the particles per network call (see :class:`CountingDenoiser`).
         """
         if not isinstance(n_particles, int) or n_particles < 1:
             raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
@@ -210,7 +241,7 @@ class Sampler(ABC):
             x=x.reshape(b * n_particles, *x.shape[2:]),
             log_weights=torch.zeros(b, n_particles, dtype=torch.float64, device=device),
             step=0, num_steps=num_steps, measurement=measurement,
-            prior=None if prior is None else CountingDenoiser(prior, diagnostics), rng=rng, diagnostics=diagnostics,
+            prior=None if prior is None else CountingDenoiser(prior, diagnostics, chunk_size), rng=rng, diagnostics=diagnostics,
         )
 
 

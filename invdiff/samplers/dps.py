@@ -29,7 +29,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_scale, prior_sigmas
+from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_scale, resolve_sigmas
 from invdiff.samplers.ddim import ddim_update
 from invdiff.schedule import VPSchedule
 
@@ -72,13 +72,7 @@ class DPS(Sampler):
     def sigmas_for(self, prior: Denoiser) -> Tensor:
         """The noise levels in data units: the given ``sigmas``, or the schedule's scaled by the prior's
         model-space scale (1 when the prior has none)."""
-        if self._sigmas is not None:
-            s = torch.as_tensor(self._sigmas, dtype=torch.float64)
-        else:
-            s = prior_sigmas(prior, self.num_steps, self.schedule)
-        if s.dim() != 1 or s.numel() < 2 or s[-1] != 0 or bool((s[:-1] <= s[1:]).any()):
-            raise ValueError("sigmas must be strictly decreasing and end with 0")
-        return s
+        return resolve_sigmas(prior, self.num_steps, self.schedule, self._sigmas)
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:

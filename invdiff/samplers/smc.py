@@ -1,0 +1,81 @@
+"""Shared pieces of the sequential Monte Carlo samplers: adaptive resampling, chunked network calls.
+
+Particles are item-major ``(B * N, ...)`` with float64 log-weights ``(B, N)``. Everything is per item:
+item ``i`` resamples when *its own* effective sample size falls below the threshold, from its own
+random stream, so its particles never depend on its batch mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from invdiff.rng import BatchGenerator
+from invdiff.samplers.base import Diagnostics, batch_chunks
+from invdiff.samplers.particles import RESAMPLERS, effective_sample_size, gather_particles
+
+__all__ = ["adaptive_resample", "denoise_and_grad", "validate_resampling"]
+
+
+def validate_resampling(threshold: float, method: str) -> None:
+    """Raise ``ValueError`` for an ESS-fraction threshold outside [0, 1] or an unknown method."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"resample_threshold is a fraction of the particle count in [0, 1], got {threshold}")
+    if method not in RESAMPLERS:
+        raise ValueError(f"resampling must be one of {sorted(RESAMPLERS)}, got {method!r}")
+
+
+def adaptive_resample(log_weights: Tensor, tensors: dict[str, Tensor], rng: BatchGenerator, threshold: float,
+                      method: str, diagnostics: Diagnostics) -> tuple[Tensor, dict[str, Tensor]]:
+    """Resample the items whose ESS is below ``threshold * N``; the others are left as they are.
+
+    ``tensors`` are per-particle ``(B * N, ...)`` tensors that travel with the particles (positions,
+    cached denoised estimates, ...). Appends the pre-resampling ESS ``(B,)`` to
+    ``diagnostics.ess_history`` and the ``(B,)`` resampled-or-not mask to ``diagnostics.resampled``.
+    The uniforms are drawn for every item whether it resamples or not, so an item's stream advances
+    the same way whatever its batch mates do. Returns new log-weights (zero for resampled items) and tensors.
+    """
+    b, n = log_weights.shape
+    ess = effective_sample_size(log_weights)
+    diagnostics.ess_history.append(ess)
+    do = ess < threshold * n
+    diagnostics.resampled.append(do)
+    idx = RESAMPLERS[method](log_weights, rng)
+    if not bool(do.any()):
+        return log_weights, tensors
+    keep = torch.arange(n, device=idx.device).expand(b, n)
+    idx = torch.where(do.unsqueeze(-1).to(idx.device), idx, keep)
+    log_weights = torch.where(do.unsqueeze(-1), torch.zeros_like(log_weights), log_weights)
+    return log_weights, {k: gather_particles(v, idx) for k, v in tensors.items()}
+
+
+def denoise_and_grad(denoise: Callable[[Tensor, float], Tensor], x: Tensor, sigma: float,
+                     objective: Callable[[Tensor], Tensor], chunk_size: int | None = None,
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """``x0 = denoise(x, sigma)``, ``f = objective(x0)`` ``(B*N,)`` and ``grad_x f`` per particle.
+
+    ``objective`` must be per sample (row ``i`` of its output depends on row ``i`` of its input only;
+    every :class:`~invdiff.measurement.Measurement` likelihood is). With ``chunk_size`` the network's
+    forward and backward pass run over ``chunk_size`` particles at a time, so only one chunk's graph
+    is alive at once: the objective sees the whole batch, with the chunk's rows attached to the graph
+    and the other rows as constants (their values do not enter the chunk's rows). ``denoise`` is
+    called once per chunk; the caller counts the whole call as one network evaluation and one VJP.
+    Returns detached ``(x0, f, grad)``.
+    """
+    x = x.detach()
+    x0_all = x.clone()  # placeholder rows for chunks not yet computed: any value serves
+    f_all = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    grad_all = torch.empty_like(x)
+    for sl in batch_chunks(x.shape[0], chunk_size):
+        with torch.enable_grad():
+            xc = x[sl].requires_grad_(True)
+            x0c = denoise(xc, sigma)
+            full = torch.cat([x0_all[: sl.start], x0c, x0_all[sl.stop:]])
+            fc = objective(full)[sl]
+            (gc,) = torch.autograd.grad(fc.sum(), xc)
+        x0_all[sl] = x0c.detach()
+        f_all[sl] = fc.detach().to(f_all.dtype)
+        grad_all[sl] = gc
+    return x0_all, f_all, grad_all
