@@ -7,6 +7,7 @@ A problem is a Gaussian-mixture prior, a linear measurement ``y = A x0 + s n`` o
 * ``sw``: sliced Wasserstein distance to ``n`` exact posterior samples, beside ``sw_exact``, the same
   distance between two independent exact sets of that size (the floor a perfect sampler reaches);
 * ``mean_rel``: error of the weighted mean over the posterior's own spread ``sqrt(trace(cov))``;
+* ``cov_rel``: relative Frobenius error of the weighted covariance;
 * ``mode_tv``: total-variation distance between the exact component weights and the fraction of
   (weighted) samples each component claims.
 
@@ -72,10 +73,12 @@ def score_posterior(problem: GMMProblem, posterior: Posterior, generator: torch.
     resp = problem.prior.mixture.responsibilities(samples)
     sampled_modes = mode_weights(resp, weights)
     exact_modes = problem.exact.weights[0]
+    moments = moment_errors(samples, exact_mean, exact_cov, weights)
     return {
         "sw": float(sliced_wasserstein(samples, ref, x_weights=weights)),
         "sw_exact": float(sliced_wasserstein(ref2, ref)),
-        "mean_rel": moment_errors(samples, exact_mean, exact_cov, weights)["mean_rel"],
+        "mean_rel": moments["mean_rel"],
+        "cov_rel": moments["cov_rel"],
         "mode_tv": 0.5 * float((sampled_modes - exact_modes).abs().sum()),
         "ess": float(posterior.ess[0]),
     }

@@ -106,7 +106,7 @@ def hutchinson_laplacian(measurement: Measurement, x: Tensor, rng: BatchGenerato
 
 
 def posterior_of_gaussian_reference(measurement: Measurement, mean: float, std: float, rng: BatchGenerator,
-                                    n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+                                    n: int, dtype: torch.dtype, prox_tol: float = 1e-10) -> tuple[Tensor, Tensor]:
     """Draws of ``N(x; mean, std^2 I) exp(l(x))`` for ``measurement`` expanded to ``n`` particles per item.
 
     Linear operators: exact (perturb-and-MAP: the prior draw and a perturbed ``y`` through the proximal
@@ -121,7 +121,7 @@ def posterior_of_gaussian_reference(measurement: Measurement, mean: float, std: 
     y = measurement.y
     y_pert = y + batch_view(measurement.sigma, y).to(y.real.dtype) * _noise_like(rng, n, y)
     perturbed = Measurement(measurement.physics, y_pert, measurement.sigma, x_shape=shape)
-    return perturbed.prox(x, std**2), torch.zeros(b, n, dtype=torch.float64, device=y.device)
+    return perturbed.prox(x, std**2, tol=prox_tol), torch.zeros(b, n, dtype=torch.float64, device=y.device)
 
 
 class ApproximationFreeEnsemble(Sampler):
@@ -139,13 +139,15 @@ class ApproximationFreeEnsemble(Sampler):
         resampling: ``"systematic"`` (default, lower variance) or ``"multinomial"``.
         hutchinson_probes: probes of the Laplacian estimate for non-linear operators (``"sde"`` only).
         chunk_size: at most this many particles per network call (``None``: all at once).
+        prox_tol: relative residual at which the conjugate-gradient proximal maps of operators without
+            an SVD (CT, multi-coil MRI) stop; closed-form proximal maps are exact.
     """
 
     def __init__(self, num_steps: int = 200, variant: Literal["sde", "ode"] = "sde", likelihood_drift: float = 0.5,
                  corrector_steps: int = 1,
                  corrector_ratio: float = 0.1, resample_threshold: float = 0.5, resampling: str = "systematic",
                  hutchinson_probes: int = 1, chunk_size: int | None = None, schedule: VPSchedule | None = None,
-                 sigmas: Tensor | None = None):
+                 sigmas: Tensor | None = None, prox_tol: float = 1e-6):
         if variant not in ("sde", "ode"):
             raise ValueError(f"variant must be 'sde' or 'ode', got {variant!r}")
         if likelihood_drift not in (0.5, 1.0):
@@ -159,7 +161,10 @@ class ApproximationFreeEnsemble(Sampler):
         self.corrector_steps, self.corrector_ratio = int(corrector_steps), float(corrector_ratio)
         self.resample_threshold, self.resampling = float(resample_threshold), resampling
         self.hutchinson_probes, self.chunk_size = int(hutchinson_probes), chunk_size
-        self.schedule, self._sigmas = schedule, sigmas
+        self.schedule, self._sigmas, self.prox_tol = schedule, sigmas, float(prox_tol)
+
+    def _prox(self, m: Measurement, z: Tensor, gamma: float) -> Tensor:
+        return m.prox(z, gamma, tol=self.prox_tol)
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
@@ -171,7 +176,7 @@ class ApproximationFreeEnsemble(Sampler):
                                    chunk_size=self.chunk_size)
         expanded = measurement.expand(n_particles)
         x, log_w = posterior_of_gaussian_reference(expanded, float(getattr(prior, "offset", 0.0)), float(sigmas[0]),
-                                                   state.rng, n_particles, measurement.y.real.dtype)
+                                                   state.rng, n_particles, measurement.y.real.dtype, self.prox_tol)
         return extend_state(state, EnsembleState, x=x, log_weights=log_w, measurement=expanded, sigmas=sigmas)
 
     def weight_rate(self, measurement: Measurement, x: Tensor, score: Tensor, grad: Tensor, rng: BatchGenerator,
@@ -194,7 +199,7 @@ class ApproximationFreeEnsemble(Sampler):
         score = (state.prior.denoise(x, sigma) - x) / sigma**2
         z = state.rng.randn(state.n_particles, *x.shape[1:], dtype=x.dtype).reshape(x.shape)
         if m.is_linear:
-            return m.prox(x + eps * score + 0.5 * eps * m.grad_log_likelihood(x) + math.sqrt(2 * eps) * z, eps / 2)
+            return self._prox(m, x + eps * score + 0.5 * eps * m.grad_log_likelihood(x) + math.sqrt(2 * eps) * z, eps / 2)
         return x + eps * (score + m.grad_log_likelihood(x)) + math.sqrt(2 * eps) * z
 
     def step(self, state: EnsembleState) -> EnsembleState:
@@ -215,11 +220,11 @@ class ApproximationFreeEnsemble(Sampler):
                 noise = state.rng.randn(state.n_particles, *x.shape[1:], dtype=x.dtype).reshape(x.shape)
             moved = ddim_update(x, denoised, sigma, sigma_next, 1.0, noise)
             if self.likelihood_drift == 1.0:
-                x = m.prox(moved, delta) if m.is_linear else moved + delta * m.grad_log_likelihood(moved)
+                x = self._prox(m, moved, delta) if m.is_linear else moved + delta * m.grad_log_likelihood(moved)
             elif sigma_next > 0:
                 c2 = sigma_next**2 * delta / sigma**2  # the ancestral step's noise variance
                 x = moved + 0.25 * c2 * m.grad_log_likelihood(x)
-                x = m.prox(x, 0.25 * c2) if m.is_linear else x + 0.25 * c2 * m.grad_log_likelihood(x)
+                x = self._prox(m, x, 0.25 * c2) if m.is_linear else x + 0.25 * c2 * m.grad_log_likelihood(x)
             else:
                 x = moved
         else:
