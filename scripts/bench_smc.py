@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from invdiff.benchmark.image_tasks import image_task
-from invdiff.io import atomic_write_json, atomic_write_text
+from invdiff.io import write_report
 from invdiff.priors import shipped_prior
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.tds import TDS
@@ -62,9 +62,7 @@ def main() -> None:
     lines += [f"| {r['sampler']} | {r['particles']} | {r['tN_s']:.3f} | {r['particles'] * r['t1_s']:.3f} | {r['gain']:.2f} |"
               for r in rows]
     text = "\n".join(lines) + "\n"
-    atomic_write_json(args.out / "bench_smc.json", rows)
-    atomic_write_text(args.out / "bench_smc.md", text)
-    print(text)
+    write_report(args.out, "bench_smc", rows, text)
 
 
 if __name__ == "__main__":

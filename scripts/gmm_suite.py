@@ -25,7 +25,7 @@ import torch
 
 from invdiff.benchmark import score_posterior, standard_problems
 from invdiff.benchmark.gmm_suite import GMMProblem
-from invdiff.io import atomic_write_json, atomic_write_text
+from invdiff.io import write_report
 from invdiff.samplers import DDIM, DPS, REDDiff, run
 
 ZETAS = [0.01, 0.03, 0.1, 0.3, 1.0]
@@ -93,9 +93,7 @@ def main() -> None:
         lines.append(f"| {r['problem']} | {r['sampler']} | {setting} | {r['sw']:.3f} | {r['sw_exact']:.3f} "
                      f"| {r['mean_rel']:.3f} | {r['mode_tv']:.3f} | {r['ess']:.0f} |")
     table = "\n".join(lines) + "\n"
-    atomic_write_json(path, rows)
-    atomic_write_text(args.out / "gmm_suite.md", table)
-    print(table)
+    write_report(args.out, "gmm_suite", rows, table)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from invdiff.benchmark import score_posterior, standard_problems
-from invdiff.io import atomic_write_json, atomic_write_text
+from invdiff.io import write_report
 from invdiff.samplers import run
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.tds import TDS
@@ -81,9 +81,7 @@ def main() -> None:
                      f"| {one['sw_exact']:.3f} | {one['mean_rel']:.3f} / {ind['mean_rel']:.3f} "
                      f"| {one['cov_rel']:.3f} / {ind['cov_rel']:.3f} | {one['mode_tv']:.3f} / {ind['mode_tv']:.3f} |")
     table = "\n".join(lines) + "\n"
-    atomic_write_json(args.out / "smc_convergence.json", rows)
-    atomic_write_text(args.out / "smc_convergence.md", table)
-    print(table)
+    write_report(args.out, "smc_convergence", rows, table)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Diffusion-prior samplers (:class:`DPS`, :class:`REDDiff`, :class:`DDIM` for prior samples), the
 classical baselines (:class:`DirectReconstruction`, :class:`ConjugateGradient`, :class:`TotalVariation`)
-and deepinv's DiffPIR/DDRM/DPS with an invdiff prior (:class:`DeepinvSampler`) all return a
-:class:`Posterior`.
+and deepinv's DiffPIR/DDRM/DPS with an invdiff prior (:class:`DeepinvSampler`) and the weighted SMC
+ensembles (:class:`ApproximationFreeEnsemble`, :class:`TDS`) all return a :class:`Posterior`.
 """
 
 from invdiff.samplers.base import Diagnostics, Posterior, Sampler, SamplerState, run
@@ -11,7 +11,9 @@ from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, 
 from invdiff.samplers.ddim import DDIM
 from invdiff.samplers.deepinv_bridge import DeepinvSampler
 from invdiff.samplers.dps import DPS
+from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.red_diff import REDDiff
+from invdiff.samplers.tds import TDS
 
-__all__ = ["DDIM", "DPS", "ConjugateGradient", "DeepinvSampler", "Diagnostics", "DirectReconstruction", "Posterior",
-           "REDDiff", "Sampler", "SamplerState", "TotalVariation", "run"]
+__all__ = ["ApproximationFreeEnsemble", "DDIM", "DPS", "ConjugateGradient", "DeepinvSampler", "Diagnostics", "DirectReconstruction", "Posterior",
+           "REDDiff", "Sampler", "SamplerState", "TDS", "TotalVariation", "run"]

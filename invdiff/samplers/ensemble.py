@@ -106,7 +106,8 @@ def hutchinson_laplacian(measurement: Measurement, x: Tensor, rng: BatchGenerato
 
 
 def posterior_of_gaussian_reference(measurement: Measurement, mean: float, std: float, rng: BatchGenerator,
-                                    n: int, dtype: torch.dtype, prox_tol: float = 1e-10) -> tuple[Tensor, Tensor]:
+                                    n: int, dtype: torch.dtype, prox_tol: float = 1e-10,
+                                    prox_max_iter: int = 500) -> tuple[Tensor, Tensor]:
     """Draws of ``N(x; mean, std^2 I) exp(l(x))`` for ``measurement`` expanded to ``n`` particles per item.
 
     Linear operators: exact (perturb-and-MAP: the prior draw and a perturbed ``y`` through the proximal
@@ -121,7 +122,7 @@ def posterior_of_gaussian_reference(measurement: Measurement, mean: float, std: 
     y = measurement.y
     y_pert = y + batch_view(measurement.sigma, y).to(y.real.dtype) * _noise_like(rng, n, y)
     perturbed = Measurement(measurement.physics, y_pert, measurement.sigma, x_shape=shape)
-    return perturbed.prox(x, std**2, tol=prox_tol), torch.zeros(b, n, dtype=torch.float64, device=y.device)
+    return perturbed.prox(x, std**2, tol=prox_tol, max_iter=prox_max_iter), torch.zeros(b, n, dtype=torch.float64, device=y.device)
 
 
 class ApproximationFreeEnsemble(Sampler):
@@ -139,15 +140,16 @@ class ApproximationFreeEnsemble(Sampler):
         resampling: ``"systematic"`` (default, lower variance) or ``"multinomial"``.
         hutchinson_probes: probes of the Laplacian estimate for non-linear operators (``"sde"`` only).
         chunk_size: at most this many particles per network call (``None``: all at once).
-        prox_tol: relative residual at which the conjugate-gradient proximal maps of operators without
-            an SVD (CT, multi-coil MRI) stop; closed-form proximal maps are exact.
+        prox_tol, prox_max_iter: relative residual and iteration cap of the conjugate-gradient proximal
+            maps of operators without an SVD (CT, multi-coil MRI); closed-form proximal maps are exact.
+            The cap bounds the cost per step: each CG iteration applies ``A^T A`` to every particle.
     """
 
     def __init__(self, num_steps: int = 200, variant: Literal["sde", "ode"] = "sde", likelihood_drift: float = 0.5,
                  corrector_steps: int = 1,
                  corrector_ratio: float = 0.1, resample_threshold: float = 0.5, resampling: str = "systematic",
                  hutchinson_probes: int = 1, chunk_size: int | None = None, schedule: VPSchedule | None = None,
-                 sigmas: Tensor | None = None, prox_tol: float = 1e-6):
+                 sigmas: Tensor | None = None, prox_tol: float = 1e-6, prox_max_iter: int = 30):
         if variant not in ("sde", "ode"):
             raise ValueError(f"variant must be 'sde' or 'ode', got {variant!r}")
         if likelihood_drift not in (0.5, 1.0):
@@ -162,9 +164,10 @@ class ApproximationFreeEnsemble(Sampler):
         self.resample_threshold, self.resampling = float(resample_threshold), resampling
         self.hutchinson_probes, self.chunk_size = int(hutchinson_probes), chunk_size
         self.schedule, self._sigmas, self.prox_tol = schedule, sigmas, float(prox_tol)
+        self.prox_max_iter = int(prox_max_iter)
 
     def _prox(self, m: Measurement, z: Tensor, gamma: float) -> Tensor:
-        return m.prox(z, gamma, tol=self.prox_tol)
+        return m.prox(z, gamma, tol=self.prox_tol, max_iter=self.prox_max_iter)
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
@@ -176,7 +179,8 @@ class ApproximationFreeEnsemble(Sampler):
                                    chunk_size=self.chunk_size)
         expanded = measurement.expand(n_particles)
         x, log_w = posterior_of_gaussian_reference(expanded, float(getattr(prior, "offset", 0.0)), float(sigmas[0]),
-                                                   state.rng, n_particles, measurement.y.real.dtype, self.prox_tol)
+                                                   state.rng, n_particles, measurement.y.real.dtype, self.prox_tol,
+                                                   self.prox_max_iter)
         return extend_state(state, EnsembleState, x=x, log_weights=log_w, measurement=expanded, sigmas=sigmas)
 
     def weight_rate(self, measurement: Measurement, x: Tensor, score: Tensor, grad: Tensor, rng: BatchGenerator,
