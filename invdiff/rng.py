@@ -79,3 +79,13 @@ class BatchGenerator:
         return torch.stack(
             [torch.rand(shape, generator=g, dtype=dtype, device=g.device) for g in self._generators]
         )
+
+    def randn_like(self, like: torch.Tensor, n: int) -> torch.Tensor:
+        """Standard normal draws shaped like ``like`` ``(B * n, ...)``, item-major: rows ``i*n .. i*n+n-1``
+        come from stream ``i``. Complex ``like``: independent real and imaginary parts, each N(0, 1)."""
+        shape = like.shape[1:]
+        if like.is_complex():
+            re = self.randn(n, *shape, dtype=like.real.dtype)
+            im = self.randn(n, *shape, dtype=like.real.dtype)
+            return torch.complex(re, im).reshape(like.shape)
+        return self.randn(n, *shape, dtype=like.dtype).reshape(like.shape)

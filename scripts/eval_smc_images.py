@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdiff.benchmark.calibration import interval_coverage, weighted_std
+from invdiff.benchmark.calibration import interval_coverage
 from invdiff.benchmark.image_tasks import ImageProblem, image_task
 from invdiff.io import atomic_write, atomic_write_json, atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.priors import shipped_prior
-from invdiff.samplers import run
+from invdiff.samplers import Posterior, run
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.tds import TDS
 
@@ -85,11 +85,9 @@ def evaluate(task: str, particles: int, nfe: int, seed: int, out: Path) -> dict:
     for name, sampler in samplers(nfe).items():
         post = run(sampler, problem.measurement, prior, n_particles=particles,
                    generator=torch.Generator().manual_seed(seed), progress=True)
-        mags = magnitudes(problem, post.samples).to(torch.float64)
-        w = post.weights
-        mean = (w[..., None, None] * mags).sum(1)
-        std = weighted_std(mags, w)
-        coverage = interval_coverage(mags, w, target.to(torch.float64), LEVELS, region)
+        scored = Posterior(magnitudes(problem, post.samples).to(torch.float64), post.log_weights)
+        mean, std = scored.mean, scored.std
+        coverage = interval_coverage(scored.samples, scored.weights, target.to(torch.float64), LEVELS, region)
         ess = torch.stack(post.diagnostics.ess_history)
         rows[name] = {**fastmri_volume_metrics(problem.target, mean.numpy()),
                       "mean_std_over_object": float(std[region].mean()),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from invdiff.samplers.base import Posterior
+
 __all__ = ["interval_coverage", "weighted_quantiles", "weighted_std"]
 
 
@@ -37,10 +39,9 @@ def weighted_quantiles(values: Tensor, weights: Tensor, levels: Tensor) -> Tenso
 
 
 def weighted_std(values: Tensor, weights: Tensor) -> Tensor:
-    """Per-pixel weighted standard deviation ``(B, ...)`` of ``values`` ``(B, N, ...)``."""
-    w = weights.to(values.dtype).reshape(*weights.shape, *([1] * (values.dim() - 2)))
-    mean = (w * values).sum(1, keepdim=True)
-    return (w * (values - mean) ** 2).sum(1).sqrt()
+    """Per-pixel weighted standard deviation ``(B, ...)`` of ``values`` ``(B, N, ...)`` (``weights`` normalised):
+    :attr:`Posterior.std <invdiff.samplers.Posterior.std>` of the values."""
+    return Posterior(values, weights.to(torch.float64).log()).std
 
 
 def interval_coverage(values: Tensor, weights: Tensor, truth: Tensor, levels: list[float],

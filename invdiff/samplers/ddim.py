@@ -79,6 +79,6 @@ class DDIM(Sampler):
         noise = None
         if self.eta > 0 and sigma_next > 0:
             n = state.n_particles
-            noise = state.rng.randn(n, *state.x.shape[1:], dtype=state.x.dtype).reshape(state.x.shape)
+            noise = state.rng.randn_like(state.x, n)
         x = ddim_update(state.x, denoised, sigma, sigma_next, self.eta, noise)
         return dataclasses.replace(state, x=x, step=i + 1)

@@ -105,7 +105,7 @@ class DPS(Sampler):
         state.diagnostics.vjp_evals += 1
         noise = None
         if self.eta > 0 and sigma_next > 0:
-            noise = state.rng.randn(state.n_particles, *x.shape[1:], dtype=x.dtype).reshape(x.shape)
+            noise = state.rng.randn_like(x, state.n_particles)
         x_next = ddim_update(x.detach(), x0.detach(), sigma, sigma_next, self.eta, noise)
         if sigma_next > 0:  # the last step returns the denoised estimate unchanged
             scale = state.scale

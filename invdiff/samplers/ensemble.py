@@ -81,16 +81,6 @@ class EnsembleState(SamplerState):
     sigmas: Tensor | None = None
 
 
-def _noise_like(rng: BatchGenerator, n: int, like: Tensor) -> Tensor:
-    """Standard normal ``(B * n, ...)`` shaped like ``like``, from the per-item streams (complex: per real part)."""
-    shape = like.shape[1:]
-    if like.is_complex():
-        re = rng.randn(n, *shape, dtype=like.real.dtype)
-        im = rng.randn(n, *shape, dtype=like.real.dtype)
-        return torch.complex(re, im).reshape(like.shape)
-    return rng.randn(n, *shape, dtype=like.dtype).reshape(like.shape)
-
-
 def hutchinson_laplacian(measurement: Measurement, x: Tensor, rng: BatchGenerator, n: int, probes: int) -> Tensor:
     """Unbiased estimate of ``lap log p(y | x)`` per particle ``(B * n,)``: ``mean_k v_k^T H v_k`` with
     Rademacher ``v_k`` and ``H`` the Hessian of the log-likelihood (double autograd through the operator)."""
@@ -120,7 +110,7 @@ def posterior_of_gaussian_reference(measurement: Measurement, mean: float, std: 
     if not measurement.is_linear:
         return x, measurement.log_likelihood(x).to(torch.float64).reshape(b, n)
     y = measurement.y
-    y_pert = y + batch_view(measurement.sigma, y).to(y.real.dtype) * _noise_like(rng, n, y)
+    y_pert = y + batch_view(measurement.sigma, y).to(y.real.dtype) * rng.randn_like(y, n)
     perturbed = Measurement(measurement.physics, y_pert, measurement.sigma, x_shape=shape)
     return perturbed.prox(x, std**2, tol=prox_tol, max_iter=prox_max_iter), torch.zeros(b, n, dtype=torch.float64, device=y.device)
 
@@ -202,7 +192,7 @@ class ApproximationFreeEnsemble(Sampler):
         m = state.measurement
         eps = self.corrector_ratio * sigma**2
         score = (state.prior.denoise(x, sigma) - x) / sigma**2
-        z = state.rng.randn(state.n_particles, *x.shape[1:], dtype=x.dtype).reshape(x.shape)
+        z = state.rng.randn_like(x, state.n_particles)
         if m.is_linear:
             return self._prox(m, x + eps * score + 0.5 * eps * m.grad_log_likelihood(x) + math.sqrt(2 * eps) * z, eps / 2)
         return x + eps * (score + m.grad_log_likelihood(x)) + math.sqrt(2 * eps) * z
@@ -216,19 +206,19 @@ class ApproximationFreeEnsemble(Sampler):
         grad = m.grad_log_likelihood(x)
         rate = self.weight_rate(m, x, (denoised - x) / sigma**2, grad, state.rng, state.n_particles)
         log_w = state.log_weights + delta * rate.reshape(state.log_weights.shape)
-        log_w, kept = adaptive_resample(log_w, {"x": x, "denoised": denoised}, state.rng, self.resample_threshold,
-                                        self.resampling, state.diagnostics)
-        x, denoised = kept["x"], kept["denoised"]
+        log_w, kept = adaptive_resample(log_w, {"x": x, "denoised": denoised, "grad": grad}, state.rng,
+                                        self.resample_threshold, self.resampling, state.diagnostics)
+        x, denoised, grad = kept["x"], kept["denoised"], kept["grad"]
         if self.variant == "sde":
             noise = None
             if sigma_next > 0:
-                noise = state.rng.randn(state.n_particles, *x.shape[1:], dtype=x.dtype).reshape(x.shape)
+                noise = state.rng.randn_like(x, state.n_particles)
             moved = ddim_update(x, denoised, sigma, sigma_next, 1.0, noise)
             if self.likelihood_drift == 1.0:
                 x = self._prox(m, moved, delta) if m.is_linear else moved + delta * m.grad_log_likelihood(moved)
             elif sigma_next > 0:
                 c2 = sigma_next**2 * delta / sigma**2  # the ancestral step's noise variance
-                x = moved + 0.25 * c2 * m.grad_log_likelihood(x)
+                x = moved + 0.25 * c2 * grad
                 x = self._prox(m, x, 0.25 * c2) if m.is_linear else x + 0.25 * c2 * m.grad_log_likelihood(x)
             else:
                 x = moved

@@ -104,7 +104,7 @@ class REDDiff(Sampler):
         i = state.step
         sigma = float(state.sigmas[i])
         mu = state.x
-        eps = state.rng.randn(state.n_particles, *mu.shape[1:], dtype=mu.dtype).reshape(mu.shape)
+        eps = state.rng.randn_like(mu, state.n_particles)
         denoised = state.prior.denoise(mu + sigma * eps, sigma)
         m = state.measurement
         data_grad = -m.grad_log_likelihood(mu)

@@ -108,7 +108,7 @@ class TDS(Sampler):
             return dataclasses.replace(state, x=d, log_weights=log_w, step=i + 1)
         ratio = sigma_next**2 / sigma**2
         c = sigma_next * math.sqrt(1.0 - ratio)
-        z = state.rng.randn(state.n_particles, *x.shape[1:], dtype=x.dtype).reshape(x.shape)
+        z = state.rng.randn_like(x, state.n_particles)
         x_new = d + ratio * (x - d) + c**2 * g + c * z
         d_new, twist_new, g_new = self._twist(state, m, x_new, sigma_next)
         increment = (twist_new - state.twist).to(torch.float64) - c * batch_dot(g, z).to(torch.float64) \
