@@ -8,19 +8,23 @@ from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """The demo scan reconstructed by RED-Diff with the shipped prior, then the Gaussian-mixture posterior."""
     from invdiff.demo import format_summary, gaussian_mixture_demo
-    from invdiff.demo_mri import format_prior_demo, format_zero_filled, prior_demo, zero_filled_demo
+    from invdiff.recon.command import run_command
 
-    summary = gaussian_mixture_demo(args.out, n_particles=args.particles, num_steps=args.steps,
+    out = Path(args.out)
+    if args.prior_steps > 0:
+        # RED-Diff at the settings scripts/eval_mri_prior.py chose on validation data for 200 steps
+        recon = build_parser().parse_args(["reconstruct", "demo", "--out", str(out / "reconstruct"), "--sampler",
+                                           "red-diff", "--steps", str(args.prior_steps), "--set", "lam=512",
+                                           "--set", "lr=0.001", "--seed", str(args.seed), "--force"]
+                                          + (["--quiet"] if args.quiet else []))
+        run_command(recon)
+        print()
+    summary = gaussian_mixture_demo(out, n_particles=args.particles, num_steps=args.steps,
                                     seed=args.seed, progress=not args.quiet)
     print(format_summary(summary))
-    print()
-    print(format_zero_filled(zero_filled_demo(args.out)))
-    outputs = "gmm_posterior.json/.png, demo_brain_zero_filled.h5/.json/.png"
-    if args.prior_steps > 0:
-        print(format_prior_demo(prior_demo(args.out, steps=args.prior_steps, progress=not args.quiet)))
-        outputs += ", demo_brain_red_diff.h5/.json/.png"
-    print(f"\noutputs in {Path(args.out)}: {outputs}")
+    print(f"\noutputs in {out}: reconstruct/ (the demo scan), gmm_posterior.json, gmm_posterior.png")
     return 0
 
 
@@ -67,20 +71,29 @@ def _train_prior(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from invdiff.benchmark import command as benchmark_command
+    from invdiff.recon import command as reconstruct_command
+
     parser = argparse.ArgumentParser(
         prog="invdiff",
         description="Imaging inverse problems with diffusion priors.",
-        epilog="example: invdiff demo --out outputs/demo",
+        epilog="examples:\n  invdiff demo --out outputs/demo\n  invdiff reconstruct demo --sampler dps --particles 4\n"
+               "  invdiff benchmark configs/benchmark/ct-sparse-view.toml --out outputs/bench",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="posterior sampling on a Gaussian-mixture problem beside its exact answer, and the demo scan's zero-filled baseline",
-                          description="Sample a Gaussian-mixture posterior and print it beside the exact one.")
+    demo = sub.add_parser("demo", help="reconstruct the embedded demo scan with the shipped prior, and sample a "
+                          "Gaussian-mixture posterior beside its exact answer",
+                          description="Reconstruct the embedded demo scan (4x, RED-Diff, shipped MRI prior) into "
+                          "OUT/reconstruct, then sample a Gaussian-mixture posterior and print it beside the exact one.")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    demo.add_argument("--particles", type=int, default=16384, help="number of particles (default: 16384)")
-    demo.add_argument("--steps", type=int, default=100, help="diffusion steps (default: 100)")
+    demo.add_argument("--particles", type=int, default=16384, help="Gaussian-mixture particles (default: 16384)")
+    demo.add_argument("--steps", type=int, default=100, help="Gaussian-mixture diffusion steps (default: 100)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--prior-steps", type=int, default=200,
-                      help="RED-Diff steps with the shipped MRI prior on the demo scan (default 200; 0 skips it)")
+                      help="RED-Diff steps on the demo scan (default 200; 0 skips the reconstruction)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
@@ -121,18 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--licence", default="BSD-3-Clause (weights); see the data licences in the provenance")
     tp.add_argument("--quiet", action="store_true", help="no progress bar")
     tp.set_defaults(func=_train_prior)
+    reconstruct_command.add_parser(sub)
+    benchmark_command.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(message)s")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "prior_steps", 0) < 0:
         print("invdiff: --prior-steps must be >= 0", file=sys.stderr)
         return 2
-    for name in ("particles", "steps"):
-        if getattr(args, name, 1) < 1:
-            print(f"invdiff: --{name} must be >= 1", file=sys.stderr)
+    for name in ("particles", "steps", "batch_slices"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"invdiff: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
     return args.func(args)
 

@@ -1,0 +1,78 @@
+"""``invdiff benchmark``: the parser and the handler."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+EPILOG = """examples:
+  invdiff benchmark scripts/benchmarks/gmm-suite.toml --out outputs/bench/gmm
+  invdiff benchmark scripts/benchmarks/ct-sparse-view.toml --out outputs/bench/ct --executor ray
+  invdiff benchmark CONFIG.toml --out DIR --report-only      # tables and figures from finished cells
+
+Each cell (sampler x problem x datum x seed x budget) is written to DIR/cells as soon as it is done;
+rerunning the command skips finished cells, so an interrupted benchmark resumes."""
+
+log = logging.getLogger("invdiff.benchmark")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("benchmark", help="run a grid of samplers x problems x data x seeds x budgets from a TOML "
+                       "config, resumably, and write CSV/Markdown/figure reports",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run the benchmark grid of CONFIG (see invdiff.benchmark.config for the format) "
+                       "and write results.csv, results.md and figures/ into --out.", epilog=EPILOG)
+    p.add_argument("config")
+    p.add_argument("--out", default=None, help="output folder (default outputs/benchmark/NAME)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local instance)")
+    p.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray: CPUs (and torch threads) per cell")
+    p.add_argument("--num-cpus", type=int, default=None, help="Ray: CPUs of a local instance (default: all)")
+    p.add_argument("--device", default="cpu", help="local executor: cpu or cuda")
+    p.add_argument("--report-only", action="store_true", help="only write the reports from finished cells")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done, run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from invdiff.benchmark.cells import cell_done, load_results
+    from invdiff.benchmark.config import ConfigError, load_config
+    from invdiff.benchmark.executors import run_local, run_ray
+    from invdiff.benchmark.report import write_reports
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        raise SystemExit(f"invdiff benchmark: {err}") from None
+    out = Path(args.out or Path("outputs") / "benchmark" / config.name)
+    cells = config.cells()
+    if args.dry_run:
+        for c in cells:
+            print(f"{'done' if cell_done(out, c) else 'todo'}  {c.key}")
+        print(f"{len(cells)} cells, {sum(cell_done(out, c) for c in cells)} done")
+        return 0
+    start = time.perf_counter()
+    failures = {}
+    if not args.report_only:
+        log.info(f"{config.name}: {len(cells)} cells -> {out}")
+        if args.executor == "ray":
+            failures = run_ray(cells, out, address=args.ray_address, num_cpus=args.num_cpus,
+                               cpus_per_task=args.cpus_per_task, gpus_per_task=config.gpus_per_task,
+                               progress=not args.quiet)
+        else:
+            failures = run_local(cells, out, args.device, progress=not args.quiet)
+    order = {c.key: i for i, c in enumerate(cells)}
+    rows = sorted((r for r in load_results(out) if r["key"] in order), key=lambda r: order[r["key"]])
+    written = write_reports(rows, out)
+    if rows:
+        print((out / "results.md").read_text())
+    print(f"{len(rows)} of {len(cells)} cells done ({time.perf_counter() - start:.1f} s); reports: "
+          + ", ".join(str(p) for p in written))
+    if failures:
+        print(f"{len(failures)} cell(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
+        return 1
+    return 0

@@ -1,0 +1,111 @@
+"""What ``invdiff reconstruct`` writes, every file atomically.
+
+=================================  ===========================================================
+``reconstructions/NAME.h5``        fastMRI prediction file (``reconstruction``: the posterior
+                                   mean's magnitude, ``(S, h, w)``), named like the input so
+                                   fastMRI's ``evaluate.py`` and :func:`evaluate_predictions` pair it
+``NAME_mean.nii.gz``               the same slices as a NIfTI volume (axial, RAS+; voxel size of
+``NAME_std.nii.gz``                the resampled grid), and the pixel-wise posterior std
+``figures/NAME_slice_K.png``       target (when known), baseline, mean, std, |error|
+``NAME.json``                      metrics (fastMRI definitions) of the mean and the baseline,
+                                   coverage, settings, costs and timings
+=================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from invdiff.io import atomic_write, atomic_write_json
+from invdiff.recon.inputs import ReconInput
+from invdiff.recon.job import SliceResults
+
+__all__ = ["slice_figure", "write_outputs"]
+
+
+def slice_figure(path: Path, panels: list[tuple[str, np.ndarray, str]], title: str) -> None:
+    """One row of images: ``(caption, image, kind)`` with kind ``"image"``, ``"std"`` or ``"error"``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = [p[1] for p in panels if p[2] == "image"]
+    vmax = max(float(np.percentile(im, 99.5)) for im in images) if images else 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
+    for ax, (caption, image, kind) in zip(axes[0], panels):
+        if kind == "image":
+            ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
+        else:
+            top = max(float(np.percentile(image, 99.5)), 1e-12)
+            ax.imshow(image, cmap="magma", vmin=0, vmax=top)
+            caption = f"{caption} (0-{top:.2g})"
+        ax.set_title(caption, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    plt.close(fig)
+
+
+def _volume_metrics(target: np.ndarray | None, recon: np.ndarray) -> dict[str, float] | None:
+    from invdiff.metrics import fastmri_volume_metrics
+
+    return None if target is None else fastmri_volume_metrics(target, recon)
+
+
+def write_outputs(results: SliceResults, inp: ReconInput, settings: dict[str, Any], out_dir: str | Path,
+                  timings: dict[str, float]) -> dict[str, Any]:
+    """Write the files of the module table; return the JSON summary."""
+    from invdiff.datasets import save_nifti, slices_to_volume, write_prediction
+
+    out = Path(out_dir)
+    name, sampler = inp.name, settings["sampler"]
+    write_prediction(out / "reconstructions" / f"{name}.h5", results.mean,
+                     attrs={"method": f"invdiff {sampler}", "slices": np.asarray(results.slices)})
+    affine = np.diag([*inp.voxel_mm, 1.0])
+    for key, arr in (("mean", results.mean), ("std", results.std)):
+        save_nifti(out / f"{name}_{key}.nii.gz", slices_to_volume(arr, "axial"), affine=affine)
+    for i, s in enumerate(results.slices):
+        panels = [] if results.target is None else [("target", results.target[i], "image")]
+        std_caption = "posterior std" if settings["particles"] > 1 else "std (1 particle: none)"
+        panels += [(results.info["baseline"], results.baseline[i], "image"), (f"{sampler} mean", results.mean[i], "image"),
+                   (std_caption, results.std[i], "std")]
+        if results.target is not None:
+            panels.append(("|mean - target|", np.abs(results.mean[i] - results.target[i]), "error"))
+        slice_figure(out / "figures" / f"{name}_slice_{s:03d}.png", panels, f"{name} slice {s}: {sampler}")
+    summary = {
+        "input": {"name": name, "path": None if inp.path is None else str(inp.path), "operator": inp.operator,
+                  "slices": results.slices, "voxel_mm": list(inp.voxel_mm)},
+        "measurement": results.info,
+        "settings": settings,
+        "metrics": {"mean": _volume_metrics(results.target, results.mean),
+                    results.info["baseline"]: _volume_metrics(results.target, results.baseline),
+                    "credible_interval_coverage": results.coverage},
+        "costs": {"network_evals": results.network_evals, "vjps": results.vjps,
+                  "sampler_wall_time_s": round(results.wall_time_s, 2), "ess": results.ess, **timings},
+        "outputs": sorted({str(p.relative_to(out)) for p in out.rglob("*")
+                           if p.is_file() and not p.name.startswith(".") and p.parent.name != "parts"}
+                          | {f"{name}.json"}),
+    }
+    atomic_write_json(out / f"{name}.json", summary)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    m, c = summary["metrics"], summary["costs"]
+    s = summary["settings"]
+    lines = [f"{summary['input']['name']}: {len(summary['input']['slices'])} slice(s), {s['sampler']} "
+             f"({s['nfe']} steps, {s['particles']} particle(s)), {c['network_evals']} network evaluations, "
+             f"{c['sampler_wall_time_s']} s"]
+    for key, value in m.items():
+        if key != "credible_interval_coverage" and value is not None:
+            lines.append(f"  {key:>18}: NMSE {value['NMSE']:.4f}  PSNR {value['PSNR']:.2f} dB  SSIM {value['SSIM']:.4f}")
+    if m["credible_interval_coverage"]:
+        cov = ", ".join(f"{float(a):.0%}: {v:.3f}" for a, v in m["credible_interval_coverage"].items())
+        lines.append(f"  credible-interval coverage (nominal: observed) {cov}")
+    return "\n".join(lines)

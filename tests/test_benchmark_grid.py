@@ -1,0 +1,156 @@
+"""invdiff benchmark: configs are validated with named errors, cells resume and survive failures, reports
+compute what they say, and a local Ray instance gives the local executor's results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from invdiff.benchmark import cells as cells_module
+from invdiff.benchmark.cells import load_results
+from invdiff.benchmark.config import ConfigError, load_config
+from invdiff.benchmark.executors import run_local
+from invdiff.benchmark.report import markdown_tables
+from invdiff.cli import main
+
+SMOKE = """
+[benchmark]
+name = "smoke"
+seeds = [0, 1]
+nfe = [3, 6]
+particles = 2
+
+[[problem]]
+name = "ct-20"
+data = ["shepp-logan"]
+operator = "ct"
+views = 20
+
+[[problem]]
+name = "gmm"
+kind = "gmm"
+dim = 8
+observations = 1
+noise_sigma = 0.5
+
+[[sampler]]
+name = "fbp"
+only = ["ct-20"]
+
+[[sampler]]
+name = "dps"
+label = "DPS"
+settings = { step_size = 0.03 }
+only = ["ct-20"]
+
+[[sampler]]
+name = "prior"
+label = "prior samples"
+particles = 64
+only = ["gmm"]
+"""
+
+
+def _write(tmp_path, text=SMOKE, name="smoke.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_grid_is_the_product_with_baselines_once_per_seed(tmp_path):
+    config = load_config(_write(tmp_path))
+    cells = config.cells()
+    # ct-20: fbp x 2 seeds (no budget) + DPS x 2 budgets x 2 seeds; gmm: prior x 2 x 2
+    assert len(cells) == 2 + 4 + 4
+    assert [c.nfe for c in cells if c.sampler.name == "fbp"] == [0, 0]
+    assert len({c.key for c in cells}) == len(cells)
+    edited = load_config(_write(tmp_path, SMOKE.replace("step_size = 0.03", "step_size = 0.01"), "edited.toml"))
+    changed = {c.key for c in edited.cells()} - {c.key for c in cells}
+    assert len(changed) == 4 and all("DPS" in k for k in changed)  # only the edited sampler's cells are new
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[benchmark]\nseeds = [0]\n", r"needs at least one \[\[problem\]\]"),
+    (SMOKE.replace('name = "fbp"', 'name = "fbpp"'), r"sampler\[0\]: unknown sampler 'fbpp'"),
+    (SMOKE.replace("views = 20", "viewz = 20"), r"problem\[0\] \(ct-20\): unknown keys \['viewz'\]"),
+    (SMOKE.replace("seeds = [0, 1]", "seeds = [0, -1]"), "benchmark.seeds must be"),
+    (SMOKE.replace('label = "DPS"', 'label = "prior samples"'), "labels must be unique"),
+    (SMOKE.replace('only = ["gmm"]', 'only = ["gmmm"]'), "'only' names unknown problems"),
+    (SMOKE.replace("views = 20", "views = 0"), r"ct-20\): need views >= 1"),
+    ("[benchmark\n", "not valid TOML"),
+])
+def test_bad_configs_name_the_file_and_key(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_failing_cell_loses_nothing_and_a_rerun_finishes_the_rest(tmp_path, monkeypatch):
+    config = load_config(_write(tmp_path))
+    cells, out = config.cells(), tmp_path / "out"
+    real = cells_module.run_cell
+    calls = []
+
+    def flaky(cell, out_dir, device="cpu", threads=None):
+        calls.append(cell.key)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(cell, out_dir, device, threads)
+
+    monkeypatch.setattr("invdiff.benchmark.executors.run_cell", flaky)
+    failures = run_local(cells, out, progress=False)
+    assert list(failures) == [calls[2]] and "simulated crash" in failures[calls[2]]
+    assert len(load_results(out)) == len(cells) - 1
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    calls.clear()
+    assert run_local(cells, out, progress=False) == {}
+    assert len(calls) == 1  # only the failed cell ran again
+    assert all((out / "cells" / n).stat().st_mtime_ns == t for n, t in stamps.items())  # finished cells untouched
+    rows = load_results(out)
+    assert len(rows) == len(cells)
+    gmm = [r for r in rows if r["problem"] == "gmm"]
+    assert all(r["metrics"]["sw_exact"] > 0 and r["particles"] == 64 for r in gmm)
+    ct = [r for r in rows if r["sampler"] == "DPS"]
+    assert all(0 <= r["metrics"]["coverage_0.50"] <= r["metrics"]["coverage_0.95"] <= 1 for r in ct)
+    assert all(r["network_evals"] == r["nfe"] for r in ct)
+    # the cli writes the reports from the finished cells
+    assert main(["benchmark", str(tmp_path / "smoke.toml"), "--out", str(out), "--quiet"]) == 0
+    assert len((out / "results.csv").read_text().splitlines()) == len(cells) + 1
+    assert (out / "figures" / "ct-20__shepp-logan_mean.png").read_bytes()[:4] == b"\x89PNG"
+    assert "### gmm" in (out / "results.md").read_text()
+
+
+def test_markdown_reports_mean_and_std_over_seeds():
+    rows = [{"problem": "p", "sampler": "s", "nfe": 10, "metrics": {"PSNR": v}, "network_evals": 10, "vjps": 0,
+             "wall_time_s": 1.0} for v in (20.0, 22.0, 27.0)]
+    table = markdown_tables(rows)
+    a = np.array([20.0, 22.0, 27.0])
+    assert f"| s | 10 | 3 | {a.mean():.2f} ± {a.std():.2f} |" in table
+
+
+def test_ray_executor_matches_the_local_one(tmp_path):
+    pytest.importorskip("ray")
+    gmm_only = SMOKE.replace('only = ["ct-20"]', 'only = ["gmm"]').replace('name = "fbp"\n', 'name = "cg"\n')
+    config = load_config(_write(tmp_path, gmm_only))
+    assert main(["benchmark", str(tmp_path / "smoke.toml"), "--out", str(tmp_path / "ray"), "--executor", "ray",
+                 "--num-cpus", "2", "--quiet"]) == 0
+    run_local(config.cells(), tmp_path / "local", progress=False)
+    ray_rows, local_rows = load_results(tmp_path / "ray"), load_results(tmp_path / "local")
+    assert [r["key"] for r in ray_rows] == [r["key"] for r in local_rows] and len(ray_rows) == 10
+    for a, b in zip(ray_rows, local_rows):
+        assert a["metrics"] == pytest.approx(b["metrics"], rel=1e-9), a["key"]
+    assert json.loads((tmp_path / "ray" / "cells" / f"{ray_rows[0]['key']}.json").read_text())["seed"] in (0, 1)
+
+
+def test_example_configs_load():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "scripts" / "benchmarks"
+    names = sorted(p.name for p in folder.glob("*.toml"))
+    assert names == ["ct-sparse-view.toml", "deblur-inpaint.toml", "gmm-suite.toml", "mri-multicoil.toml"]
+    for path in folder.glob("*.toml"):
+        config = load_config(path)
+        assert config.cells() and config.name == path.stem
