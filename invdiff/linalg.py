@@ -38,6 +38,18 @@ class CGInfo:
     converged: Tensor  # (B,) bool
 
 
+def operator_norm_sq(apply: Callable[[Tensor], Tensor], x0: Tensor, iterations: int) -> Tensor:
+    """Largest eigenvalue ``(B,)`` of the positive semi-definite ``apply`` (e.g. ``A^T A``), per sample,
+    by ``iterations`` power iterations from ``x0``; an underestimate that converges from below."""
+    v = x0 / batch_view(batch_dot(x0, x0).sqrt().clamp_min(1e-30), x0)
+    lam = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
+    for _ in range(iterations):
+        w = apply(v)
+        lam = batch_dot(v, w)
+        v = w / batch_view(batch_dot(w, w).sqrt().clamp_min(1e-30), w)
+    return lam
+
+
 def cg_step(apply: Callable[[Tensor], Tensor], x: Tensor, r: Tensor, p: Tensor, rs: Tensor,
             active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One conjugate-gradient iteration per sample: iterate ``x``, residual ``r``, direction ``p`` and

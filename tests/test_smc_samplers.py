@@ -221,3 +221,21 @@ def test_tds_refuses_bad_settings_and_missing_measurements():
     prior, _, _ = _two_mode_problem()
     with pytest.raises(ValueError, match="needs a measurement"):
         run(TDS(5), None, prior, generator=torch.Generator(), progress=False)
+
+
+def test_tds_operator_norm_makes_the_tempering_unit_free():
+    """Scaling A, y and sigma_y by c leaves the posterior unchanged; with operator_norm the twist (hence
+    every particle and weight) is unchanged too, without it the tempering moves (CT's ||A|| ~ 60)."""
+    prior, m, _ = _two_mode_problem(noise=0.5)
+    c = 60.0
+    scaled = Measurement(MatrixOperator(c * m.physics.matrix), c * m.y, c * 0.5)
+
+    def draw(measurement, operator_norm):
+        sampler = TDS(num_steps=30, twist_inflation=1.0, operator_norm=operator_norm)
+        return run(sampler, measurement, prior, n_particles=64, generator=torch.Generator().manual_seed(5),
+                   progress=False)
+
+    a, b = draw(m, True), draw(scaled, True)
+    torch.testing.assert_close(a.samples, b.samples, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a.log_weights, b.log_weights, rtol=1e-6, atol=1e-4)
+    assert (draw(m, False).samples - draw(scaled, False).samples).abs().max() > 1e-2

@@ -118,7 +118,8 @@ def run_cell(cell: Cell, out: str | Path, device: str = "cpu", threads: int | No
         record, arrays = _run_image(cell, out, device)
     record.update(problem=cell.problem.name, data=cell.data, sampler=cell.sampler.label,
                   sampler_name=cell.sampler.name, nfe=cell.nfe, seed=cell.seed,
-                  particles=cell.sampler.particles if SAMPLERS[cell.sampler.name].particles else 1, settings=cell.sampler.settings, key=cell.key)
+                  particles=cell.sampler.particles if SAMPLERS[cell.sampler.name].particles else 1,
+                  settings=cell.sampler_settings, key=cell.key)
     if arrays is not None:
         atomic_write(path.with_suffix(".npz"), lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
     atomic_write_json(path, record)

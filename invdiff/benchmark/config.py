@@ -89,11 +89,28 @@ class Cell:
     seed: int
 
     @property
+    def family(self) -> str:
+        """The sampler-defaults family of the problem (``mri``, ``ct``, ``image`` or ``gmm``)."""
+        from invdiff.recon.inputs import FAMILY, resolve_operator
+
+        if self.problem.kind == "gmm":
+            return "gmm"
+        return FAMILY[resolve_operator(self.data, self.problem.spec.get("operator", "auto"))]
+
+    @property
+    def sampler_settings(self) -> dict[str, Any]:
+        """The sampler's settings: the registry's defaults for the family, updated by the config's."""
+        from invdiff.samplers.registry import sampler_settings
+
+        return sampler_settings(self.sampler.name, self.family, self.sampler.settings)
+
+    @property
     def fingerprint(self) -> str:
         """8 hex digits of a hash of everything that defines the cell's result beyond its name: the
-        problem's settings, slices and prior, the datum, and the sampler's name, settings and particles."""
+        problem's settings, slices and prior, the datum, and the sampler's name, resolved settings
+        (defaults included, so a changed default is a new cell) and particles."""
         what = {"problem": [self.problem.kind, self.problem.spec, self.problem.slices, self.problem.prior],
-                "data": self.data, "sampler": [self.sampler.name, self.sampler.settings, self.sampler.particles]}
+                "data": self.data, "sampler": [self.sampler.name, self.sampler_settings, self.sampler.particles]}
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     @property

@@ -99,7 +99,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise SystemExit(f"invdiff reconstruct: {err}") from None
     from invdiff.samplers.registry import sampler_settings
 
-    recorded = {**asdict(settings), "slices": results.slices,
+    recorded = {**asdict(settings), "slices": results.slices, "particles": results.particles,
                 "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides),
                 "prior": settings.prior or inp.prior_name, "problem": asdict(spec)}
     summary = write_outputs(results, inp, recorded, args.out,

@@ -39,7 +39,7 @@ from invdiff.datasets import (DataFormatError, FastMRIFile, demo_scan, load_ct_s
                               normalize_intensity, shepp_logan, volume_slices)
 from invdiff.measurement import Measurement
 
-__all__ = ["OPERATORS", "ProblemSpec", "ReconInput", "ReconProblem", "open_input"]
+__all__ = ["FAMILY", "OPERATORS", "ProblemSpec", "ReconInput", "ReconProblem", "open_input", "resolve_operator"]
 
 Operator = Literal["auto", "mri", "ct", "blur", "inpaint"]
 OPERATORS = ("auto", "mri", "ct", "blur", "inpaint")
@@ -253,6 +253,13 @@ def _image_input(images: np.ndarray, spec: ProblemSpec, operator: str, name: str
     return ReconInput(name, path, operator, len(images), voxel, build)
 
 
+def resolve_operator(source: str, operator: str) -> str:
+    """The operator ``"auto"`` stands for: ``mri`` for fastMRI files, ``demo`` and NIfTI, ``ct`` otherwise."""
+    if operator != "auto":
+        return operator
+    return "mri" if source == "demo" or source.endswith((".h5", ".nii", ".nii.gz")) else "ct"
+
+
 def open_input(source: str, spec: ProblemSpec = ProblemSpec(), workdir: str | Path = ".") -> ReconInput:
     """Open ``source`` (module docstring); ``workdir`` receives simulated k-space for MRI volumes."""
     if source == "demo" or source.endswith(".h5"):
@@ -264,10 +271,7 @@ def open_input(source: str, spec: ProblemSpec = ProblemSpec(), workdir: str | Pa
         if spec.operator in ("auto", "mri"):
             return _fastmri_input(file, spec, name)
         return _image_input(_fastmri_images(file, spec.size), spec, spec.operator, name, path, (1.0, 1.0, 1.0))
-    nifti = source.endswith((".nii", ".nii.gz"))
-    operator = spec.operator
-    if operator == "auto":
-        operator = "mri" if nifti else "ct"
+    operator = resolve_operator(source, spec.operator)
     images, name, path, voxel = _load_volume(source, operator, spec.size)
     if operator == "mri":
         return _simulated_mri_input(images, spec, name, Path(workdir), voxel)

@@ -74,6 +74,7 @@ class SliceResults:
     vjps: int
     wall_time_s: float
     ess: list[float]
+    particles: int = 1
 
 
 def load_prior_spec(spec: str, device: str):
@@ -110,7 +111,7 @@ def solve_problem(problem: ReconProblem, sampler, prior, particles: int, generat
     weighted = Posterior(mags, post.log_weights.cpu())
     out = {"mean": mean, "std": weighted.std.numpy().astype(np.float32), "coverage_sums": None,
            "network_evals": int(post.diagnostics.network_evals), "vjps": int(post.diagnostics.vjp_evals),
-           "wall_time_s": float(post.diagnostics.wall_time), "ess": [float(e) for e in post.ess]}
+           "wall_time_s": float(post.diagnostics.wall_time), "ess": [float(e) for e in post.ess], "particles": n}
     if problem.target is not None and n > 1:
         truth = torch.from_numpy(problem.target)
         cov = interval_coverage(mags, weighted.weights, truth, list(COVERAGE_LEVELS))
@@ -161,6 +162,9 @@ def reconstruct(inp: ReconInput, settings: ReconSettings, out_dir: str | Path, *
     spec = SAMPLERS[settings.sampler]
     prior = load_prior_spec(settings.prior or inp.prior_name, settings.device) if spec.uses_prior else None
     sampler = make_sampler(settings.sampler, settings.nfe, inp.family, settings.overrides)
+    particles = settings.particles if spec.particles else 1
+    if particles < settings.particles:
+        log(f"{settings.sampler} is deterministic: running 1 particle instead of {settings.particles}")
     parts = []
     for k, group in enumerate(_groups(slices, settings.batch_slices)):
         part_file = out / "parts" / f"group_{k:04d}.pt"
@@ -171,7 +175,7 @@ def reconstruct(inp: ReconInput, settings: ReconSettings, out_dir: str | Path, *
         start = time.perf_counter()
         problem = inp.build(group)
         setup = time.perf_counter() - start
-        result = solve_problem(problem, sampler, prior, settings.particles,
+        result = solve_problem(problem, sampler, prior, particles,
                                torch.Generator().manual_seed(settings.seed + 1_000_003 * k), settings.device, progress)
         part = {"slices": group, "target": problem.target, "baseline": problem.baseline,
                 "baseline_name": problem.baseline_name, "info": problem.info, "setup_s": setup, **result}
@@ -196,4 +200,5 @@ def _merge(parts: list[dict]) -> SliceResults:
         slices=[s for p in parts for s in p["slices"]], mean=cat("mean"), std=cat("std"), baseline=cat("baseline"),
         target=None if any(t is None for t in targets) else np.concatenate(targets), coverage=coverage, info=info,
         network_evals=sum(p["network_evals"] for p in parts), vjps=sum(p["vjps"] for p in parts),
-        wall_time_s=sum(p["wall_time_s"] for p in parts), ess=[e for p in parts for e in p["ess"]])
+        wall_time_s=sum(p["wall_time_s"] for p in parts), ess=[e for p in parts for e in p["ess"]],
+        particles=parts[0]["particles"])

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from invdiff.linalg import batch_dot, batch_view, cg_step
+from invdiff.linalg import batch_dot, batch_view, cg_step, operator_norm_sq
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import Posterior, Sampler, SamplerState, extend_state
@@ -163,17 +163,6 @@ def gradient_2d_adjoint(g: Tensor) -> Tensor:
     return out
 
 
-def _operator_norm_sq(apply, x0: Tensor, iterations: int) -> Tensor:
-    """Largest eigenvalue of the positive semi-definite ``apply``, per sample, by power iteration."""
-    v = x0 / batch_view(batch_dot(x0, x0).sqrt().clamp_min(1e-30), x0)
-    lam = torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-    for _ in range(iterations):
-        w = apply(v)
-        lam = batch_dot(v, w)
-        v = w / batch_view(batch_dot(w, w).sqrt().clamp_min(1e-30), w)
-    return lam
-
-
 class TotalVariation(_Deterministic):
     """Isotropic TV-regularised least squares by primal-dual hybrid gradient (Chambolle & Pock 2011).
 
@@ -204,9 +193,9 @@ class TotalVariation(_Deterministic):
         if aty.dim() < 3:
             raise ValueError(f"TotalVariation needs images (B, ..., H, W), got unknowns of shape {tuple(aty.shape)}")
         start = state.rng.randn(*aty.shape[1:], dtype=aty.dtype)
-        a2 = _operator_norm_sq(m.physics.A_adjoint_A, start, 30) / 8.0  # ||grad||^2 <= 8 in 2-D
+        a2 = operator_norm_sq(m.physics.A_adjoint_A, start, 30) / 8.0  # ||grad||^2 <= 8 in 2-D
         a = a2.clamp_min(1e-30).sqrt()
-        k2 = _operator_norm_sq(lambda v: m.physics.A_adjoint_A(v) / batch_view(a2, v)
+        k2 = operator_norm_sq(lambda v: m.physics.A_adjoint_A(v) / batch_view(a2, v)
                                + gradient_2d_adjoint(gradient_2d(v)), start, 30)
         tau = 0.99 / (1.05 * k2).sqrt()  # 5 % margin on the power-iteration estimate
         return dataclasses.replace(state, dual_data=torch.zeros_like(m.y), dual_grad=torch.zeros_like(gradient_2d(x0)),

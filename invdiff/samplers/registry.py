@@ -31,7 +31,7 @@ class SamplerSpec:
     """A named sampler: ``build(nfe, **settings)`` and its default settings per family.
 
     ``uses_prior`` is False for the classical baselines (they ignore the prior and the budget);
-    ``particles`` says whether more than one particle means anything (weighted or independent draws).
+    ``particles`` is False for deterministic methods, whose particles would all be equal.
     """
 
     description: str
@@ -105,11 +105,14 @@ SAMPLERS: dict[str, SamplerSpec] = {
                                         image={"lam": 128.0, "lr": 0.1}, gmm={"lam": 0.25, "lr": 0.1})),
     "diffpir": SamplerSpec("deepinv's DiffPIR driven with an invdiff prior", _deepinv("diffpir"),
                            _per_family(mri={"lambda_": 7.0}, ct={"lambda_": 0.0204}, image={"lambda_": 7.0},
-                                       gmm={"lambda_": 7.0}), particles=False),
+                                       gmm={"lambda_": 7.0})),
     "ddrm": SamplerSpec("deepinv's DDRM (needs an SVD: inpainting, circular blur)", _deepinv("ddrm"),
-                        _per_family(all={"eta": 0.5}), particles=False),
+                        _per_family(all={"eta": 0.5})),
+    # the twist's tempering in units of ||A||^2 on images (CT: ||A||^2 ~ 3600; without it the first
+    # twisted step overshoots by orders of magnitude); the Gaussian-mixture settings are issue 7's
     "tds": SamplerSpec("twisted diffusion sampler (Wu et al. 2023), weighted SMC", _tds,
-                       _per_family(all={"twist_inflation": 1.0})),
+                       _per_family(all={"twist_inflation": 1.0, "operator_norm": True},
+                                   gmm={"operator_norm": False})),
     "afe": SamplerSpec("approximation-free ensemble, SDE (weighted SMC)", _afe,
                        _per_family(all={"variant": "sde"})),
     "afe-ode": SamplerSpec("approximation-free ensemble, ODE + Langevin corrector", _afe,

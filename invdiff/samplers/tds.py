@@ -2,7 +2,10 @@
 
 Sequential Monte Carlo over the ancestral (DDPM) chain of the prior, steered by a *twisting
 function* ``t_sigma(x) = kappa_sigma * l(D(x, sigma))`` — the log-likelihood of the denoised
-estimate, optionally tempered by ``kappa_sigma = sigma_y^2 / (sigma_y^2 + inflation * sigma^2)``. In EDM
+estimate, optionally tempered by ``kappa_sigma = sigma_y^2 / (sigma_y^2 + inflation * s * sigma^2)``, where
+``s = ||A||^2`` with ``operator_norm=True`` (else 1): ``sigma^2 ||A||^2`` bounds the variance that ``A x0``
+keeps given ``x`` when ``x0 | x`` has covariance ``sigma^2 I``, so the tempering does not depend on
+the operator's units (CT projectors have ``||A||`` ~ 60, MRI 1). In EDM
 variables, from ``sigma`` to ``sigma' < sigma``, with the ancestral transition
 ``p(x' | x) = N(mu(x), c^2 I)``, ``mu = D + (sigma'^2 / sigma^2)(x - D)``, ``c^2 = sigma'^2 (1 - sigma'^2 / sigma^2)``:
 
@@ -26,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-from invdiff.linalg import batch_dot
+from invdiff.linalg import batch_dot, operator_norm_sq
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.particles import effective_sample_size
@@ -46,6 +49,7 @@ class TDSState(SamplerState):
     denoised: Tensor | None = None
     twist: Tensor | None = None
     twist_grad: Tensor | None = None
+    norm_sq: Tensor | float = 1.0
 
 
 class TDS(Sampler):
@@ -55,6 +59,8 @@ class TDS(Sampler):
         num_steps: steps, one network evaluation and one VJP each.
         twist_inflation: ``inflation`` of the tempering ``kappa_sigma`` (0: the plain likelihood of the
             denoised estimate, as in the paper's experiments).
+        operator_norm: multiply the inflation by ``||A||^2`` of each item (30 power iterations of
+            ``A^T A`` at the start; linear operators only).
         resample_threshold: an item resamples when its ESS falls below this fraction of the particles.
         resampling: ``"systematic"`` or ``"multinomial"``.
         chunk_size: at most this many particles per network forward and backward pass.
@@ -63,16 +69,26 @@ class TDS(Sampler):
 
     def __init__(self, num_steps: int = 100, twist_inflation: float = 0.0, resample_threshold: float = 0.5,
                  resampling: str = "systematic", chunk_size: int | None = None, schedule: VPSchedule | None = None,
-                 sigmas: Tensor | None = None):
+                 sigmas: Tensor | None = None, operator_norm: bool = False):
         if not twist_inflation >= 0:
             raise ValueError(f"twist_inflation must be >= 0, got {twist_inflation}")
         validate_resampling(resample_threshold, resampling)
         self.num_steps, self.twist_inflation = num_steps, float(twist_inflation)
         self.resample_threshold, self.resampling, self.chunk_size = float(resample_threshold), resampling, chunk_size
-        self.schedule, self._sigmas = schedule, sigmas
+        self.schedule, self._sigmas, self.operator_norm = schedule, sigmas, bool(operator_norm)
 
-    def _twist(self, state: SamplerState, m: Measurement, x: Tensor, sigma: float) -> tuple[Tensor, Tensor, Tensor]:
-        kappa = m.sigma**2 / (m.sigma**2 + self.twist_inflation * sigma**2)
+    def _norm_sq(self, measurement: Measurement, n_particles: int) -> Tensor | float:
+        if not self.operator_norm:
+            return 1.0
+        if not measurement.is_linear:
+            raise ValueError(f"TDS(operator_norm=True) needs a linear operator; {type(measurement.physics).__name__} is not")
+        start = torch.randn(measurement.x_shape, generator=torch.Generator().manual_seed(0), dtype=measurement.y.real.dtype)
+        norm_sq = operator_norm_sq(measurement.physics.A_adjoint_A, start.to(measurement.y.device), 30)
+        return norm_sq.repeat_interleave(n_particles)
+
+    def _twist(self, state: SamplerState, m: Measurement, x: Tensor, sigma: float,
+               norm_sq: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
+        kappa = m.sigma**2 / (m.sigma**2 + self.twist_inflation * norm_sq * sigma**2)
         out = denoise_and_grad(state.prior.prior.denoise, x, sigma, lambda x0: kappa * m.log_likelihood(x0),
                                self.chunk_size)
         state.diagnostics.network_evals += 1
@@ -92,9 +108,10 @@ class TDS(Sampler):
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=sigmas.numel() - 1,
                                    x_init=x_init, chunk_size=self.chunk_size)
         m = measurement.expand(n_particles)
-        denoised, twist, grad = self._twist(state, m, state.x, float(sigmas[0]))
+        norm_sq = self._norm_sq(measurement, n_particles)
+        denoised, twist, grad = self._twist(state, m, state.x, float(sigmas[0]), norm_sq)
         return extend_state(state, TDSState, measurement=m, sigmas=sigmas, denoised=denoised, twist=twist,
-                            twist_grad=grad, log_weights=twist.to(torch.float64).reshape(state.log_weights.shape))
+                            twist_grad=grad, norm_sq=norm_sq, log_weights=twist.to(torch.float64).reshape(state.log_weights.shape))
 
     def step(self, state: TDSState) -> TDSState:
         i = state.step
@@ -110,7 +127,7 @@ class TDS(Sampler):
         c = sigma_next * math.sqrt(1.0 - ratio)
         z = state.rng.randn_like(x, state.n_particles)
         x_new = d + ratio * (x - d) + c**2 * g + c * z
-        d_new, twist_new, g_new = self._twist(state, m, x_new, sigma_next)
+        d_new, twist_new, g_new = self._twist(state, m, x_new, sigma_next, state.norm_sq)
         increment = (twist_new - state.twist).to(torch.float64) - c * batch_dot(g, z).to(torch.float64) \
             - 0.5 * c**2 * batch_dot(g, g).to(torch.float64)
         log_w = state.log_weights + increment.reshape(shape)
