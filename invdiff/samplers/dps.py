@@ -37,11 +37,13 @@ from invdiff.schedule import VPSchedule
 @dataclasses.dataclass(frozen=True)
 class DPSState(SamplerState):
     """``measurement`` is expanded to the particles (``B * N`` items); ``sigmas`` in data units;
-    ``scale``: the prior's model-space scale; ``residual_norm``: ``||y - A(x0_hat)||`` of the last step, per particle."""
+    ``scale``: the prior's model-space scale; ``residual_norm``: ``||y - A(x0_hat)||`` of the last step, per particle;
+    ``denoised``: that step's ``x0_hat`` (what an acquisition policy between steps looks at)."""
 
     sigmas: Tensor | None = None
     scale: float = 1.0
     residual_norm: Tensor | None = None
+    denoised: Tensor | None = None
 
 
 class DPS(Sampler):
@@ -111,4 +113,4 @@ class DPS(Sampler):
             scale = state.scale
             abar = 1.0 / ((1.0 + (sigma / scale) ** 2) * (1.0 + (sigma_next / scale) ** 2))
             x_next = x_next - (2 * self.step_size * scale**2 / abar**0.5) * grad
-        return dataclasses.replace(state, x=x_next, step=i + 1, residual_norm=norm.detach())
+        return dataclasses.replace(state, x=x_next, step=i + 1, residual_norm=norm.detach(), denoised=x0.detach())

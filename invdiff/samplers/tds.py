@@ -113,6 +113,20 @@ class TDS(Sampler):
         return extend_state(state, TDSState, measurement=m, sigmas=sigmas, denoised=denoised, twist=twist,
                             twist_grad=grad, norm_sq=norm_sq, log_weights=twist.to(torch.float64).reshape(state.log_weights.shape))
 
+    def with_measurement(self, state: TDSState, measurement: Measurement) -> TDSState:
+        """The state for new data (an acquisition between steps): the particles stay, the twist is
+        re-evaluated for ``measurement`` (one network evaluation and VJP) and the weights are multiplied by
+        ``exp(t_new - t_old)``, so they target the twisted path of the new posterior."""
+        if state.done:
+            raise ValueError("the run is finished; there is no step left to use new data")
+        m = measurement.expand(state.n_particles)
+        sigma = float(state.sigmas[state.step])
+        norm_sq = self._norm_sq(measurement, state.n_particles) if self.operator_norm else state.norm_sq
+        d, twist, g = self._twist(state, m, state.x, sigma, norm_sq)
+        log_w = state.log_weights + (twist - state.twist).to(torch.float64).reshape(state.log_weights.shape)
+        return dataclasses.replace(state, measurement=m, denoised=d, twist=twist, twist_grad=g, norm_sq=norm_sq,
+                                   log_weights=log_w)
+
     def step(self, state: TDSState) -> TDSState:
         i = state.step
         sigma, sigma_next = float(state.sigmas[i]), float(state.sigmas[i + 1])

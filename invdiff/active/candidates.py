@@ -1,0 +1,68 @@
+"""Candidate measurements of a selection operator: k-space columns (MRI) or pixels (inpainting).
+
+A :class:`Candidates` splits the *fully sampled* measurement of an operator into ``K`` candidates of
+``D`` real numbers each, and turns a set of acquired candidates ``(B, K)`` back into the operator's
+mask. The operators are invdiff's :class:`~invdiff.operators.MultiCoilMRI`,
+:class:`~invdiff.operators.SingleCoilMRI` (Cartesian: a candidate is a phase-encode column, all
+coils) and :class:`~invdiff.operators.Inpainting` (a candidate is a pixel, all channels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from invdiff.measurement import CapabilityError
+
+__all__ = ["Candidates", "candidates_for"]
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """``kind`` ``"columns"`` (k-space ``(..., H, W)``, candidates along ``W``) or ``"pixels"`` (images
+    ``(B, C, H, W)``, candidates the ``H * W`` pixels); ``grid`` is ``(H, W)``."""
+
+    kind: str
+    grid: tuple[int, int]
+
+    @property
+    def count(self) -> int:
+        return self.grid[1] if self.kind == "columns" else self.grid[0] * self.grid[1]
+
+    def split(self, y: Tensor, batch: int) -> Tensor:
+        """A full measurement ``(batch * N, ...)`` -> ``(batch, N, K, D)``."""
+        n = y.shape[0] // batch
+        if self.kind == "columns":
+            moved = y.movedim(-1, 1)  # (BN, W, ...)
+        else:
+            moved = y.flatten(2).movedim(-1, 1)  # (BN, H*W, C)
+        return moved.reshape(batch, n, self.count, -1)
+
+    def mask(self, acquired: Tensor) -> Tensor:
+        """``(B, K)`` bool -> the operator's per-sample mask: ``(B, 1, W)`` columns or ``(B, 1, H, W)`` pixels."""
+        m = acquired.to(torch.float32)
+        return m.unsqueeze(1) if self.kind == "columns" else m.reshape(-1, 1, *self.grid)
+
+    def select(self, y_full: Tensor, acquired: Tensor) -> Tensor:
+        """The acquired part of a full measurement ``(B, ...)``, zero elsewhere (the operator's layout)."""
+        m = acquired.to(y_full.dtype)
+        if self.kind == "columns":
+            m = m.reshape(m.shape[0], *([1] * (y_full.dim() - 2)), -1)
+        else:
+            m = m.reshape(-1, 1, *self.grid)
+        return y_full * m
+
+
+def candidates_for(physics) -> Candidates:
+    """The candidates of an invdiff MRI or inpainting operator; ``CapabilityError`` otherwise."""
+    from invdiff.operators import Inpainting, MultiCoilMRI, SingleCoilMRI
+
+    if isinstance(physics, MultiCoilMRI):
+        return Candidates("columns", physics.kspace_size)
+    if isinstance(physics, SingleCoilMRI):
+        return Candidates("columns", tuple(physics.image_size))
+    if isinstance(physics, Inpainting):
+        return Candidates("pixels", tuple(physics.image_size))
+    raise CapabilityError(f"active subsampling needs an MRI or inpainting operator, got {type(physics).__name__}")
