@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from invdiff.benchmark.calibration import interval_coverage
-from invdiff.benchmark.image_tasks import ImageProblem, image_task
+from invdiff.benchmark.image_tasks import image_task
 from invdiff.io import atomic_write, atomic_write_json, atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.priors import shipped_prior
+from invdiff.recon.job import particle_magnitudes
 from invdiff.samplers import Posterior, run
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.tds import TDS
@@ -38,11 +39,6 @@ LEVELS = [0.5, 0.8, 0.9, 0.95]
 
 def samplers(nfe: int) -> dict:
     return {"AFE (SDE)": ApproximationFreeEnsemble(nfe, "sde"), "TDS": TDS(nfe, twist_inflation=1.0)}
-
-
-def magnitudes(problem: ImageProblem, samples: torch.Tensor) -> torch.Tensor:
-    """``(B, N, C, H, W)`` particles -> ``(B, N, h, w)`` scored magnitudes (one call per particle index)."""
-    return torch.stack([torch.from_numpy(problem.magnitude(samples[:, j])) for j in range(samples.shape[1])], 1)
 
 
 def figure(path: Path, target: np.ndarray, mean: np.ndarray, std: np.ndarray, coverage: dict, title: str) -> None:
@@ -85,7 +81,7 @@ def evaluate(task: str, particles: int, nfe: int, seed: int, out: Path) -> dict:
     for name, sampler in samplers(nfe).items():
         post = run(sampler, problem.measurement, prior, n_particles=particles,
                    generator=torch.Generator().manual_seed(seed), progress=True)
-        scored = Posterior(magnitudes(problem, post.samples).to(torch.float64), post.log_weights)
+        scored = Posterior(particle_magnitudes(problem.magnitude, post.samples).to(torch.float64), post.log_weights)
         mean, std = scored.mean, scored.std
         coverage = interval_coverage(scored.samples, scored.weights, target.to(torch.float64), LEVELS, region)
         ess = torch.stack(post.diagnostics.ess_history)

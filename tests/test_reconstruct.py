@@ -88,6 +88,18 @@ def test_volume_inputs_simulate_their_measurement(tmp_path):
     assert q.info["noise_sigma"] == 0.05 and q.target.shape == (1, 128, 128)
 
 
+def test_mri_particles_give_a_spread_and_coverage(tmp_path):
+    """Several particles per slice on multi-coil MRI (per-slice coil-map support): std and coverage."""
+    out = tmp_path / "out"
+    assert main(["reconstruct", "demo", "--out", str(out), "--sampler", "prior", "--steps", "3", "--particles", "3",
+                 "--slices", "0,1", "--quiet"]) == 0
+    summary = json.loads((out / "demo_brain.json").read_text())
+    coverage = summary["metrics"]["credible_interval_coverage"]
+    assert set(coverage) == {"0.5", "0.9", "0.95"} and 0.0 <= coverage["0.5"] <= coverage["0.95"] <= 1.0
+    std = load_nifti(out / "demo_brain_std.nii.gz").data
+    assert std.max() > 0.0
+
+
 def test_bad_input_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit, match="nope.h5: no such file"):
         main(["reconstruct", str(tmp_path / "nope.h5"), "--out", str(tmp_path)])
@@ -142,3 +154,15 @@ def test_solve_problem_std_is_the_spread_of_the_particles():
     res = solve_problem(problem, make_sampler("prior", 20, "gmm"), prior, 64, torch.Generator().manual_seed(1))
     assert res["std"].shape == (1, 2, 4) and res["std"].min() > 0.05
     assert res["pixels"] == 8 and set(res["coverage_sums"]) == {"0.5", "0.9", "0.95"}
+    # a diverged sampler is named, not written as a NaN reconstruction
+    import dataclasses
+
+    from invdiff.samplers.classical import DirectReconstruction
+
+    class Diverging(DirectReconstruction):
+        def step(self, state):
+            state = super().step(state)
+            return dataclasses.replace(state, x=state.x * float("nan"))
+
+    with pytest.raises(ValueError, match=r"Diverging diverged on slices \[0\]"):
+        solve_problem(problem, Diverging(), None, 1, torch.Generator().manual_seed(1))

@@ -18,16 +18,17 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from invdiff.io import atomic_write, atomic_write_json
 from invdiff.measurement import Measurement
 from invdiff.recon.inputs import ReconInput, ReconProblem
 
-__all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "reconstruct", "solve_problem"]
+__all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "particle_magnitudes", "reconstruct", "solve_problem"]
 
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 
@@ -96,6 +97,13 @@ def _on_device(m: Measurement, device: str) -> Measurement:
     return Measurement(m.physics.to(device), m.y.to(device), m.sigma.to(device))
 
 
+def particle_magnitudes(magnitude: Callable[[Tensor], np.ndarray], samples: Tensor) -> Tensor:
+    """``(B, N, C, H, W)`` particles -> ``(B, N, h, w)`` magnitudes. One call per particle index: a
+    problem's ``magnitude`` takes one image per item, as its per-item parts (MRI's coil-map support)
+    are ``(B, ...)``."""
+    return torch.stack([torch.from_numpy(magnitude(samples[:, j])) for j in range(samples.shape[1])], 1)
+
+
 def solve_problem(problem: ReconProblem, sampler, prior, particles: int, generator: torch.Generator,
                   device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Run ``sampler`` on ``problem``; return the magnitude mean/std ``(B, h, w)``, coverage sums and costs."""
@@ -106,8 +114,11 @@ def solve_problem(problem: ReconProblem, sampler, prior, particles: int, generat
                generator=generator, progress=progress)
     b, n = post.log_weights.shape
     mean = problem.magnitude(post.mean)
-    mags = torch.from_numpy(problem.magnitude(post.samples.reshape(b * n, *post.samples.shape[2:])))
-    mags = mags.reshape(b, n, *mags.shape[1:])
+    if not (bool(torch.isfinite(post.samples).all()) and np.isfinite(mean).all()):
+        raise ValueError(f"{type(sampler).__name__} diverged on slices {list(problem.slices)}: its samples or "
+                         "posterior mean contain NaN or Inf (try a smaller step size or more steps; "
+                         "`invdiff reconstruct --set KEY=VALUE`)")
+    mags = particle_magnitudes(problem.magnitude, post.samples)
     weighted = Posterior(mags, post.log_weights.cpu())
     out = {"mean": mean, "std": weighted.std.numpy().astype(np.float32), "coverage_sums": None,
            "network_evals": int(post.diagnostics.network_evals), "vjps": int(post.diagnostics.vjp_evals),
