@@ -128,7 +128,7 @@ def test_markdown_reports_mean_and_std_over_seeds():
              "wall_time_s": 1.0} for v in (20.0, 22.0, 27.0)]
     table = markdown_tables(rows)
     a = np.array([20.0, 22.0, 27.0])
-    assert f"| s | 10 | 3 | {a.mean():.2f} ± {a.std():.2f} |" in table
+    assert f"| s | 10 | 1 | 3 | {a.mean():.2f} ± {a.std():.2f} |" in table
 
 
 def test_ray_executor_matches_the_local_one(tmp_path):
