@@ -1,0 +1,16 @@
+"""Discrete (masked token) diffusion priors and their posterior samplers.
+
+* :mod:`invdiff.discrete.prior`: the :class:`TokenPrior` interface (a masked token model with a
+  codebook and a differentiable decoder) and :class:`TokenPosterior`;
+* :mod:`invdiff.discrete.enumerable`: a toy token prior small enough that every token grid can be
+  enumerated, so posteriors are exact;
+* :mod:`invdiff.discrete.aps`: anchored posterior sampling (APS) and the derivative-free
+  guided-remasking baseline.
+"""
+
+from invdiff.discrete.aps import APS, GuidedRemasking, masking_schedule, quantized_expectation
+from invdiff.discrete.enumerable import EnumerableTokenPrior, tv_distance
+from invdiff.discrete.prior import TokenPosterior, TokenPrior
+
+__all__ = ["APS", "EnumerableTokenPrior", "GuidedRemasking", "TokenPosterior", "TokenPrior", "masking_schedule",
+           "quantized_expectation", "tv_distance"]
