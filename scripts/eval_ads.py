@@ -3,16 +3,20 @@
 For each acceleration (4x, 8x; 8 % centre), the same sampler with the same particles, steps and seed
 reconstructs slices 1 and 2 of the demo scan (Colin27, held out of the shipped prior's training) from
 
-* fastMRI's ``equispaced_fraction`` and ``random`` masks (per-file seed),
+* fastMRI's ``equispaced_fraction`` and ``random`` masks (per-file seed; fastMRI's random mask draws
+  each line with a probability, so its line count differs from the budget),
+* a random mask with exactly the budget's line count (the same centre lines plus uniformly drawn
+  columns, seeded per run): the equal-budget random mask,
 * ADS: the same centre lines to start, then the remaining lines chosen one at a time by maximum
   entropy over the first 75 % of the steps (invdiff.active),
 * ADS with a random policy: the same schedule, lines drawn uniformly (isolates the policy),
 
-and reports NMSE / PSNR / SSIM of the posterior mean (fastMRI definitions). A pixel experiment does
+and reports NMSE / PSNR / SSIM of the posterior mean (fastMRI definitions), mean ± std over the
+sampler seeds. A pixel experiment does
 the same for inpainting of the middle slice (5 % random pixels to start, 20 % at the end). The
 policy's cost per acquisition is reported against one network evaluation of all particles.
 
-    python scripts/eval_ads.py [--sampler dps] [--particles 4] [--steps 100] [--out outputs/ads]
+    python scripts/eval_ads.py [--sampler dps] [--particles 4] [--steps 100] [--seeds 0 1] [--out outputs/ads]
 
 Writes ads.json, ads.md and figures (masks.png: the masks and the order ADS chose them in;
 recons.png) atomically; prints the table.
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 
 from invdiff.active import AcquisitionPlan, Oracle, run_active
+from invdiff.active.candidates import candidates_for
 from invdiff.active.mri import mri_active_setup
 from invdiff.datasets import FastMRIFile, demo_scan
 from invdiff.io import atomic_write, write_report
@@ -39,23 +44,40 @@ from invdiff.samplers.registry import make_sampler
 from invdiff.timing import median_seconds
 
 
-def mri_rows(args, prior, accelerations) -> tuple[list[dict], dict]:
+def equal_count_random(setup, seed: int) -> tuple[Measurement, torch.Tensor]:
+    """The equal-budget random mask: ``setup.plan``'s centre lines plus ``budget - centre`` columns drawn
+    uniformly from the acquired ones, on the ADS template's maps and units; the measurement and ``(W,)`` mask."""
+    plan = setup.plan
+    free = torch.nonzero(plan.allowed & ~plan.initial).flatten()
+    g = torch.Generator().manual_seed(1000 + seed)
+    mask = plan.initial.clone()
+    mask[free[torch.randperm(len(free), generator=g)[: plan.budget - int(plan.initial.sum())]]] = True
+    cands = candidates_for(setup.measurement.physics)
+    acquired = mask.expand(setup.measurement.batch_size, -1)
+    return setup.measurement.with_mask(cands.mask(acquired), y=setup.oracle.measure(cands, acquired)), mask
+
+
+def mri_rows(args, prior, accelerations, seed: int) -> tuple[list[dict], dict]:
     rows, figs = [], {}
     file = FastMRIFile.open(demo_scan())
     for acc in accelerations:
         setup = mri_active_setup(file, acc, slices=args.slices)
         masks = {}
-        for kind, problem in setup.fixed.items():
-            post = run(make_sampler(args.sampler, args.steps, "mri"), problem.measurement, prior,
-                       n_particles=args.particles, generator=torch.Generator().manual_seed(args.seed), progress=True)
-            recon = problem.magnitude(post.mean)
-            rows.append({"task": f"mri-{acc}x", "method": f"fixed {kind}", "lines": int(problem.mask.sum()),
-                         **fastmri_volume_metrics(problem.target, recon), "wall_s": post.diagnostics.wall_time})
-            masks[f"fixed {kind}"] = problem.mask.bool()
-            figs[(acc, f"fixed {kind}")] = recon
+        problems = [(f"fixed {kind}", problem.measurement, problem.mask.bool()) for kind, problem in setup.fixed.items()]
+        problems.append(("fixed random, equal count", *equal_count_random(setup, seed)))
+        ref = setup.reference
+        for name, measurement, mask in problems:
+            post = run(make_sampler(args.sampler, args.steps, "mri"), measurement, prior,
+                       n_particles=args.particles, generator=torch.Generator().manual_seed(seed), progress=True)
+            recon = ref.magnitude(post.mean) if name == "fixed random, equal count" else \
+                setup.fixed[name.removeprefix("fixed ")].magnitude(post.mean)
+            rows.append({"task": f"mri-{acc}x", "method": name, "lines": int(mask.sum()),
+                         **fastmri_volume_metrics(ref.target, recon), "wall_s": post.diagnostics.wall_time})
+            masks[name] = mask
+            figs[(acc, name)] = recon
         for policy in ("entropy", "random"):
             res = run_active(make_sampler(args.sampler, args.steps, "mri"), setup.measurement, prior, setup.oracle,
-                             setup.plan, n_particles=args.particles, generator=torch.Generator().manual_seed(args.seed),
+                             setup.plan, n_particles=args.particles, generator=torch.Generator().manual_seed(seed),
                              policy=policy, progress=True)
             recon = setup.reference.magnitude(res.posterior.mean)
             name = "ADS" if policy == "entropy" else "ADS, random policy"
@@ -74,7 +96,7 @@ def mri_rows(args, prior, accelerations) -> tuple[list[dict], dict]:
     return rows, figs
 
 
-def pixel_rows(args, prior) -> list[dict]:
+def pixel_rows(args, prior, seed: int) -> list[dict]:
     file = FastMRIFile.open(demo_scan())
     image = file.target(file.num_slices // 2).to(torch.float64)
     image = image / torch.quantile(image.flatten(), 0.995)
@@ -93,13 +115,13 @@ def pixel_rows(args, prior) -> list[dict]:
     fixed[extra[~initial[extra]][: budget - int(initial.sum())]] = True
     m = template.with_mask(fixed.reshape(1, 1, *x.shape[-2:]).float(), y=oracle.y_full * fixed.reshape(x.shape[-2:]))
     post = run(make_sampler(args.sampler, args.steps, "image"), m, prior, n_particles=args.particles,
-               generator=torch.Generator().manual_seed(args.seed), progress=True)
+               generator=torch.Generator().manual_seed(seed), progress=True)
     truth = x.norm(dim=1).numpy()
     rows.append({"task": "inpaint-20%", "method": "fixed random pixels", "lines": budget,
                  **fastmri_volume_metrics(truth, post.mean.norm(dim=1).numpy()), "wall_s": post.diagnostics.wall_time})
     for policy in ("entropy", "random"):
         res = run_active(make_sampler(args.sampler, args.steps, "image"), template, prior, oracle, plan,
-                         n_particles=args.particles, generator=torch.Generator().manual_seed(args.seed), policy=policy,
+                         n_particles=args.particles, generator=torch.Generator().manual_seed(seed), policy=policy,
                          progress=True)
         rows.append({"task": "inpaint-20%", "method": "ADS" if policy == "entropy" else "ADS, random policy",
                      "lines": int(res.acquired[0].sum()),
@@ -154,12 +176,28 @@ def figures(out: Path, figs: dict, accelerations) -> None:
     plt.close(fig)
 
 
+def summarise(rows: list[dict]) -> list[dict]:
+    """Rows of the same task and method over seeds -> mean and std of each metric."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    out = []
+    for (task, method), rs in groups.items():
+        s = {"task": task, "method": method, "seeds": len(rs), "lines": float(np.mean([r["lines"] for r in rs]))}
+        for key in ("NMSE", "PSNR", "SSIM", "wall_s", "policy_s_per_acquisition"):
+            if key in rs[0]:
+                v = np.array([r[key] for r in rs], dtype=float)
+                s[key], s[key + "_std"] = float(v.mean()), float(v.std())
+        out.append(s)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sampler", default="dps", help="registry name (default dps: ancestral DPS)")
     parser.add_argument("--particles", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--slices", type=int, nargs="+", default=[1, 2], help="demo-scan slices (default 1 2)")
     parser.add_argument("--out", default="outputs/ads")
@@ -168,18 +206,28 @@ def main() -> None:
     prior = shipped_prior("mri_brain_128")
     x = torch.zeros(len(args.slices) * args.particles, 2, 128, 128)
     nfe_s = median_seconds(lambda: prior.denoise(x, 0.5), 3)
-    rows, figs = mri_rows(args, prior, args.accelerations)
-    rows += pixel_rows(args, prior)
-    for r in rows:
+    rows, figs = [], None
+    for seed in args.seeds:
+        seed_rows, seed_figs = mri_rows(args, prior, args.accelerations, seed)
+        seed_rows += pixel_rows(args, prior, seed)
+        rows += [{**r, "seed": seed} for r in seed_rows]
+        figs = figs or seed_figs
+    summary = summarise(rows)
+    for r in summary:
         if "policy_s_per_acquisition" in r:
             r["policy_vs_one_network_eval"] = r["policy_s_per_acquisition"] / nfe_s
-    head = "| task | method | lines (pixels) | NMSE | PSNR (dB) | SSIM | wall (s) | policy / acquisition (s) |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+    head = ("| task | method | lines (pixels) | NMSE | PSNR (dB) | SSIM | wall (s) | policy / acquisition (s) |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|\n")
     table = head + "".join(
-        f"| {r['task']} | {r['method']} | {r['lines']} | {r['NMSE']:.4f} | {r['PSNR']:.2f} | {r['SSIM']:.4f} | "
-        f"{r['wall_s']:.0f} | {r.get('policy_s_per_acquisition', float('nan')):.3f} |\n" for r in rows)
-    table += (f"\nSampler {args.sampler}, {args.particles} particles, {args.steps} steps, seed {args.seed}; one network "
-              f"evaluation of the {len(args.slices) * args.particles} MRI particles: {nfe_s:.3f} s.\n")
-    write_report(out, "ads", {"rows": rows, "network_eval_s": nfe_s, "settings": vars(args)}, table)
+        f"| {r['task']} | {r['method']} | {r['lines']:.0f} | {r['NMSE']:.4f} ± {r['NMSE_std']:.4f} | "
+        f"{r['PSNR']:.2f} ± {r['PSNR_std']:.2f} | {r['SSIM']:.4f} ± {r['SSIM_std']:.4f} | {r['wall_s']:.0f} | "
+        + (f"{r['policy_s_per_acquisition']:.3f} ({r['policy_vs_one_network_eval']:.2f}x) |\n"
+           if "policy_s_per_acquisition" in r else "|\n") for r in summary)
+    table += (f"\nSampler {args.sampler}, {args.particles} particles, {args.steps} steps, mean ± std over seeds "
+              f"{args.seeds}; slices {args.slices} of the demo scan; policy cost in seconds and in units of one "
+              f"network evaluation of the {len(args.slices) * args.particles} MRI particles ({nfe_s:.3f} s).\n")
+    write_report(out, "ads", {"rows": rows, "summary": summary, "network_eval_s": nfe_s, "settings": vars(args)},
+                 table)
     figures(out, figs, args.accelerations)
 
 
