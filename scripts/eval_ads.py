@@ -63,14 +63,14 @@ def mri_rows(args, prior, accelerations, seed: int) -> tuple[list[dict], dict]:
     for acc in accelerations:
         setup = mri_active_setup(file, acc, slices=args.slices)
         masks = {}
-        problems = [(f"fixed {kind}", problem.measurement, problem.mask.bool()) for kind, problem in setup.fixed.items()]
-        problems.append(("fixed random, equal count", *equal_count_random(setup, seed)))
         ref = setup.reference
-        for name, measurement, mask in problems:
+        problems = [(f"fixed {kind}", problem.measurement, problem.mask.bool(), problem)
+                    for kind, problem in setup.fixed.items()]
+        problems.append(("fixed random, equal count", *equal_count_random(setup, seed), ref))  # ref's maps and units
+        for name, measurement, mask, problem in problems:
             post = run(make_sampler(args.sampler, args.steps, "mri"), measurement, prior,
                        n_particles=args.particles, generator=torch.Generator().manual_seed(seed), progress=True)
-            recon = ref.magnitude(post.mean) if name == "fixed random, equal count" else \
-                setup.fixed[name.removeprefix("fixed ")].magnitude(post.mean)
+            recon = problem.magnitude(post.mean)
             rows.append({"task": f"mri-{acc}x", "method": name, "lines": int(mask.sum()),
                          **fastmri_volume_metrics(ref.target, recon), "wall_s": post.diagnostics.wall_time})
             masks[name] = mask

@@ -127,10 +127,9 @@ class _MaskedSampler:
         """Keep every anchor and the most confident proposals so that ``schedule[step]`` positions stay
         masked; ``confidence`` ``(B * N, L)`` log-probabilities of the proposals."""
         masked = state.tokens == state.prior.mask_id
-        score = confidence.clone()
         if self.order == "random":
-            score = _gumbel(state.rng, state.n_particles, (proposal.shape[1],), torch.float64)
-        score = torch.where(masked, score.to(torch.float64), torch.inf)
+            confidence = _gumbel(state.rng, state.n_particles, (proposal.shape[1],), torch.float64)
+        score = torch.where(masked, confidence.to(torch.float64), torch.inf)
         keep = proposal.shape[1] - state.schedule[state.step]
         kept = torch.zeros_like(masked).scatter(1, score.topk(keep, dim=1).indices, True)
         tokens = torch.where(masked & kept, proposal, state.tokens)

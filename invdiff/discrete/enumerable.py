@@ -86,13 +86,9 @@ class EnumerableTokenPrior(TokenPrior):
     def exact_posterior(self, measurement: Measurement) -> Tensor:
         """``(B, G)`` posterior probabilities of every grid given each item of ``measurement`` (whose
         unknown is the ``(P,)`` decoded image)."""
-        x = self.grid_images()
         b, g = measurement.batch_size, self.num_grids
-        ax = measurement.physics.A(x.to(measurement.y.dtype)).to(torch.float64)  # (G, m)
-        r = measurement.y.to(torch.float64).flatten(1)[:, None, :] - ax.flatten(1)[None]  # (B, G, m)
-        loglik = -0.5 * (r**2).sum(-1) / measurement.sigma.to(torch.float64)[:, None] ** 2
-        if loglik.shape != (b, g):
-            raise ValueError(f"measurement does not fit the decoded images {tuple(x.shape)}")
+        x = self.grid_images().to(measurement.y.dtype).repeat(b, 1)  # item-major, like expand(g)
+        loglik = measurement.expand(g).log_likelihood(x).to(torch.float64).reshape(b, g)
         return torch.softmax(self.log_joint[None] + loglik, 1)
 
 
