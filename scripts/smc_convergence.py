@@ -8,7 +8,8 @@ weighted mean and covariance, and the mode-weight total variation. Beside each r
 particles *without interaction* — no resampling, weights dropped — which is what N independent
 single-particle runs return (without resampling the particles of a batch never meet).
 
-    python scripts/smc_convergence.py [--steps 500] [--particles 16 64 256] [--repeats 3] [--out outputs/smc_convergence]
+    python scripts/smc_convergence.py [--steps 500] [--particles 16 64 256] [--repeats 3] [--samplers TDS ...]
+        [--out outputs/smc_convergence]
 
 Writes ``smc_convergence.json`` and ``smc_convergence.md`` (atomically) and prints the table.
 """
@@ -47,11 +48,16 @@ def main() -> None:
     parser.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samplers", nargs="+", default=None, help="a subset of the sampler names (default: all)")
     parser.add_argument("--out", type=Path, default=Path("outputs/smc_convergence"))
     args = parser.parse_args()
+    names = args.samplers or list(samplers(args.steps))
+    unknown = sorted(set(names) - set(samplers(args.steps)))
+    if unknown:
+        parser.error(f"unknown samplers {unknown}; known: {sorted(samplers(args.steps))}")
     rows = []
     for problem in standard_problems(torch.Generator().manual_seed(args.seed)):
-        for name in samplers(args.steps):
+        for name in names:
             for n in args.particles:
                 for mode in ("one run", "independent"):
                     scores = []

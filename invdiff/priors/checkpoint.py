@@ -4,10 +4,13 @@ A checkpoint is a dict of tensors and plain Python values (no pickled classes)::
 
     format          "invdiff-prior"
     version         1
-    architecture    "monai.DiffusionModelUNet" and its UNetConfig as a dict ("config")
-    state_dict      the network weights (EMA weights for a trained prior)
-    betas           float64 (T,) VP schedule
-    prediction      "epsilon" | "v"
+    architecture    "monai.DiffusionModelUNet" and its UNetConfig as a dict ("config"), or
+                    "invdiff.MaskedTokenPrior" and {"tokenizer": TokenizerConfig, "token_model":
+                    TokenModelConfig} as dicts (:mod:`invdiff.discrete.image_prior`)
+    state_dict      the network weights (EMA weights for a trained UNet prior; for a token prior
+                    "tokenizer.*" and "model.*", the codebook among the tokenizer's buffers)
+    betas           float64 (T,) VP schedule (UNet only)
+    prediction      "epsilon" | "v" (UNet only)
     event_shape     [C, H, W]
     normalization   {"scale": s, "offset": o}: data = offset + scale * model space
     data_range      [low, high] or None
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,15 +32,45 @@ from invdiff.io import atomic_write
 from invdiff.priors.unet import UNetConfig, UNetPrior
 from invdiff.schedule import VPSchedule
 
-__all__ = ["CheckpointError", "FORMAT", "VERSION", "load_prior", "read_checkpoint", "save_prior"]
+if TYPE_CHECKING:
+    from invdiff.discrete.image_prior import ImageTokenPrior
+
+__all__ = ["CheckpointError", "FORMAT", "TOKEN_ARCHITECTURE", "VERSION", "load_prior", "read_checkpoint", "save_prior",
+           "write_checkpoint"]
 
 FORMAT = "invdiff-prior"
 VERSION = 1
 _ARCHITECTURE = "monai.DiffusionModelUNet"
+TOKEN_ARCHITECTURE = "invdiff.MaskedTokenPrior"
+#: architecture -> the fields its checkpoints must carry
+_REQUIRED = {_ARCHITECTURE: ("config", "state_dict", "betas", "prediction", "event_shape", "normalization"),
+             TOKEN_ARCHITECTURE: ("config", "state_dict", "event_shape", "normalization")}
 
 
 class CheckpointError(ValueError):
     """A file that is not an invdiff prior checkpoint of a supported version."""
+
+
+def write_checkpoint(path: str | os.PathLike, architecture: str, config: dict, modules: torch.nn.Module,
+                     event_shape, scale: float, offset: float, data_range, provenance: dict | None = None,
+                     training: dict | None = None, **fields) -> Path:
+    """Write a checkpoint of ``architecture`` (the module docstring's fields; ``modules``' state dict as
+    the weights, ``fields`` any architecture-specific ones) to ``path`` atomically."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": architecture,
+        "config": config,
+        "state_dict": {k: v.detach().cpu() for k, v in modules.state_dict().items()},
+        **fields,
+        "event_shape": list(event_shape),
+        "normalization": {"scale": float(scale), "offset": float(offset)},
+        "data_range": list(data_range) if data_range is not None else None,
+        "provenance": provenance or {},
+    }
+    if training is not None:
+        payload["training"] = training
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def save_prior(path: str | os.PathLike, prior: UNetPrior, provenance: dict | None = None,
@@ -44,22 +78,9 @@ def save_prior(path: str | os.PathLike, prior: UNetPrior, provenance: dict | Non
     """Write ``prior`` (and optionally resumable ``training`` state) to ``path`` atomically."""
     if prior.config is None:
         raise ValueError("the prior has no UNetConfig, so its architecture cannot be recorded")
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "architecture": _ARCHITECTURE,
-        "config": prior.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in prior.net.state_dict().items()},
-        "betas": prior.schedule.betas.detach().cpu().to(torch.float64),
-        "prediction": prior.prediction,
-        "event_shape": list(prior.event_shape),
-        "normalization": {"scale": float(prior.scale), "offset": float(prior.offset)},
-        "data_range": list(prior.data_range) if prior.data_range is not None else None,
-        "provenance": provenance or {},
-    }
-    if training is not None:
-        payload["training"] = training
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return write_checkpoint(path, _ARCHITECTURE, prior.config.to_dict(), prior.net, prior.event_shape, prior.scale,
+                            prior.offset, prior.data_range, provenance, training,
+                            betas=prior.schedule.betas.detach().cpu().to(torch.float64), prediction=prior.prediction)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -77,18 +98,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')!r} is not supported "
                               f"(this invdiff reads version {VERSION})")
-    if payload.get("architecture") != _ARCHITECTURE:
-        raise CheckpointError(f"{path}: unknown architecture {payload.get('architecture')!r}")
-    missing = [k for k in ("config", "state_dict", "betas", "prediction", "event_shape", "normalization")
-               if k not in payload]
+    if payload.get("architecture") not in _REQUIRED:
+        raise CheckpointError(f"{path}: unknown architecture {payload.get('architecture')!r} "
+                              f"(known: {sorted(_REQUIRED)})")
+    missing = [k for k in _REQUIRED[payload["architecture"]] if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: missing fields {missing}")
     return payload
 
 
-def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetPrior:
-    """Rebuild the prior saved by :func:`save_prior`, in evaluation mode, on ``device``."""
+def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetPrior | ImageTokenPrior:
+    """Rebuild the prior saved by :func:`save_prior` (a :class:`UNetPrior`) or by
+    :func:`invdiff.discrete.checkpoint.save_token_prior` (an ``ImageTokenPrior``), in evaluation
+    mode, on ``device``."""
     payload = read_checkpoint(path)
+    if payload["architecture"] == TOKEN_ARCHITECTURE:
+        from invdiff.discrete.checkpoint import token_prior_from_payload
+
+        return token_prior_from_payload(payload, path, device)
     config = UNetConfig.from_dict(payload["config"])
     net = config.build()
     try:

@@ -7,11 +7,15 @@ Each was trained here by the command recorded in its checkpoint's provenance (an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from invdiff.priors.checkpoint import load_prior
 from invdiff.priors.unet import UNetPrior
+
+if TYPE_CHECKING:
+    from invdiff.discrete.image_prior import ImageTokenPrior
 
 __all__ = ["SHIPPED_PRIORS", "shipped_prior", "shipped_prior_path"]
 
@@ -21,6 +25,8 @@ _DATA = Path(__file__).resolve().parent / "data"
 SHIPPED_PRIORS: dict[str, tuple[str, str]] = {
     "mri_brain_128": ("mri_brain_128.pt", "complex (2-channel) T1 brain MRI, 128x128, magnitude in [0, 1]"),
     "ct_128": ("ct_128.pt", "CT, 128x128, attenuation relative to water (1 + HU/1000)"),
+    "mri_brain_tokens_128": ("mri_brain_tokens_128.pt", "masked token prior (4x4-patch VQ tokenizer, 512 codes, "
+                             "MaskGIT transformer) over T1 brain MRI magnitudes, 128x128, [0, 1]; for APS"),
 }
 
 
@@ -34,6 +40,7 @@ def shipped_prior_path(name: str) -> Path:
     return path
 
 
-def shipped_prior(name: str, device: str | torch.device = "cpu") -> UNetPrior:
-    """Load a shipped prior (see :data:`SHIPPED_PRIORS`)."""
+def shipped_prior(name: str, device: str | torch.device = "cpu") -> UNetPrior | ImageTokenPrior:
+    """Load a shipped prior (see :data:`SHIPPED_PRIORS`): a :class:`UNetPrior`, or for a token prior an
+    :class:`~invdiff.discrete.image_prior.ImageTokenPrior`."""
     return load_prior(shipped_prior_path(name), device)

@@ -26,20 +26,22 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
 
 from invdiff.io import atomic_write, atomic_write_text
 from invdiff.priors.checkpoint import read_checkpoint, save_prior
-from invdiff.priors.training_data import Augmentation, TrainingImages, draw_batch
+from invdiff.priors.training_data import Augmentation, TrainingImages, config_from_dict, config_to_dict, draw_batch
 from invdiff.priors.unet import UNetConfig, UNetPrior
 from invdiff.schedule import VPSchedule
 
-__all__ = ["PriorTrainer", "TrainingConfig", "data_normalization", "train_prior"]
+__all__ = ["PriorTrainer", "TrainingConfig", "build_seeded", "data_normalization", "drive_training", "train_prior"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,20 +73,27 @@ class TrainingConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["augmentation"]["intensity"] = list(self.augmentation.intensity)
-        d["augmentation"]["zoom"] = list(self.augmentation.zoom)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainingConfig:
-        d = dict(d)
-        aug = dict(d.pop("augmentation"))
-        aug["intensity"], aug["zoom"] = tuple(aug["intensity"]), tuple(aug["zoom"])
-        return cls(**d, augmentation=Augmentation(**aug))
+        return config_from_dict(cls, d)
 
     def vp_schedule(self) -> VPSchedule:
         return VPSchedule.linear() if self.schedule == "linear" else VPSchedule.cosine()
+
+
+def build_seeded(seed: int, build: Callable[[], T]) -> T:
+    """``build()`` with initial weights that come from ``seed``.
+
+    PyTorch's and MONAI's layer initialisers take no generator, so ``build`` runs inside
+    ``fork_rng``, which restores the caller's global RNG state afterwards (tested); the shipped
+    priors' recorded commands reproduce their weights through exactly this draw.
+    """
+    fork = torch.Generator().manual_seed(seed + 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=fork)))
+        return build()
 
 
 def data_normalization(modality: str, channels: int) -> tuple[float, float, tuple[float, float]]:
@@ -108,13 +117,7 @@ class PriorTrainer:
         self.schedule = config.vp_schedule()
         self._abar = self.schedule.alpha_bars.to(torch.float32)
         self.generator = torch.Generator().manual_seed(config.seed)
-        # The initial weights come from the seed. MONAI's layer initialisers take no generator, so they
-        # run inside fork_rng, which restores the caller's global RNG state afterwards (tested); the
-        # shipped priors' recorded commands reproduce their weights through exactly this draw.
-        fork = torch.Generator().manual_seed(config.seed + 1)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=fork)))
-            self.net = unet.build()
+        self.net = build_seeded(config.seed, unet.build)
         self.net.to(self.device).train()
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
@@ -243,22 +246,52 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
 
     ``max_minutes`` stops early (after a checkpoint) so a long run can be continued with ``resume``.
     """
+    trainer = PriorTrainer(data, config, unet, device)
+
+    def save(path: Path, provenance: dict, with_training: bool) -> None:
+        save_prior(path, trainer.prior(), provenance, training=trainer.training_state() if with_training else None)
+
+    def finish(out: Path) -> None:
+        sample_figure(trainer.prior(), out / "samples.png", steps=sample_steps, seed=config.seed,
+                      title=f"prior samples after {trainer.step_index} training steps (DDIM, {sample_steps} steps)")
+
+    def resume_from(payload: dict) -> None:
+        trainer.load_training_state(payload["training"], payload["state_dict"])
+
+    drive_training(trainer, config.steps, save, resume_from, finish, out, data=data, config_dict=config.to_dict(),
+                   resume=resume, checkpoint_every=checkpoint_every, max_minutes=max_minutes,
+                   provenance=provenance, progress=progress, log=log)
+    return trainer
+
+
+def drive_training(trainer, total_steps: int, save: Callable[[Path, dict, bool], None],
+                   resume_from: Callable[[dict], None], finish: Callable[[Path], None], out: str | Path, *,
+                   data: TrainingImages, config_dict: dict, resume: bool = False, checkpoint_every: int = 250,
+                   max_minutes: float | None = None, provenance: dict | None = None, progress: bool = True,
+                   log: Callable[[str], None] = print) -> None:
+    """The training driver shared by every kind of prior.
+
+    ``trainer`` has ``step() -> loss``, ``step_index`` and ``losses``; ``save(path, provenance,
+    with_training)`` writes a checkpoint; ``resume_from(payload)`` restores the training state of a
+    checked checkpoint payload; ``finish(out)`` writes the sample figure. Writes ``out/checkpoint.pt``
+    (every ``checkpoint_every`` steps and at the end), ``out/loss.csv``, ``out/prior.pt`` and the
+    figure at the end; ``max_minutes`` stops early after a checkpoint (continue with ``resume``).
+    """
     from tqdm.auto import tqdm
 
     out = Path(out)
     ckpt = out / "checkpoint.pt"
-    trainer = PriorTrainer(data, config, unet, device)
     provenance = dict(provenance or {})
     provenance["commands"] = [provenance.get("command")]  # every run that contributed, resumes included
     provenance.setdefault("data", list(data.sources))
-    provenance["training_config"] = config.to_dict()
+    provenance["training_config"] = config_dict
     if resume:
         if not ckpt.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
         payload = read_checkpoint(ckpt)
         if "training" not in payload:
             raise ValueError(f"{ckpt}: has no training state to resume from")
-        trainer.load_training_state(payload["training"], payload["state_dict"])
+        resume_from(payload)
         before = payload.get("provenance", {})
         provenance["commands"] = list(before.get("commands", [before.get("command")])) + [provenance.get("command")]
         log(f"resumed from {ckpt} at step {trainer.step_index}")
@@ -267,12 +300,12 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
 
     def checkpoint() -> None:
         provenance["steps_done"] = trainer.step_index
-        save_prior(ckpt, trainer.prior(), provenance, training=trainer.training_state())
+        save(ckpt, provenance, True)
         _write_losses(out / "loss.csv", trainer.losses)
 
     start = time.perf_counter()
-    with tqdm(total=config.steps, initial=trainer.step_index, desc="train-prior", disable=not progress) as bar:
-        while trainer.step_index < config.steps:
+    with tqdm(total=total_steps, initial=trainer.step_index, desc="train-prior", disable=not progress) as bar:
+        while trainer.step_index < total_steps:
             loss = trainer.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
@@ -283,11 +316,8 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
                     f"{time.perf_counter() - start:.0f} s this session")
                 if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
                     log(f"stopping after {max_minutes} minutes at step {trainer.step_index}; continue with --resume")
-                    return trainer
+                    return
     checkpoint()
-    prior = trainer.prior()
-    save_prior(out / "prior.pt", prior, provenance)
-    sample_figure(prior, out / "samples.png", steps=sample_steps, seed=config.seed,
-                  title=f"prior samples after {trainer.step_index} training steps (DDIM, {sample_steps} steps)")
+    save(out / "prior.pt", provenance, False)
+    finish(out)
     log(f"done: {trainer.step_index} steps; prior in {out / 'prior.pt'}, samples in {out / 'samples.png'}")
-    return trainer

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Augmentation", "TrainingImages", "draw_batch", "load_training_images"]
+__all__ = ["Augmentation", "TrainingImages", "config_from_dict", "config_to_dict", "draw_batch", "load_training_images"]
 
 Modality = Literal["MR", "CT"]
 
@@ -195,6 +195,22 @@ class Augmentation:
     zoom: tuple[float, float] = (0.85, 1.3)
     intensity: tuple[float, float] = (0.9, 1.1)
     max_phase: float = math.pi / 2
+
+
+def config_to_dict(config) -> dict:
+    """A training configuration dataclass with an ``augmentation`` field as plain JSON-like values."""
+    d = asdict(config)
+    d["augmentation"]["intensity"] = list(config.augmentation.intensity)
+    d["augmentation"]["zoom"] = list(config.augmentation.zoom)
+    return d
+
+
+def config_from_dict(cls, d: dict):
+    """The inverse of :func:`config_to_dict` for the dataclass ``cls``."""
+    d = dict(d)
+    aug = dict(d.pop("augmentation"))
+    aug["intensity"], aug["zoom"] = tuple(aug["intensity"]), tuple(aug["zoom"])
+    return cls(**d, augmentation=Augmentation(**aug))
 
 
 def draw_batch(images: Tensor, batch_size: int, generator: torch.Generator, *, channels: int = 1,

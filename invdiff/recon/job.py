@@ -79,16 +79,22 @@ class SliceResults:
 
 
 def load_prior_spec(spec: str, device: str):
-    """A shipped prior by name, or a ``prior.pt``/``checkpoint.pt`` file."""
-    from invdiff.priors import shipped_prior
+    """A shipped continuous prior by name, or a ``prior.pt``/``checkpoint.pt`` file of one. Token
+    priors (for APS, :mod:`invdiff.discrete`) are refused: these samplers need a denoiser."""
+    from invdiff.priors import Denoiser, shipped_prior
     from invdiff.priors.checkpoint import load_prior
     from invdiff.priors.shipped import SHIPPED_PRIORS
 
     if spec in SHIPPED_PRIORS:
-        return shipped_prior(spec, device)
-    if not Path(spec).is_file():
+        prior = shipped_prior(spec, device)
+    elif not Path(spec).is_file():
         raise FileNotFoundError(f"prior {spec!r}: neither a shipped prior ({sorted(SHIPPED_PRIORS)}) nor a file")
-    return load_prior(spec, device)
+    else:
+        prior = load_prior(spec, device)
+    if not isinstance(prior, Denoiser):
+        raise ValueError(f"prior {spec!r} is a {type(prior).__name__} (a masked token prior), not a diffusion "
+                         "denoiser; sample it with invdiff.discrete.APS (scripts/eval_aps_images.py)")
+    return prior
 
 
 def _on_device(m: Measurement, device: str) -> Measurement:
