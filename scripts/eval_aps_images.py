@@ -37,6 +37,7 @@ from invdiff.benchmark.tuning import tune_on_grid
 from invdiff.discrete import APS, GuidedRemasking
 from invdiff.discrete.image_prior import ImageTokenPrior, smooth_phase
 from invdiff.io import atomic_write, atomic_write_json, atomic_write_text
+from invdiff.metrics import fastmri_volume_metrics
 from invdiff.mri_problem import cg_sense
 from invdiff.priors import load_prior, shipped_prior
 from invdiff.samplers import REDDiff, run
@@ -64,8 +65,6 @@ def ceiling(prior: ImageTokenPrior, problem: ImageProblem) -> dict:
     with torch.no_grad():
         decoded = prior.decode(prior.codebook[prior.tokenize(target.unsqueeze(1).float())])[:, 0]
     scale = float(np.percentile(problem.target, 99.5)) if problem.task.startswith("mri") else 1.0
-    from invdiff.metrics import fastmri_volume_metrics
-
     return fastmri_volume_metrics(problem.target, (scale * decoded.clamp_min(0)).numpy().astype(np.float32))
 
 
@@ -98,7 +97,7 @@ def evaluate(task: str, prior: ImageTokenPrior, args) -> dict:
                            "samples": post.samples, "mean": post.mean}
             print(f"{task} test {label}: PSNR {metrics['PSNR']:.2f} SSIM {metrics['SSIM']:.3f} "
                   f"{d.wall_time:.1f} s", flush=True)
-    red = REDDiff(100, **({"lam": 512, "lr": 0.1}))  # the image-task table's validation choice for both tasks
+    red = REDDiff(100, lam=512, lr=0.1)  # the image-task table's validation choice for both tasks
     post, metrics = solve(test, red, shipped_prior(test.prior_name), 1, args.seed)
     rows["RED-Diff (continuous prior), 1 particle"] = {
         **metrics, "setting": [512, 0.1], "particles": 1, "network_evals": post.diagnostics.network_evals,

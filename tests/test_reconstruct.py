@@ -166,3 +166,15 @@ def test_solve_problem_std_is_the_spread_of_the_particles():
 
     with pytest.raises(ValueError, match=r"Diverging diverged on slices \[0\]"):
         solve_problem(problem, Diverging(), None, 1, torch.Generator().manual_seed(1))
+
+
+def test_parts_load_without_pickle_and_a_broken_part_is_named(tmp_path):
+    slices_input = open_input("demo", ProblemSpec(operator="inpaint", box=24))
+    settings = ReconSettings(sampler="zero-filled", slices=(1,))
+    reconstruct(slices_input, settings, tmp_path, progress=False, log=lambda m: None)
+    part = tmp_path / "parts" / "group_0000.pt"
+    loaded = torch.load(part, weights_only=True)  # tensors and plain values only
+    assert isinstance(loaded["mean"], torch.Tensor) and loaded["slices"] == [1]
+    part.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="group_0000.pt: cannot read.*--force"):
+        reconstruct(slices_input, settings, tmp_path, progress=False, log=lambda m: None)

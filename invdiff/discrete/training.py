@@ -19,6 +19,7 @@ equals an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,8 +191,7 @@ class TokenPriorTrainer:
         """Restore from a checked checkpoint payload written with training state."""
         state = payload["training"]
         saved = TokenTrainingConfig.from_dict(state["config"])
-        if saved.tokenizer_steps != self.config.tokenizer_steps or \
-                TokenTrainingConfig.from_dict({**state["config"], "steps": self.config.steps}) != self.config:
+        if dataclasses.replace(saved, steps=self.config.steps) != self.config:  # more transformer steps is allowed
             raise ValueError(f"cannot resume: the checkpoint was trained with {saved}, now {self.config}")
         torch.nn.ModuleDict({"tokenizer": self.tokenizer, "model": self.model}).load_state_dict(payload["state_dict"])
         self.tokenizer_optimizer.load_state_dict(state["tokenizer_optimizer"])

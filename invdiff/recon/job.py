@@ -187,7 +187,7 @@ def reconstruct(inp: ReconInput, settings: ReconSettings, out_dir: str | Path, *
         part_file = out / "parts" / f"group_{k:04d}.pt"
         if part_file.exists():
             log(f"slices {group}: done in an earlier run ({part_file.name})")
-            parts.append(torch.load(part_file, weights_only=False))
+            parts.append(_load_part(part_file))
             continue
         start = time.perf_counter()
         problem = inp.build(group)
@@ -196,10 +196,42 @@ def reconstruct(inp: ReconInput, settings: ReconSettings, out_dir: str | Path, *
                                torch.Generator().manual_seed(settings.seed + 1_000_003 * k), settings.device, progress)
         part = {"slices": group, "target": problem.target, "baseline": problem.baseline,
                 "baseline_name": problem.baseline_name, "info": problem.info, "setup_s": setup, **result}
-        atomic_write(part_file, lambda tmp, part=part: torch.save(part, tmp))
+        atomic_write(part_file, lambda tmp, part=part: torch.save(_storable(part), tmp))
         log(f"slices {group}: {result['wall_time_s']:.1f} s, {result['network_evals']} network evaluations")
         parts.append(part)
     return _merge(parts)
+
+
+def _storable(value):
+    """A part with its numpy arrays as tensors and numpy scalars as Python numbers, so that it loads
+    with ``torch.load(weights_only=True)`` (no pickled classes)."""
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_storable(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_storable(value):
+    if isinstance(value, dict):
+        return {k: _from_storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_from_storable(v) for v in value)
+    if isinstance(value, Tensor):
+        return value.numpy()
+    return value
+
+
+def _load_part(path: Path) -> dict:
+    try:
+        return _from_storable(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as err:  # a truncated file, or one written by an older invdiff (pickled numpy arrays)
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: cannot read this finished part ({first}); rerun with --force to redo it") from None
 
 
 def _merge(parts: list[dict]) -> SliceResults:
