@@ -56,7 +56,8 @@ def _train_prior(args: argparse.Namespace) -> int:
     unet = UNetConfig(in_channels=channels, channels=args.unet_channels, attention_levels=tuple(map(bool, attention)),
                       num_res_blocks=args.res_blocks, num_head_channels=args.head_channels)
     config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, channels=channels, crop=args.crop,
-                            full_image_every=args.full_image_every, lr=args.lr or 2e-4, ema_decay=args.ema,
+                            full_image_every=args.full_image_every, lr=2e-4 if args.lr is None else args.lr,
+                            ema_decay=args.ema,
                             prediction=args.prediction, schedule=args.schedule, seed=args.seed)
     data = load_training_images(args.data, args.modality, args.size, min_foreground=args.min_foreground,
                                 exclude_subjects=args.exclude_subject)
@@ -86,7 +87,8 @@ def _train_token_prior(args: argparse.Namespace, data, provenance: dict) -> int:
     model = TokenModelConfig(num_positions=tokenizer.grid ** 2, num_codes=args.codes, dim=args.token_dim,
                              depth=args.token_depth, heads=args.token_heads, dropout=0.0)
     config = TokenTrainingConfig(tokenizer_steps=args.tokenizer_steps, steps=args.steps, batch_size=args.batch_size,
-                                 tokenizer_crop=args.crop or 64, lr=args.lr or 5e-4, seed=args.seed)
+                                 tokenizer_crop=64 if args.crop is None else args.crop,
+                                 lr=5e-4 if args.lr is None else args.lr, seed=args.seed)
     train_token_prior(data, config, tokenizer, model, args.out, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes, provenance=provenance,
                       progress=not args.quiet)

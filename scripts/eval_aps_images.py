@@ -62,8 +62,7 @@ def ceiling(prior: ImageTokenPrior, problem: ImageProblem) -> dict:
     target = torch.as_tensor(problem.target)
     if problem.task.startswith("mri"):  # targets are in data units; the prior in problem units
         target = target / float(np.percentile(target.numpy(), 99.5))
-    with torch.no_grad():
-        decoded = prior.decode(prior.codebook[prior.tokenize(target.unsqueeze(1).float())])[:, 0]
+    decoded = prior.reconstruct(target.unsqueeze(1).float())[:, 0]
     scale = float(np.percentile(problem.target, 99.5)) if problem.task.startswith("mri") else 1.0
     return fastmri_volume_metrics(problem.target, (scale * decoded.clamp_min(0)).numpy().astype(np.float32))
 

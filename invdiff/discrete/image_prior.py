@@ -73,6 +73,12 @@ class ImageTokenPrior(TokenPrior):
         with torch.no_grad():
             return self.tokenizer.tokenize((images - self.offset) / self.scale)
 
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """``(N, C, S, S)`` images in data units, tokenized and decoded: the closest this prior's token
+        grids come to them (the ceiling of any reconstruction with it)."""
+        with torch.no_grad():
+            return self.decode(self.codebook[self.tokenize(images)])
+
     def with_phase(self, phase: Tensor) -> PhaseLiftedTokenPrior:
         """This prior on complex images ``m exp(i theta)`` (module docstring); ``phase`` ``(B, S, S)``."""
         return PhaseLiftedTokenPrior(self, phase)

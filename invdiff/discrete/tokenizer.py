@@ -111,11 +111,16 @@ class PatchTokenizer(nn.Module):
         """``(M, D)`` vectors -> ``(M,)`` indices of their nearest codebook rows (Euclidean)."""
         return torch.cdist(z, self.codebook.to(z.dtype)).argmin(-1)
 
+    def encode_flat(self, images: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """:meth:`encode` as ``(N * H/p * W/p, D)`` rows in row-major patch order, and ``(N, H/p, W/p)``."""
+        z = self.encode(images)
+        n, d, h, w = z.shape
+        return z.permute(0, 2, 3, 1).reshape(-1, d), (n, h, w)
+
     def tokenize(self, images: Tensor) -> Tensor:
         """``(N, C, S, S)`` model-space images -> ``(N, L)`` int64 tokens (row-major patch order)."""
-        z = self.encode(images)
-        n, d = z.shape[:2]
-        return self.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).reshape(n, -1)
+        flat, (n, _, _) = self.encode_flat(images)
+        return self.nearest(flat).reshape(n, -1)
 
     def decode(self, embeddings: Tensor) -> Tensor:
         """``(N, L, D)`` embeddings -> ``(N, C, S, S)`` model-space images."""
@@ -130,9 +135,7 @@ class PatchTokenizer(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Straight-through reconstruction of ``(N, C, H, W)`` images: ``(images_hat, z, tokens)`` with
         ``z`` the ``(N * H/p * W/p, D)`` encoder outputs and ``tokens`` their ``(N, H/p * W/p)`` codes."""
-        z = self.encode(images)
-        n, d, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        flat, (n, h, w) = self.encode_flat(images)
         idx = self.nearest(flat.detach())
         st = flat + (self.codebook[idx] - flat).detach()
-        return self.decoder(st.reshape(n, h, w, d).permute(0, 3, 1, 2)), flat, idx.reshape(n, -1)
+        return self.decoder(st.reshape(n, h, w, -1).permute(0, 3, 1, 2)), flat, idx.reshape(n, -1)

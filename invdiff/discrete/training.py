@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from invdiff.discrete.checkpoint import save_token_prior
+from invdiff.discrete.checkpoint import save_token_prior, weights_module
 from invdiff.discrete.image_prior import ImageTokenPrior
 from invdiff.discrete.token_model import MaskedTokenTransformer, TokenModelConfig, masked_token_loss
 from invdiff.discrete.tokenizer import PatchTokenizer, TokenizerConfig
@@ -125,7 +125,7 @@ class TokenPriorTrainer:
         tok.train()
         if self.step_index == 0:
             with torch.no_grad():
-                z = tok.encode(x).permute(0, 2, 3, 1).reshape(-1, tok.config.code_dim)
+                z = tok.encode_flat(x)[0]
                 pick = torch.randperm(z.shape[0], generator=self.generator)[: tok.config.num_codes]
                 tok.codebook.copy_(z[pick])
                 tok.embed_sum.copy_(z[pick])
@@ -193,7 +193,7 @@ class TokenPriorTrainer:
         saved = TokenTrainingConfig.from_dict(state["config"])
         if dataclasses.replace(saved, steps=self.config.steps) != self.config:  # more transformer steps is allowed
             raise ValueError(f"cannot resume: the checkpoint was trained with {saved}, now {self.config}")
-        torch.nn.ModuleDict({"tokenizer": self.tokenizer, "model": self.model}).load_state_dict(payload["state_dict"])
+        weights_module(self.tokenizer, self.model).load_state_dict(payload["state_dict"])
         self.tokenizer_optimizer.load_state_dict(state["tokenizer_optimizer"])
         self.model_optimizer.load_state_dict(state["model_optimizer"])
         self.generator.set_state(state["generator"])
@@ -217,9 +217,7 @@ def token_sample_figure(prior: ImageTokenPrior, path: str | Path, images: Tensor
                progress=False)
     rows = [post.samples[0, :, 0]]
     if images is not None:
-        with torch.no_grad():
-            recon = prior.decode(prior.codebook[prior.tokenize(images)])
-        rows += [images[:, 0], recon[:, 0]]
+        rows += [images[:, 0], prior.reconstruct(images)[:, 0]]
     lo, hi = prior.data_range if prior.data_range is not None else (0.0, 1.0)
     cols = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.8 * cols, 1.8 * len(rows) + 0.4), squeeze=False)
@@ -271,9 +269,7 @@ def train_token_prior(data: TrainingImages, config: TokenTrainingConfig, tokeniz
 def tokenizer_psnr(prior: ImageTokenPrior, images: Tensor) -> float:
     """Mean PSNR (dB, peak = the image's maximum) of the tokenizer's reconstructions of ``(M, 1, S, S)``
     images in data units: the ceiling of any reconstruction with this prior."""
-    with torch.no_grad():
-        recon = prior.decode(prior.codebook[prior.tokenize(images)])
-    mse = ((recon - images) ** 2).flatten(1).mean(1)
+    mse = ((prior.reconstruct(images) - images) ** 2).flatten(1).mean(1)
     peak = images.flatten(1).amax(1)
     return float((10 * torch.log10(peak ** 2 / mse)).mean())
 
