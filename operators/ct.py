@@ -8,6 +8,7 @@ sparse matrix (:mod:`ct_projector`); ``A_adjoint`` multiplies by its transpose, 
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -77,6 +78,14 @@ class CT(dinv.physics.LinearPhysics):
         matrix, transpose = csr_pair(*joseph_entries(*geometry.rays(device=device), n, dtype), shape)
         self.register_buffer("matrix", matrix, persistent=False)
         self.register_buffer("transpose", transpose, persistent=False)
+
+    def with_dtype(self, dtype: torch.dtype) -> CT:
+        """The same projector with its matrix in ``dtype`` (this one is left as it is)."""
+        twin = copy.copy(self)
+        twin._buffers = dict(self._buffers)
+        twin._buffers["matrix"] = self.matrix.to(dtype)
+        twin._buffers["transpose"] = self.transpose.to(dtype)
+        return twin
 
     @property
     def sinogram_shape(self) -> tuple[int, int]:

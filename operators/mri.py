@@ -153,6 +153,38 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
         energy = (self.coil_maps.abs() ** 2).sum(1)
         return self._crop(energy) > 0
 
+    def row_gram_blocks(self) -> Tensor:
+        """``A^T A`` as one Hermitian ``w x w`` block per image row, complex128 ``(B or 1, h, w, w)``.
+
+        When the mask is the same on every readout row (Cartesian phase-encode masks), the readout FFT
+        cancels in ``F^H M F`` and ``A^T A = P^T (sum_c S_c^H G S_c) P`` with ``G = F_W^H diag(m) F_W``
+        acting along each row: image rows do not mix. Block ``[b, i]`` is
+        ``sum_c diag(conj(S_c[i])) G diag(S_c[i])`` on row ``i`` of the image.
+
+        Raises:
+            ValueError: the mask differs between readout rows (a 2-D sampling pattern).
+        """
+        mask = self.mask
+        if not bool((mask == mask[..., :1, :]).all()):
+            raise ValueError("row_gram_blocks needs a mask that is the same on every readout row "
+                             f"(Cartesian columns); this mask of shape {tuple(mask.shape)} varies along the readout")
+        width = self.kspace_size[1]
+        eye = torch.eye(width, dtype=torch.complex128, device=mask.device)
+        # F[k, j] = (F_W e_j)[k]: the centred unitary 1-D DFT as a matrix
+        fourier = torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(eye, dim=0), dim=0, norm="ortho"), dim=0)
+        columns = mask[:, 0, 0, :].to(torch.float64)
+        gram = fourier.conj().T @ (columns[:, :, None] * fourier)  # (B or 1, W, W)
+        rows, cols = self._crop_slices()
+        gram = gram[:, cols, cols]
+        maps = self.coil_maps.to(torch.complex128)[:, :, rows, cols]  # (B or 1, C, h, w)
+        batch = max(gram.shape[0], maps.shape[0])
+        gram = gram.expand(batch, -1, -1)
+        blocks = maps.new_zeros(batch, maps.shape[2], gram.shape[-1], gram.shape[-1])
+        for c in range(self.num_coils):  # C terms of (B, h, w, w): one coil's temporary at a time
+            s = maps[:, c].expand(batch, -1, -1)
+            blocks += s.conj()[:, :, :, None] * gram[:, None] * s[:, :, None, :]
+        return blocks
+
     def _crop_slices(self) -> tuple[slice, slice]:
         (h, w), (hh, ww) = self.image_size, self.kspace_size
         top, left = (hh - h) // 2, (ww - w) // 2

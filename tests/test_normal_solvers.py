@@ -1,0 +1,131 @@
+"""Exact normal-equation solvers: against dense linear algebra, including the sharp regime."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from invdiff.linalg import batch_view, operator_matrix
+from invdiff.measurement import Measurement
+from invdiff.normal_solvers import GramSolver, RowBlockSolver, normal_solver
+from invdiff.operators import MultiCoilMRI, ParallelBeamCT
+
+
+def _coil_maps(g: torch.Generator, batch: int, coils: int, h: int, w: int) -> torch.Tensor:
+    """Smooth random maps that vanish on a border (a null space, as ESPIRiT's do)."""
+    maps = torch.randn(batch, coils, h // 4, w // 4, dtype=torch.complex128, generator=g)
+    maps = torch.nn.functional.interpolate(torch.view_as_real(maps).permute(0, 1, 4, 2, 3).reshape(batch, 2 * coils, h // 4, w // 4),
+                                           size=(h, w), mode="bilinear", align_corners=False)
+    maps = torch.view_as_complex(maps.reshape(batch, coils, 2, h, w).permute(0, 1, 3, 4, 2).contiguous())
+    maps[..., :2, :] = 0
+    return maps
+
+
+def _mri(g: torch.Generator, batch: int = 2) -> MultiCoilMRI:
+    """Per-item maps on a 24 x 16 grid with readout oversampling (image 12 x 16), a 2x column mask."""
+    columns = torch.zeros(16)
+    columns[::2] = 1
+    columns[7:9] = 1
+    return MultiCoilMRI(columns, _coil_maps(g, batch, 3, 24, 16), image_size=(12, 16))
+
+
+
+def test_row_gram_blocks_are_a_t_a():
+    g = torch.Generator().manual_seed(0)
+    op = _mri(g)
+    x = torch.randn(2, 2, 12, 16, dtype=torch.float64, generator=g)
+    blocks = op.row_gram_blocks()
+    assert blocks.shape == (2, 12, 16, 16)
+    z = torch.complex(x[:, 0], x[:, 1])
+    by_blocks = torch.einsum("bhij,bhj->bhi", blocks, z)
+    torch.testing.assert_close(by_blocks, torch.view_as_complex(op.A_adjoint_A(x).permute(0, 2, 3, 1).contiguous()),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_row_gram_blocks_refuse_a_two_dimensional_mask():
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(24, 16, generator=g) < 0.5).double()
+    op = MultiCoilMRI(mask, _coil_maps(g, 1, 3, 24, 16), image_size=(12, 16))
+    with pytest.raises(ValueError, match="readout"):
+        op.row_gram_blocks()
+    assert normal_solver(op, (1, 2, 3, 24, 16)) is None
+
+
+def _check_prox(m: Measurement, exact: Measurement, z: torch.Tensor, gammas: torch.Tensor) -> None:
+    """The solver's prox satisfies the optimality condition to float64 precision, for sharp gammas too."""
+    p = exact.prox(z, gammas)
+    phys = m.physics
+    grad = phys.A_adjoint(phys.A(p) - m.y) / batch_view(m.sigma**2, p) + (p - z) / batch_view(gammas, p)
+    scale = phys.A_adjoint(m.y) / batch_view(m.sigma**2, p) + z / batch_view(gammas, p)
+    assert float(grad.norm()) <= 1e-9 * float(scale.norm())
+
+
+def test_row_block_prox_and_pinv_are_exact():
+    g = torch.Generator().manual_seed(1)
+    op = _mri(g)
+    x = torch.randn(2, 2, 12, 16, dtype=torch.float64, generator=g)
+    y = op.A(x) + 0.003 * op.A(op.A_adjoint(torch.randn(2, 2, 3, 24, 16, dtype=torch.float64, generator=g)))
+    m = Measurement(op, y, torch.tensor([0.003, 0.01], dtype=torch.float64))
+    exact = m.with_normal_solver()
+    assert isinstance(exact.solver, RowBlockSolver)
+    z = 80 * torch.randn(x.shape, dtype=torch.float64, generator=g)
+    # gamma / sigma^2 up to 7e8, the first step of a diffusion sampler, where CG struggles
+    _check_prox(m, exact, z, torch.tensor([6400.0, 0.01], dtype=torch.float64))
+    _check_prox(m, exact, z, torch.tensor([1.0, 1e-4], dtype=torch.float64))
+    p = exact.pinv()
+    assert float(op.A_adjoint(op.A(p) - y).norm()) <= 1e-10 * float(op.A_adjoint(y).norm())
+    torch.testing.assert_close(p, m.pinv(method="cg", tol=1e-13, max_iter=5000), rtol=1e-7, atol=1e-9)
+
+
+def test_solver_follows_particles_item_major():
+    g = torch.Generator().manual_seed(2)
+    op = _mri(g)
+    x = torch.randn(2, 2, 12, 16, dtype=torch.float64, generator=g)
+    m = Measurement(op, op.A(x), 0.01).with_normal_solver()
+    em = m.expand(3)
+    assert em.solver.batch == 6
+    z = torch.randn(6, 2, 12, 16, dtype=torch.float64, generator=g)
+    reference = Measurement(em.physics, em.y, em.sigma)  # CG on the expanded operator
+    torch.testing.assert_close(em.prox(z, 2.0), reference.prox(z, 2.0, tol=1e-13, max_iter=5000), rtol=1e-8, atol=1e-9)
+    with pytest.raises(ValueError, match="batch of 2"):
+        Measurement(em.physics, em.y, em.sigma, solver=m.solver)
+
+
+def test_gram_solver_on_sparse_view_ct():
+    g = torch.Generator().manual_seed(3)
+    op = ParallelBeamCT.sparse_view(16, 6, dtype=torch.float64)  # 6 x 23 = 138 measurements, 256 unknowns
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=g)
+    y = op.A(x) + 0.1 * torch.randn(2, 1, *op.sinogram_shape, dtype=torch.float64, generator=g)
+    m = Measurement(op, y, 0.1)
+    exact = m.with_normal_solver()
+    assert isinstance(exact.solver, GramSolver)
+    z = 80 * torch.randn(x.shape, dtype=torch.float64, generator=g)
+    _check_prox(m, exact, z, torch.tensor([6400.0, 1e-3], dtype=torch.float64))
+    a = operator_matrix(op.A, (1, 16, 16))
+    expected = (y.reshape(2, -1) @ torch.linalg.pinv(a).T).reshape(x.shape)
+    torch.testing.assert_close(exact.pinv(), expected, rtol=1e-8, atol=1e-8)
+
+
+def test_gram_solver_keeps_a_float32_measurement_float32():
+    g = torch.Generator().manual_seed(4)
+    op = ParallelBeamCT.sparse_view(16, 6)
+    y = op.A(torch.rand(1, 1, 16, 16, generator=g))
+    m = Measurement(op, y, 0.1).with_normal_solver()
+    out = m.prox(torch.zeros(1, 1, 16, 16), 100.0)
+    assert out.dtype == torch.float32 and op.matrix.dtype == torch.float32  # the operator is untouched
+
+
+def test_with_normal_solver_leaves_other_operators_alone():
+    g = torch.Generator().manual_seed(6)
+    from conftest import OPERATORS
+
+    for name in ("mri", "blur_fft", "tomography"):  # SVD closed forms, or no float64 twin (deepinv's Tomography)
+        physics, shape = OPERATORS[name](g)
+        m = Measurement(physics, physics.A(torch.randn(shape, dtype=torch.float64, generator=g)), 0.1)
+        assert m.with_normal_solver() is m, name
+    op = _mri(g)
+    m = Measurement(op, op.A(torch.randn(2, 2, 12, 16, dtype=torch.float64, generator=g)), 0.1).with_normal_solver()
+    moved = m.with_y(2 * m.y)
+    assert moved.solver is m.solver and torch.equal(moved.y, 2 * m.y)
+    with pytest.raises(ValueError, match="shape"):
+        m.with_y(m.y[:1])
