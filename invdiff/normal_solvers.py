@@ -123,11 +123,12 @@ class GramSolver(NormalSolver):
         self.physics64, self.y_shape, self.batch, self.rtol = physics64, tuple(y_shape[1:]), int(batch), float(rtol)
         if _eig is None:
             m = math.prod(self.y_shape)
-            gram = torch.empty(m, m, dtype=torch.float64)
+            device = next(iter(physics64.buffers()), torch.empty(0)).device
+            gram = torch.empty(m, m, dtype=torch.float64, device=device)
             for start in range(0, m, chunk):
                 stop = min(start + chunk, m)
-                basis = torch.zeros(stop - start, m, dtype=torch.float64)
-                basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+                basis = torch.zeros(stop - start, m, dtype=torch.float64, device=device)
+                basis[torch.arange(stop - start, device=device), torch.arange(start, stop, device=device)] = 1.0
                 gram[start:stop] = physics64.A(physics64.A_adjoint(basis.reshape(-1, *self.y_shape))).reshape(stop - start, m)
             _eig = torch.linalg.eigh(0.5 * (gram + gram.T))
         lam, vecs = _eig
