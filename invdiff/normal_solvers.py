@@ -17,13 +17,14 @@ one-off eigendecomposition:
   of a 128 x 128 image): the measurement-space Gram matrix ``A A^T``, ``m x m``, eigendecomposed once,
   and ``dx = A^T U diag(1 / (lambda + sigma^2 / gamma)) U^T (y - A z)``.
 
-Eigenvalues below ``rtol`` times the item's largest count as zero: their directions are the null space, where ``dx`` has
-no component. ``normal_solver(physics)`` picks one, or returns ``None``.
+Eigenvalues below ``rtol`` times the item's largest count as zero: their directions are the null
+space, where ``dx`` has no component. ``normal_solver(physics, y_shape)`` picks one, or returns ``None``.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 import math
 
 import deepinv as dinv
@@ -46,9 +47,12 @@ class NormalSolver(abc.ABC):
         """``dx`` for residuals ``r`` (y-shaped, batch ``batch``), noise ``sigma (B,)`` and ``gamma (B,)``;
         ``gamma=None`` gives the minimum-norm least-squares ``dx = A^+ r``. Returned in ``r``'s dtype."""
 
-    @abc.abstractmethod
     def expand(self, n: int) -> NormalSolver:
-        """The solver for ``n`` particles per item (batch ``batch * n``, item-major)."""
+        """The solver for ``n`` particles per item (batch ``batch * n``, item-major); the
+        eigendecomposition is shared, not recomputed."""
+        twin = copy.copy(self)
+        twin.batch = self.batch * n
+        return twin
 
     def _check_batch(self, r: Tensor) -> None:
         if r.shape[0] != self.batch:
@@ -78,18 +82,15 @@ class RowBlockSolver(NormalSolver):
         rtol: eigenvalues below ``rtol`` times the item's largest (over all its blocks) count as zero.
     """
 
-    def __init__(self, blocks: Tensor, batch: int, rtol: float = 1e-12, _eig: tuple[Tensor, Tensor] | None = None):
-        if blocks is not None and (blocks.dim() != 4 or blocks.shape[-1] != blocks.shape[-2]):
+    def __init__(self, blocks: Tensor, batch: int, rtol: float = 1e-12):
+        if blocks.dim() != 4 or blocks.shape[-1] != blocks.shape[-2]:
             raise ValueError(f"blocks must be (Bm, h, w, w), got {tuple(blocks.shape)}")
-        lam, vecs = _eig if _eig is not None else torch.linalg.eigh(blocks.to(torch.complex128))
+        lam, vecs = torch.linalg.eigh(blocks.to(torch.complex128))
         if batch % vecs.shape[0]:
             raise ValueError(f"batch {batch} is not a multiple of the {vecs.shape[0]} coil-map sets")
         self.eigenvalues, self.eigenvectors = lam.clamp_min(0.0), vecs
         self.batch, self.rtol = int(batch), float(rtol)
         self.kept = _kept(self.eigenvalues, self.rtol)
-
-    def expand(self, n: int) -> RowBlockSolver:
-        return RowBlockSolver(None, self.batch * n, self.rtol, _eig=(self.eigenvalues, self.eigenvectors))
 
     def update(self, physics, r: Tensor, sigma: Tensor, gamma: Tensor | None) -> Tensor:
         self._check_batch(r)
@@ -119,27 +120,19 @@ class GramSolver(NormalSolver):
     """
 
     def __init__(self, physics64: dinv.physics.LinearPhysics, y_shape: tuple[int, ...], batch: int,
-                 chunk: int = 512, rtol: float = 1e-12, _eig: tuple[Tensor, Tensor] | None = None):
+                 chunk: int = 512, rtol: float = 1e-12):
         self.physics64, self.y_shape, self.batch, self.rtol = physics64, tuple(y_shape[1:]), int(batch), float(rtol)
-        if _eig is None:
-            m = math.prod(self.y_shape)
-            device = next(iter(physics64.buffers()), torch.empty(0)).device
-            gram = torch.empty(m, m, dtype=torch.float64, device=device)
-            for start in range(0, m, chunk):
-                stop = min(start + chunk, m)
-                basis = torch.zeros(stop - start, m, dtype=torch.float64, device=device)
-                basis[torch.arange(stop - start, device=device), torch.arange(start, stop, device=device)] = 1.0
-                gram[start:stop] = physics64.A(physics64.A_adjoint(basis.reshape(-1, *self.y_shape))).reshape(stop - start, m)
-            _eig = torch.linalg.eigh(0.5 * (gram + gram.T))
-        lam, vecs = _eig
+        m = math.prod(self.y_shape)
+        device = next(iter(physics64.buffers()), torch.empty(0)).device
+        gram = torch.empty(m, m, dtype=torch.float64, device=device)
+        for start in range(0, m, chunk):
+            stop = min(start + chunk, m)
+            basis = torch.zeros(stop - start, m, dtype=torch.float64, device=device)
+            basis[torch.arange(stop - start, device=device), torch.arange(start, stop, device=device)] = 1.0
+            gram[start:stop] = physics64.A(physics64.A_adjoint(basis.reshape(-1, *self.y_shape))).reshape(stop - start, m)
+        lam, vecs = torch.linalg.eigh(0.5 * (gram + gram.T))
         self.eigenvalues, self.eigenvectors = lam.clamp_min(0.0), vecs
         self.kept = _kept(self.eigenvalues[None], self.rtol)[0]
-
-    def expand(self, n: int) -> GramSolver:
-        twin = object.__new__(GramSolver)
-        twin.__dict__.update(self.__dict__)
-        twin.batch = self.batch * n
-        return twin
 
     def update(self, physics, r: Tensor, sigma: Tensor, gamma: Tensor | None) -> Tensor:
         self._check_batch(r)
