@@ -22,17 +22,15 @@ from invdiff.benchmark.image_tasks import image_task
 from invdiff.io import write_report
 from invdiff.priors import shipped_prior
 from invdiff.samplers import run
-from invdiff.samplers.ensemble import ApproximationFreeEnsemble
-from invdiff.samplers.tds import TDS
+from invdiff.samplers.registry import make_sampler
 
-SAMPLERS = {"afe": lambda k: ApproximationFreeEnsemble(k, "sde", resample_threshold=0.0),
-            "tds": lambda k: TDS(k, twist_inflation=1.0, operator_norm=True, resample_threshold=0.0)}
+SAMPLERS = ("afe", "tds")  # registry names, with their per-family settings and no resampling
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="ct-30")
-    parser.add_argument("--sampler", default="afe", choices=sorted(SAMPLERS))
+    parser.add_argument("--sampler", default="afe", choices=SAMPLERS)
     parser.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100, 200])
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -44,7 +42,9 @@ def main() -> None:
     prior = shipped_prior(problem.prior_name)
     rows = []
     for k in args.steps:
-        post = run(SAMPLERS[args.sampler](k), problem.measurement, prior, n_particles=args.particles,
+        family = args.task.split("-")[0] if args.task.startswith(("mri", "ct")) else "image"
+        sampler = make_sampler(args.sampler, k, family, {"resample_threshold": 0.0})
+        post = run(sampler, problem.measurement, prior, n_particles=args.particles,
                    generator=torch.Generator().manual_seed(args.seed))
         spread = float(post.log_weights.std(dim=1).mean())
         rows.append({"task": args.task, "sampler": args.sampler, "steps": k, "particles": args.particles,
