@@ -182,12 +182,17 @@ class Measurement:
         Closed form ``A^T (y - A x) / sigma^2`` for linear operators; autograd otherwise.
         """
         if self.is_linear:
-            r = self.residual(x) / batch_view(self._sigma**2, self._y)
-            return self._physics.A_adjoint(r)
+            return self.residual_gradient(self.residual(x))
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self.log_likelihood(xg).sum(), xg)
         return g
+
+    def residual_gradient(self, r: Tensor) -> Tensor:
+        """``A^T r / sigma^2`` for a y-shaped ``r``: the log-likelihood's gradient at ``x`` when
+        ``r = residual(x)`` (linear operators), for callers that keep the residual anyway."""
+        self._require_linear("residual_gradient")
+        return self._physics.A_adjoint(r / batch_view(self._sigma**2, r))
 
     # ----- linear capabilities -------------------------------------------------------------------
     def _require_linear(self, what: str) -> None:

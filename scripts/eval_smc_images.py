@@ -56,10 +56,6 @@ SAMPLERS = {
 }
 
 
-def family(task: str) -> str:
-    return task.split("-")[0] if task.startswith(("mri", "ct")) else "image"
-
-
 def figure(path: Path, target: np.ndarray, mean: np.ndarray, std: np.ndarray, cloud_std: np.ndarray,
            coverage: dict[str, dict], title: str) -> None:
     import matplotlib
@@ -99,7 +95,7 @@ def figure(path: Path, target: np.ndarray, mean: np.ndarray, std: np.ndarray, cl
 def evaluate(problem, prior, name: str, particles: int, nfe: int, seed: int, out: Path) -> dict:
     """Run one sampler on one task's test problem; write its figure; return its row."""
     slug, registry_name, overrides = SAMPLERS[name]
-    sampler = make_sampler(registry_name, nfe, family(problem.task), overrides)
+    sampler = make_sampler(registry_name, nfe, problem.family, overrides)
     target = torch.from_numpy(np.asarray(problem.target, dtype=np.float32))
     region = target > 0.05 * target.amax(dim=(-2, -1), keepdim=True)
     truth = target.to(torch.float64)

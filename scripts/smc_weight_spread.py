@@ -42,8 +42,7 @@ def main() -> None:
     prior = shipped_prior(problem.prior_name)
     rows = []
     for k in args.steps:
-        family = args.task.split("-")[0] if args.task.startswith(("mri", "ct")) else "image"
-        sampler = make_sampler(args.sampler, k, family, {"resample_threshold": 0.0})
+        sampler = make_sampler(args.sampler, k, problem.family, {"resample_threshold": 0.0})
         post = run(sampler, problem.measurement, prior, n_particles=args.particles,
                    generator=torch.Generator().manual_seed(args.seed))
         spread = float(post.log_weights.std(dim=1).mean())

@@ -256,7 +256,7 @@ def test_crank_nicolson_step_keeps_float32_data_consistency_on_sharp_likelihoods
     u = x + 30.0 * torch.randn(x_true.shape, dtype=torch.float64, generator=g)
     gamma = 1000.0
     reference = m64.prox(u + gamma * m64.grad_log_likelihood(x), gamma)
-    step = ApproximationFreeEnsemble(10)._crank_nicolson(m32, x.float(), u.float(), gamma)
+    step = ApproximationFreeEnsemble(10)._crank_nicolson(m32, m32.residual(x.float()), u.float(), gamma)
     assert step.dtype == torch.float32
     assert float((step.double() - reference).norm() / reference.norm()) < 1e-5
     literal = m32.prox(u.float() + gamma * m32.grad_log_likelihood(x.float()), gamma)

@@ -64,6 +64,11 @@ class ImageProblem:
     prior_name: str
     magnitude: Callable[[Tensor], np.ndarray]
 
+    @property
+    def family(self) -> str:
+        """The sampler-defaults family of :mod:`invdiff.samplers.registry`: ``mri``, ``ct`` or ``image``."""
+        return self.task.split("-")[0] if self.task.startswith(("mri", "ct")) else "image"
+
     def metrics(self, x: Tensor) -> dict[str, float]:
         return fastmri_volume_metrics(self.target, self.magnitude(x))
 

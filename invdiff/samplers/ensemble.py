@@ -169,11 +169,11 @@ class ApproximationFreeEnsemble(Sampler):
     def _prox(self, m: Measurement, z: Tensor, gamma: float) -> Tensor:
         return m.prox(z, gamma, tol=self.prox_tol, max_iter=self.prox_max_iter)
 
-    def _crank_nicolson(self, m: Measurement, x: Tensor, u: Tensor, gamma: float) -> Tensor:
+    def _crank_nicolson(self, m: Measurement, r_x: Tensor, u: Tensor, gamma: float) -> Tensor:
         """``prox_gamma(u + gamma grad l(x))``, the implicit-midpoint step of the likelihood's Langevin
-        part from ``x`` with its prior move ``u``, formed from residuals only (:meth:`Measurement.solve_regularised`)."""
-        r = m.residual(x) + m.residual(u)
-        return u + m.solve_regularised(r, gamma, tol=self.prox_tol, max_iter=self.prox_max_iter)
+        part from ``x`` (residual ``r_x = y - A x``) with its prior move ``u``, formed from residuals only
+        (:meth:`Measurement.solve_regularised`)."""
+        return u + m.solve_regularised(r_x + m.residual(u), gamma, tol=self.prox_tol, max_iter=self.prox_max_iter)
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
@@ -211,7 +211,7 @@ class ApproximationFreeEnsemble(Sampler):
         score = (state.prior.denoise(x, sigma) - x) / sigma**2
         z = state.rng.randn_like(x, state.n_particles)
         if m.is_linear:
-            return self._crank_nicolson(m, x, x + eps * score + math.sqrt(2 * eps) * z, eps / 2)
+            return self._crank_nicolson(m, m.residual(x), x + eps * score + math.sqrt(2 * eps) * z, eps / 2)
         return x + eps * (score + m.grad_log_likelihood(x)) + math.sqrt(2 * eps) * z
 
     def step(self, state: EnsembleState) -> EnsembleState:
@@ -220,12 +220,18 @@ class ApproximationFreeEnsemble(Sampler):
         delta = sigma**2 - sigma_next**2
         m, x = state.measurement, state.x
         denoised = state.prior.denoise(x, sigma)
-        grad = m.grad_log_likelihood(x)
+        # linear operators: the residual is kept for the Crank-Nicolson step, so A is applied once here
+        travelling = {"x": x, "denoised": denoised}
+        if m.is_linear:
+            travelling["residual"] = m.residual(x)
+            grad = m.residual_gradient(travelling["residual"])
+        else:
+            grad = travelling["grad"] = m.grad_log_likelihood(x)
         rate = self.weight_rate(m, x, (denoised - x) / sigma**2, grad, state.rng, state.n_particles)
         log_w = state.log_weights + delta * rate.reshape(state.log_weights.shape)
-        log_w, kept = adaptive_resample(log_w, {"x": x, "denoised": denoised, "grad": grad}, state.rng,
-                                        self.resample_threshold, self.resampling, state.diagnostics)
-        x, denoised, grad = kept["x"], kept["denoised"], kept["grad"]
+        log_w, kept = adaptive_resample(log_w, travelling, state.rng, self.resample_threshold, self.resampling,
+                                        state.diagnostics)
+        x, denoised = kept["x"], kept["denoised"]
         if self.variant == "sde":
             noise = None
             if sigma_next > 0:
@@ -236,9 +242,9 @@ class ApproximationFreeEnsemble(Sampler):
             elif sigma_next > 0:
                 c2 = sigma_next**2 * delta / sigma**2  # the ancestral step's noise variance
                 if m.is_linear:
-                    x = self._crank_nicolson(m, x, moved, 0.25 * c2)
+                    x = self._crank_nicolson(m, kept["residual"], moved, 0.25 * c2)
                 else:
-                    x = moved + 0.25 * c2 * grad
+                    x = moved + 0.25 * c2 * kept["grad"]
                     x = x + 0.25 * c2 * m.grad_log_likelihood(x)
             else:
                 x = moved
