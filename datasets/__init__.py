@@ -17,10 +17,10 @@ from invdiff.datasets.anatomy import ANATOMY_SOURCES, AnatomySource, anatomy_sou
 from invdiff.datasets.coil_maps import CoilMapCache, birdcage_maps, default_cache_dir, normalize_maps
 from invdiff.datasets.dicom import CTVolume, hu_to_attenuation, hu_window, load_ct_series
 from invdiff.datasets.errors import DataFormatError
-from invdiff.datasets.evaluate import evaluate_predictions
 from invdiff.datasets.fastmri import FastMRIFile, find_fastmri_files, read_prediction, write_prediction
 from invdiff.datasets.ismrmrd import EncodingInfo, HeaderError, build_header, parse_header
-from invdiff.datasets.nifti import NiftiVolume, load_nifti, normalize_intensity, save_nifti, slices_to_volume, volume_slices
+from invdiff.datasets.nifti import (NiftiVolume, load_nifti, normalize_intensity, save_nifti, slices_to_volume,
+                                    volume_slices)
 from invdiff.datasets.phantoms import random_ellipses, shepp_logan
 from invdiff.datasets.simulate import SimulatedVolume, SimulationSettings, simulate_multicoil, write_fastmri_file
 from invdiff.datasets.slices import FastMRISliceDataset, iter_volumes, slice_mask
@@ -28,7 +28,7 @@ from invdiff.datasets.slices import FastMRISliceDataset, iter_volumes, slice_mas
 __all__ = [
     "ANATOMY_SOURCES", "AnatomySource", "CTVolume", "CoilMapCache", "DataFormatError", "EncodingInfo",
     "FastMRIFile", "FastMRISliceDataset", "HeaderError", "NiftiVolume", "SimulatedVolume", "SimulationSettings",
-    "anatomy_sources", "birdcage_maps", "evaluate_predictions", "build_header", "default_cache_dir", "demo_scan", "find_fastmri_files",
+    "anatomy_sources", "birdcage_maps", "build_header", "default_cache_dir", "demo_scan", "find_fastmri_files",
     "hu_to_attenuation", "hu_window", "iter_volumes", "load_anatomy", "load_ct_series", "load_nifti",
     "normalize_intensity", "normalize_maps", "parse_header", "random_ellipses", "read_prediction", "save_nifti",
     "shepp_logan", "simulate_multicoil", "slice_mask", "slices_to_volume", "volume_slices", "write_fastmri_file",

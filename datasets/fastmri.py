@@ -20,8 +20,7 @@ with the file's path and the key at fault.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,7 @@ from torch import Tensor
 from invdiff.datasets.errors import DataFormatError
 from invdiff.datasets.ismrmrd import EncodingInfo, parse_header
 from invdiff.io import atomic_write
-from invdiff.metrics import center_crop
-from invdiff.operators.fft import ifft2c, rss
+from invdiff.operators.fft import center_crop, ifft2c, rss
 
 __all__ = ["FastMRIFile", "find_fastmri_files", "read_prediction", "rss_reconstruction", "write_prediction"]
 

@@ -1,7 +1,9 @@
 """Per-sample random streams.
 
-Every random draw in invdiff takes an explicit :class:`torch.Generator`; nothing seeds the global
-RNG. Samplers need more than that: item ``i`` of a batch must get the same random numbers whether
+Every random draw in invdiff takes an explicit :class:`torch.Generator`; nothing seeds or reads the
+caller's global generators. Code outside invdiff that draws only from torch's global generators
+(deepinv's solvers, PyTorch's layer initialisers) runs inside :func:`private_global_stream`, which
+seeds them for the duration and restores the caller's state afterwards. Samplers need more than that: item ``i`` of a batch must get the same random numbers whether
 it is run alone or beside seven others. A single generator cannot give that (a batch of 8 consumes
 the stream 8 times faster), so :class:`BatchGenerator` derives one independent stream per item
 from one draw of the user's generator.
@@ -9,7 +11,8 @@ from one draw of the user's generator.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -89,3 +92,20 @@ class BatchGenerator:
             im = self.randn(n, *shape, dtype=like.real.dtype)
             return torch.complex(re, im).reshape(like.shape)
         return self.randn(n, *shape, dtype=like.dtype).reshape(like.shape)
+
+
+@contextmanager
+def private_global_stream(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block that draws from torch's *global* generators with a stream seeded by ``seed``.
+
+    The CPU generator, and ``device``'s when it is a CUDA device, are seeded inside
+    :func:`torch.random.fork_rng` for that device only, so the caller's generators (CPU and every
+    CUDA device) hold exactly the state they had before the block, whatever it draws.
+    """
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
+        yield

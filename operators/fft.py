@@ -1,4 +1,4 @@
-"""fastMRI's centred orthonormal 2-D FFT and the 2-channel <-> complex layout of deepinv.
+"""fastMRI's centred orthonormal 2-D FFT, the 2-channel <-> complex layout of deepinv, and fastMRI's centre crop.
 
 ``fft2c(z) = fftshift(fft2(ifftshift(z), norm="ortho"))`` over the last two dimensions, so that the
 k-space centre (DC) sits at index ``(H // 2, W // 2)`` and the transform is unitary. Complex images
@@ -38,3 +38,12 @@ def from_complex(z: Tensor) -> Tensor:
 def rss(coil_images: Tensor, dim: int = 1) -> Tensor:
     """Root-sum-of-squares over coils of complex coil images (fastMRI's ``reconstruction_rss``)."""
     return torch.sqrt((coil_images.real**2 + coil_images.imag**2).sum(dim=dim))
+
+
+def center_crop(x: Tensor, shape: tuple[int, int]) -> Tensor:
+    """fastMRI's centre crop of the last two dimensions (offset ``(size - crop) // 2``)."""
+    h, w = shape
+    if not (0 < h <= x.shape[-2] and 0 < w <= x.shape[-1]):
+        raise ValueError(f"cannot crop {tuple(x.shape[-2:])} to {shape}")
+    top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+    return x[..., top : top + h, left : left + w]

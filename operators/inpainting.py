@@ -10,8 +10,8 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.operators.base import (ParametrizedOperator, as_weights, check_batch, check_image,
-                                    divide_where_positive, reject_parameter_kwargs)
+from invdiff.operators.base import (ParametrizedOperator, as_weights, check_batch, check_image, divide_where_positive,
+                                    reject_parameter_kwargs)
 
 __all__ = ["Inpainting", "box_mask", "random_pixel_mask"]
 

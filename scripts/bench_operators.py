@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from invdiff.io import atomic_write_json, atomic_write_text
-from invdiff.timing import median_seconds
-from invdiff.operators import (Blur, CircularBlur, Downsampling, FanBeamCT, Inpainting, MultiCoilMRI,
-                               ParallelBeamCT, SingleCoilMRI, gaussian_kernel, random_pixel_mask)
+from invdiff.operators import (Blur, CircularBlur, Downsampling, FanBeamCT, Inpainting, MultiCoilMRI, ParallelBeamCT,
+                               SingleCoilMRI, gaussian_kernel, random_pixel_mask)
 from invdiff.testing import adjoint_relative_error
+from invdiff.timing import median_seconds
 
 
 def fwd_adj(physics, x: torch.Tensor) -> Callable[[], object]:

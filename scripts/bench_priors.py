@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from invdiff.io import atomic_write_json, atomic_write_text
-from invdiff.timing import median_seconds
 from invdiff.priors.shipped import SHIPPED_PRIORS, shipped_prior
+from invdiff.timing import median_seconds
 
 
 def main() -> None:

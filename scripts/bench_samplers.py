@@ -5,7 +5,7 @@ for DPS the unit is one forward-plus-backward (VJP) through the denoiser, which 
 must pay. 1.0 means the sampler costs nothing beyond the network.
 
 DPS head-to-head: both run ``--nfe`` network evaluations with the shipped prior on the same task of
-``invdiff.benchmark.image_tasks``; invdiff's step size ``zeta`` and deepinv's ``weight`` (its
+``invdiff.problems.image_tasks``; invdiff's step size ``zeta`` and deepinv's ``weight`` (its
 original-DPS ``ddpm`` solver, ``"norm"`` guidance, driven through :class:`DeepinvSampler`'s exact
 ``[0, 1]`` restatement) are each chosen by PSNR on the task's validation image from the same kind
 of geometric grid (extended while the best value sits at an edge), then both run once on the test image. Timings: median of ``--repeat`` full runs.
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from invdiff.benchmark.image_tasks import image_task
 from invdiff.benchmark.tuning import tune_on_grid
 from invdiff.io import atomic_write_json, atomic_write_text
 from invdiff.priors import shipped_prior
+from invdiff.problems.image_tasks import image_task
 from invdiff.samplers import DDIM, DPS, REDDiff, run
 from invdiff.samplers.deepinv_bridge import DeepinvSampler
 from invdiff.timing import median_seconds

@@ -32,13 +32,13 @@ import torch
 
 from invdiff.active import AcquisitionPlan, Oracle, run_active
 from invdiff.active.candidates import candidates_for
-from invdiff.active.mri import mri_active_setup
 from invdiff.datasets import FastMRIFile, demo_scan
 from invdiff.io import atomic_write, write_report
 from invdiff.measurement import Measurement
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.operators import Inpainting
 from invdiff.priors import shipped_prior
+from invdiff.problems.active_mri import mri_active_setup
 from invdiff.samplers import run
 from invdiff.samplers.registry import make_sampler
 from invdiff.timing import median_seconds

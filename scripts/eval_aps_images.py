@@ -1,12 +1,12 @@
 """APS and guided remasking with an image token prior on the MRI and inpainting image tasks.
 
-The problems are those of ``scripts/eval_image_tasks.py`` (:mod:`invdiff.benchmark.image_tasks`):
+The problems are those of ``scripts/eval_image_tasks.py`` (:mod:`invdiff.problems.image_tasks`):
 ``mri-4x`` (the demo scan, 4 slices, 8 coils, equispaced 4x) and ``inpaint`` (a demo-scan slice with
 a 32 x 32 box removed, noise 0.02), with the same validation problems (ICBM152). The token prior
 models magnitudes; it is lifted to the problems' complex images with a fixed phase
-(:meth:`~invdiff.discrete.image_prior.ImageTokenPrior.with_phase`): zero for inpainting (real
+(:meth:`~invdiff.priors.tokens.image.ImageTokenPrior.with_phase`): zero for inpainting (real
 images), and for MRI the phase of the CG-SENSE image (10 iterations) low-passed to 48 frequencies
-per axis (:func:`~invdiff.discrete.image_prior.smooth_phase`).
+per axis (:func:`~invdiff.priors.tokens.image.smooth_phase`).
 
 Per task: APS's Adam step ``lr`` on the tilt (30 Adam steps per unmasking step) is chosen by
 validation PSNR (1 particle); then APS and
@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdiff.benchmark.image_tasks import IMAGE_TASKS, ImageProblem, image_task
 from invdiff.benchmark.tuning import tune_on_grid
-from invdiff.discrete import APS, GuidedRemasking
-from invdiff.discrete.image_prior import ImageTokenPrior, smooth_phase
 from invdiff.io import atomic_write, atomic_write_json, atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
-from invdiff.mri_problem import cg_sense
 from invdiff.priors import load_prior, shipped_prior
+from invdiff.priors.tokens.image import ImageTokenPrior, smooth_phase
+from invdiff.problems.fastmri import cg_sense
+from invdiff.problems.image_tasks import IMAGE_TASKS, ImageProblem, image_task
 from invdiff.samplers import REDDiff, run
+from invdiff.samplers.aps import APS, GuidedRemasking
 
 LR_GRID = [3.0, 10.0, 30.0]
 OPT_STEPS = 30  # on inpainting validation: 10 steps at lr 3 gave 21.81 dB, 30 gave 23.79; lr 10: 24.38 / 25.03

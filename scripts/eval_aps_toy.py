@@ -1,6 +1,6 @@
 """APS and guided remasking against the exact posterior of an enumerable token toy.
 
-Each problem draws an :class:`~invdiff.discrete.EnumerableTokenPrior` (``K`` codes at ``L``
+Each problem draws an :class:`~invdiff.priors.tokens.EnumerableTokenPrior` (``K`` codes at ``L``
 positions, ``K^L`` grids, a ``D``-dimensional codebook and a linear decoder to ``P`` pixels), a
 grid from the prior, and a measurement ``y = A x + σ n`` of its image with ``m`` Gaussian rows.
 The exact posterior over all grids is enumerated; each sampler draws ``N`` grids, and the table
@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdiff.discrete import APS, EnumerableTokenPrior, GuidedRemasking, tv_distance
 from invdiff.io import write_report
 from invdiff.measurement import Measurement
 from invdiff.operators.matrix import MatrixOperator
+from invdiff.priors.tokens import EnumerableTokenPrior, tv_distance
+from invdiff.samplers.aps import APS, GuidedRemasking
 
 
 def toy_problem(seed: int, args) -> tuple[EnumerableTokenPrior, Measurement]:

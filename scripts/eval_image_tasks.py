@@ -1,4 +1,4 @@
-"""Every sampler and baseline on the image tasks of invdiff.benchmark.image_tasks, on one footing.
+"""Every sampler and baseline on the image tasks of invdiff.problems.image_tasks, on one footing.
 
 For each task, each method's setting is chosen by PSNR on the task's *validation* problem from the
 grid below (a 1-D grid is extended by up to two steps while its best value sits at an edge), then the chosen setting is run once on the *test* problem. All diffusion methods use the
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from invdiff.benchmark.image_tasks import IMAGE_TASKS, ImageProblem, image_task
 from invdiff.benchmark.tuning import tune_on_grid
 from invdiff.io import atomic_write_json, atomic_write_text
 from invdiff.priors import shipped_prior
+from invdiff.problems.image_tasks import IMAGE_TASKS, ImageProblem, image_task
 from invdiff.samplers import DDIM, DPS, REDDiff, run
 from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, TotalVariation
 from invdiff.samplers.deepinv_bridge import DeepinvSampler, ddrm_supports

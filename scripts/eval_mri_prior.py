@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdiff.benchmark.image_tasks import mri_validation_file
 from invdiff.datasets import FastMRIFile, demo_scan
 from invdiff.io import atomic_write, atomic_write_json, atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
-from invdiff.mri_problem import MRIProblem, cg_sense, mri_problem
 from invdiff.operators import MaskFunc
 from invdiff.priors import load_prior
+from invdiff.problems.fastmri import MRIProblem, cg_sense, mri_problem
+from invdiff.problems.image_tasks import mri_validation_file
 from invdiff.samplers import run
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.red_diff import REDDiff

@@ -1,6 +1,6 @@
 """SMC samplers on the image tasks: posterior mean quality, uncertainty maps and calibration.
 
-For each task of invdiff.benchmark.image_tasks (test problem, shipped prior) the approximation-free
+For each task of invdiff.problems.image_tasks (test problem, shipped prior) the approximation-free
 ensemble (SDE, exact proximal maps) and TDS run with ``--particles`` weighted particles per item and
 ``--nfe`` network evaluations. Reported: NMSE / PSNR / SSIM of the weighted posterior mean (fastMRI
 definitions, on magnitudes as in scripts/eval_image_tasks.py), the smallest ESS, the steps that
@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invdiff.benchmark.calibration import interval_coverage
-from invdiff.benchmark.image_tasks import image_task
 from invdiff.io import atomic_write, atomic_write_json, atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
+from invdiff.metrics.calibration import interval_coverage
 from invdiff.priors import shipped_prior
-from invdiff.recon.job import particle_magnitudes
+from invdiff.problems.image_tasks import image_task
+from invdiff.reconstruct.job import particle_magnitudes
 from invdiff.samplers import Posterior, run
 from invdiff.samplers.registry import make_sampler
 

@@ -1,4 +1,4 @@
-"""Run the Gaussian-mixture exact-posterior suite (invdiff.benchmark.gmm_suite) for every sampler at a
+"""Run the Gaussian-mixture exact-posterior suite (invdiff.problems.gmm) for every sampler at a
 fixed number of network evaluations, each tuned on an independent draw, and report the scores.
 
     python scripts/gmm_suite.py --out outputs/gmm_suite [--particles 1000] [--nfe 200]
@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from invdiff.benchmark import score_posterior, standard_problems
-from invdiff.benchmark.gmm_suite import GMMProblem
 from invdiff.io import write_report
+from invdiff.problems.gmm import GMMProblem, score_posterior, standard_problems
 from invdiff.samplers import DDIM, DPS, REDDiff, run
 
 ZETAS = [0.01, 0.03, 0.1, 0.3, 1.0]

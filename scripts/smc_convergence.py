@@ -1,6 +1,6 @@
 """Exactness of the SMC samplers on the Gaussian-mixture suite: error against the particle count.
 
-For every problem of invdiff.benchmark.gmm_suite (test draw ``--seed``) and every SMC sampler, at a
+For every problem of invdiff.problems.gmm (test draw ``--seed``) and every SMC sampler, at a
 fixed number of steps, the weighted particles of one run are scored against the exact posterior for
 N = 16, 64, 256 (``--particles``), each over ``--repeats`` seeds: sliced Wasserstein distance beside
 the distance between two independent exact sets of the same size (the floor), the errors of the
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from invdiff.benchmark import score_posterior, standard_problems
 from invdiff.io import write_report
+from invdiff.problems.gmm import score_posterior, standard_problems
 from invdiff.samplers import run
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.tds import TDS

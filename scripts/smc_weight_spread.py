@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from invdiff.benchmark.image_tasks import image_task
 from invdiff.io import write_report
 from invdiff.priors import shipped_prior
+from invdiff.problems.image_tasks import image_task
 from invdiff.samplers import run
 from invdiff.samplers.registry import make_sampler
 

@@ -144,8 +144,8 @@ def test_bad_plans_are_refused():
 
 
 def test_demo_scan_setup_matches_the_fixed_masks():
-    from invdiff.active.mri import mri_active_setup
     from invdiff.datasets import FastMRIFile, demo_scan
+    from invdiff.problems.active_mri import mri_active_setup
 
     setup = mri_active_setup(FastMRIFile.open(demo_scan()), acceleration=4, slices=[1])
     ref = setup.reference

@@ -9,10 +9,10 @@ import torch
 from invdiff.datasets import shepp_logan
 from invdiff.linalg import batch_dot
 from invdiff.measurement import Measurement
-from invdiff.mri_problem import cg_sense
 from invdiff.operators import CircularBlur, Inpainting, MatrixOperator, ParallelBeamCT, random_pixel_mask
 from invdiff.operators.kernels import gaussian_kernel
 from invdiff.priors import GaussianMixturePrior
+from invdiff.problems.fastmri import cg_sense
 from invdiff.samplers import run
 from invdiff.samplers.classical import (ConjugateGradient, DirectReconstruction, TotalVariation, gradient_2d,
                                         gradient_2d_adjoint)

@@ -8,8 +8,8 @@ import scipy.ndimage
 import scipy.signal
 import torch
 
-from invdiff.operators import (Blur, CircularBlur, Downsampling, Inpainting, box_mask, gaussian_kernel,
-                               motion_kernels, random_pixel_mask)
+from invdiff.operators import (Blur, CircularBlur, Downsampling, Inpainting, box_mask, gaussian_kernel, motion_kernels,
+                               random_pixel_mask)
 
 G = torch.Generator
 

@@ -1,9 +1,9 @@
-"""Weighted quantiles, standard deviations and credible-interval coverage (invdiff.benchmark.calibration)."""
+"""Weighted quantiles, standard deviations and credible-interval coverage (invdiff.metrics.calibration)."""
 
 import pytest
 import torch
 
-from invdiff.benchmark.calibration import interval_coverage, weighted_quantiles, weighted_std
+from invdiff.metrics.calibration import interval_coverage, weighted_quantiles, weighted_std
 
 
 def test_weighted_quantiles_invert_the_weighted_distribution_function():

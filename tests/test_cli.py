@@ -7,7 +7,8 @@ import json
 import pytest
 
 from invdiff.cli import main
-from invdiff.datasets import demo_scan, evaluate_predictions
+from invdiff.datasets import demo_scan
+from invdiff.metrics import evaluate_predictions
 
 
 def test_demo_writes_outputs_close_to_the_exact_posterior(tmp_path, capsys):

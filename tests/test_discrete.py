@@ -7,16 +7,10 @@ import itertools
 import pytest
 import torch
 
-from invdiff.discrete import (
-    APS,
-    EnumerableTokenPrior,
-    GuidedRemasking,
-    masking_schedule,
-    quantized_expectation,
-    tv_distance,
-)
 from invdiff.measurement import Measurement
 from invdiff.operators.matrix import MatrixOperator
+from invdiff.priors.tokens import EnumerableTokenPrior, tv_distance
+from invdiff.samplers.aps import APS, GuidedRemasking, masking_schedule, quantized_expectation
 
 
 def toy(seed: int = 0, codes: int = 3, positions: int = 4) -> EnumerableTokenPrior:

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from invdiff.datasets import (DataFormatError, EncodingInfo, FastMRIFile, FastMRISliceDataset, HeaderError,
-                              SimulationSettings, build_header, evaluate_predictions, iter_volumes, parse_header,
-                              read_prediction, simulate_multicoil, slice_mask, write_fastmri_file, write_prediction)
-from invdiff.metrics import center_crop, fastmri_volume_metrics
+                              SimulationSettings, build_header, iter_volumes, parse_header, read_prediction,
+                              simulate_multicoil, slice_mask, write_fastmri_file, write_prediction)
+from invdiff.metrics import center_crop, evaluate_predictions, fastmri_volume_metrics
 from invdiff.operators.fft import ifft2c, rss, to_complex
 from invdiff.operators.masks import MaskFunc, file_seed
 
@@ -182,8 +182,8 @@ def test_inputs_are_never_modified(fastmri_dir, tmp_path):
 # --- coil maps ------------------------------------------------------------------------------------------
 
 def test_cached_espirit_maps_match_the_simulated_coils(fastmri_dir, tmp_path, monkeypatch):
-    from invdiff.datasets import CoilMapCache, birdcage_maps
     import invdiff.datasets.coil_maps as coil_maps
+    from invdiff.datasets import CoilMapCache, birdcage_maps
 
     cache = CoilMapCache(tmp_path / "cache", calib_width=12)
     ds = FastMRISliceDataset(fastmri_dir / "file_train.h5", mask_func=COIL_MASK, coil_maps=cache)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invdiff.benchmark import gmm_problem, score_posterior, standard_problems
-from invdiff.benchmark.gmm_suite import exact_as_posterior
+from invdiff.problems.gmm import exact_as_posterior, gmm_problem, score_posterior, standard_problems
 from invdiff.samplers import DDIM, DPS, REDDiff, run
 
 

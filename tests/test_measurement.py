@@ -5,13 +5,12 @@ from __future__ import annotations
 import deepinv as dinv
 import pytest
 import torch
+from conftest import OPERATORS
 
 from invdiff.linalg import batch_view
 from invdiff.measurement import CapabilityError, Measurement
 from invdiff.operators import MatrixOperator
 from invdiff.testing import autograd_grad_log_likelihood, relative_error
-
-from conftest import OPERATORS
 
 
 def test_grad_log_likelihood_matches_autograd(operator_case):

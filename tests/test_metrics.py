@@ -7,13 +7,7 @@ import pytest
 import torch
 
 from invdiff import metrics
-from invdiff.metrics import (
-    PROJECTION_SEED,
-    mode_weights,
-    moment_errors,
-    sliced_wasserstein,
-    wasserstein_1d_squared,
-)
+from invdiff.metrics import PROJECTION_SEED, mode_weights, moment_errors, sliced_wasserstein, wasserstein_1d_squared
 
 
 def test_w2_1d_unequal_sizes_by_hand():

@@ -9,8 +9,8 @@ import skimage.data
 import skimage.transform
 import torch
 
-from invdiff.operators import (MaskFunc, MultiCoilMRI, SingleCoilMRI, espirit_maps, fft2c, from_complex,
-                               gaussian_mask, ifft2c, poisson_disc_mask, to_complex)
+from invdiff.operators import (MaskFunc, MultiCoilMRI, SingleCoilMRI, espirit_maps, fft2c, from_complex, gaussian_mask,
+                               ifft2c, poisson_disc_mask, to_complex)
 from invdiff.operators.variable_density import acceleration_of, calibration_square
 
 

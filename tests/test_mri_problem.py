@@ -10,8 +10,8 @@ import torch
 
 from invdiff.datasets import FastMRIFile, demo_scan
 from invdiff.metrics import fastmri_volume_metrics
-from invdiff.mri_problem import cg_sense, estimate_noise_std, mri_problem
 from invdiff.operators import MaskFunc
+from invdiff.problems.fastmri import cg_sense, estimate_noise_std, mri_problem
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from invdiff.particles import effective_sample_size, gather_particles, multinomial_resample, systematic_resample
 from invdiff.rng import BatchGenerator
 from invdiff.samplers import Posterior
-from invdiff.samplers.particles import (effective_sample_size, gather_particles, multinomial_resample,
-                                        systematic_resample)
 
 
 def test_ess_known_values():

@@ -11,9 +11,9 @@ import torch
 from invdiff.cli import main
 from invdiff.priors import load_prior
 from invdiff.priors.checkpoint import read_checkpoint
-from invdiff.priors.training import PriorTrainer, TrainingConfig, train_prior
-from invdiff.priors.training_data import Augmentation, draw_batch, load_training_images
 from invdiff.priors.unet import UNetConfig
+from invdiff.training.data import Augmentation, draw_batch, load_training_images
+from invdiff.training.unet import PriorTrainer, TrainingConfig, train_prior
 
 TINY = UNetConfig(in_channels=1, channels=(8, 16), attention_levels=(False, True), norm_num_groups=8,
                   num_head_channels=8)

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from invdiff.cli import main
-from invdiff.datasets import demo_scan, evaluate_predictions, load_nifti, read_prediction, shepp_logan, volume_slices
-from invdiff.recon import ProblemSpec, ReconSettings, open_input, reconstruct
+from invdiff.datasets import demo_scan, load_nifti, read_prediction, shepp_logan, volume_slices
+from invdiff.metrics import evaluate_predictions
+from invdiff.reconstruct import ProblemSpec, ReconSettings, open_input, reconstruct
 from invdiff.samplers.registry import SAMPLERS, make_sampler, parse_overrides
 
 
@@ -135,11 +136,11 @@ def test_every_registered_sampler_builds_for_every_family():
 
 def test_solve_problem_std_is_the_spread_of_the_particles():
     """With a prior-free sampler the particles coincide: zero std; with DDIM prior samples they differ."""
-    from invdiff.recon.job import solve_problem
-    from invdiff.priors import GaussianMixturePrior
-    from invdiff.operators import MatrixOperator
     from invdiff.measurement import Measurement
-    from invdiff.recon.inputs import ReconProblem
+    from invdiff.operators import MatrixOperator
+    from invdiff.priors import GaussianMixturePrior
+    from invdiff.problems.inputs import ReconProblem
+    from invdiff.reconstruct.job import solve_problem
 
     g = torch.Generator().manual_seed(0)
     prior = GaussianMixturePrior.grid(8, g)

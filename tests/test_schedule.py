@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from invdiff.samplers import DDIM
-from invdiff.schedule import (VPSchedule, alpha_bar_from_sigma, edm_to_vp, karras_sigmas,
-                              sigma_from_alpha_bar, vp_to_edm)
+from invdiff.schedule import VPSchedule, alpha_bar_from_sigma, edm_to_vp, karras_sigmas, sigma_from_alpha_bar, vp_to_edm
 
 
 def test_linear_schedule_matches_ddpm():

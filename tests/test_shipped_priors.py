@@ -61,7 +61,7 @@ def test_ct_prior_denoises_shepp_logan(sigma, bound):
 def test_token_prior_never_saw_the_demo_subject_yet_tokenizes_and_predicts_it():
     """Measured on the demo scan's slice 1 (Colin27): tokenizer PSNR 25.64 dB; masked cross-entropy
     5.31 nats at 50 % masking, against log 512 = 6.24 for a uniform guess (3.78 on training slices)."""
-    from invdiff.discrete.training import tokenizer_psnr
+    from invdiff.training.tokens import tokenizer_psnr
 
     prov = read_checkpoint(shipped_prior_path("mri_brain_tokens_128"))["provenance"]
     assert "colin27" not in {d["subject"] for d in prov["data"]}

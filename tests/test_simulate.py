@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from invdiff.datasets import (FastMRIFile, SimulationSettings, birdcage_maps, demo_scan, random_ellipses,
-                              shepp_logan, simulate_multicoil)
+from invdiff.datasets import (FastMRIFile, SimulationSettings, birdcage_maps, demo_scan, random_ellipses, shepp_logan,
+                              simulate_multicoil)
 from invdiff.datasets.simulate import smooth_phase
 from invdiff.metrics import center_crop
 from invdiff.operators import MultiCoilMRI

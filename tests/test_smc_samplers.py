@@ -11,13 +11,14 @@ import deepinv as dinv
 import pytest
 import torch
 
-from invdiff.benchmark import score_posterior, standard_problems
 from invdiff.measurement import Measurement
 from invdiff.operators import MatrixOperator
+from invdiff.posterior import Diagnostics
 from invdiff.priors import GaussianMixturePrior
+from invdiff.problems.gmm import score_posterior, standard_problems
 from invdiff.rng import BatchGenerator
 from invdiff.samplers import run
-from invdiff.samplers.base import CountingDenoiser, Diagnostics
+from invdiff.samplers.base import CountingDenoiser
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble, hutchinson_laplacian
 from invdiff.samplers.smc import adaptive_resample, denoise_and_grad
 from invdiff.samplers.tds import TDS

@@ -8,18 +8,19 @@ import pytest
 import torch
 
 from invdiff.cli import main
-from invdiff.discrete import APS, GuidedRemasking, TokenPosterior
-from invdiff.discrete.checkpoint import save_token_prior
-from invdiff.discrete.image_prior import ImageTokenPrior, smooth_phase
-from invdiff.discrete.token_model import MaskedTokenTransformer, TokenModelConfig, masked_token_loss, maskgit_mask
-from invdiff.discrete.tokenizer import PatchTokenizer, TokenizerConfig
-from invdiff.discrete.training import TokenPriorTrainer, TokenTrainingConfig, train_token_prior
 from invdiff.measurement import Measurement
 from invdiff.operators import Inpainting, MultiCoilMRI, from_complex
+from invdiff.posterior import TokenPosterior
 from invdiff.priors import CheckpointError, load_prior
 from invdiff.priors.checkpoint import read_checkpoint
-from invdiff.priors.training_data import load_training_images
+from invdiff.priors.tokens.checkpoint import save_token_prior
+from invdiff.priors.tokens.image import ImageTokenPrior, smooth_phase
+from invdiff.priors.tokens.token_model import MaskedTokenTransformer, TokenModelConfig, masked_token_loss, maskgit_mask
+from invdiff.priors.tokens.tokenizer import PatchTokenizer, TokenizerConfig
+from invdiff.samplers.aps import APS, GuidedRemasking
 from invdiff.samplers.base import run
+from invdiff.training.data import load_training_images
+from invdiff.training.tokens import TokenPriorTrainer, TokenTrainingConfig, train_token_prior
 
 TOK = TokenizerConfig(image_size=16, channels=(4, 8), num_codes=8, code_dim=3)  # 4x4 patches, L = 16
 MODEL = TokenModelConfig(num_positions=16, num_codes=8, dim=16, depth=1, heads=2, dropout=0.0)
@@ -238,7 +239,7 @@ def test_train_prior_command_trains_a_token_prior(tmp_path):
 
 
 def test_reconstruct_refuses_a_token_prior_by_name(tmp_path):
-    from invdiff.recon.job import load_prior_spec
+    from invdiff.reconstruct.job import load_prior_spec
 
     path = save_token_prior(tmp_path / "tok.pt", tiny_prior())
     with pytest.raises(ValueError, match="tok.pt.*masked token prior"):

@@ -2,12 +2,12 @@
 
 :func:`run_active` with an :class:`AcquisitionPlan` and an :class:`Oracle`; the score in
 :mod:`invdiff.active.entropy`; candidates (columns, pixels) in :mod:`invdiff.active.candidates`;
-MRI plans and fixed-mask comparisons in :mod:`invdiff.active.mri`.
+MRI plans and fixed-mask comparisons in :mod:`invdiff.problems.active_mri`.
 """
 
 from invdiff.active.candidates import Candidates, candidates_for
 from invdiff.active.entropy import auto_width, mixture_entropy_scores
-from invdiff.active.run import AcquisitionPlan, ActiveResult, Oracle, run_active
+from invdiff.active.policy import AcquisitionPlan, ActiveResult, Oracle, run_active
 
 __all__ = ["AcquisitionPlan", "ActiveResult", "Candidates", "Oracle", "auto_width", "candidates_for",
            "mixture_entropy_scores", "run_active"]

@@ -1,6 +1,3 @@
-"""Benchmarks: the Gaussian-mixture exact-posterior suite, and the image tasks (`invdiff.benchmark.image_tasks`,
-imported on demand: it loads datasets and priors). Grid runner and reports: issue 10."""
-
-from invdiff.benchmark.gmm_suite import GMMProblem, gmm_problem, score_posterior, standard_problems
-
-__all__ = ["GMMProblem", "gmm_problem", "score_posterior", "standard_problems"]
+"""Benchmarks: TOML grids of samplers x problems x data x seeds x budgets (:mod:`~invdiff.benchmark.config`),
+run cell by cell, resumably (:mod:`~invdiff.benchmark.cells`, :mod:`~invdiff.benchmark.executors`), and
+reported as CSV, Markdown and figures (:mod:`~invdiff.benchmark.report`)."""

@@ -7,7 +7,7 @@ it, and a crash loses only the cells that were running.
 
 Scores: image problems get the fastMRI NMSE/PSNR/SSIM of the posterior mean's magnitude, and with
 at least two particles the coverage of the pixel-wise central 50/90/95 % credible intervals;
-Gaussian-mixture problems get :func:`invdiff.benchmark.gmm_suite.score_posterior` (sliced
+Gaussian-mixture problems get :func:`invdiff.problems.gmm.score_posterior` (sliced
 Wasserstein distance beside the exact-vs-exact floor, mean and covariance errors, mode TV, ESS).
 """
 
@@ -38,7 +38,7 @@ def cell_done(out: str | Path, cell: Cell) -> bool:
 
 @lru_cache(maxsize=8)
 def _image_problem(data: str, spec_items: tuple, slices: tuple[int, ...] | None, workdir: str):
-    from invdiff.recon.inputs import ProblemSpec, open_input
+    from invdiff.problems.inputs import ProblemSpec, open_input
 
     inp = open_input(data, ProblemSpec(**dict(spec_items)), workdir)
     chosen = list(range(inp.num_slices)) if slices is None else list(slices)
@@ -47,21 +47,21 @@ def _image_problem(data: str, spec_items: tuple, slices: tuple[int, ...] | None,
 
 @lru_cache(maxsize=4)
 def _prior(name: str, device: str):
-    from invdiff.recon.job import load_prior_spec
+    from invdiff.reconstruct.job import load_prior_spec
 
     return load_prior_spec(name, device)
 
 
 @lru_cache(maxsize=16)
 def _gmm_problem(dim: int, observations: int, noise_sigma: float, instance_seed: int):
-    from invdiff.benchmark.gmm_suite import gmm_problem
+    from invdiff.problems.gmm import gmm_problem
 
     return gmm_problem(dim, observations, noise_sigma, torch.Generator().manual_seed(instance_seed))
 
 
 def _run_image(cell: Cell, out: Path, device: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from invdiff.metrics import fastmri_volume_metrics
-    from invdiff.recon.job import solve_problem
+    from invdiff.reconstruct.job import solve_problem
     from invdiff.samplers.registry import SAMPLERS, make_sampler
 
     start = time.perf_counter()
@@ -86,7 +86,7 @@ def _run_image(cell: Cell, out: Path, device: str) -> tuple[dict[str, Any], dict
 
 
 def _run_gmm(cell: Cell) -> dict[str, Any]:
-    from invdiff.benchmark.gmm_suite import score_posterior
+    from invdiff.problems.gmm import score_posterior
     from invdiff.samplers import run
     from invdiff.samplers.registry import SAMPLERS, make_sampler
 

@@ -50,7 +50,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from invdiff.recon.inputs import ProblemSpec
+from invdiff.problems.inputs import ProblemSpec
 
 __all__ = ["BenchmarkConfig", "Cell", "ConfigError", "ProblemConfig", "SamplerConfig", "load_config"]
 
@@ -91,7 +91,7 @@ class Cell:
     @property
     def family(self) -> str:
         """The sampler-defaults family of the problem (``mri``, ``ct``, ``image`` or ``gmm``)."""
-        from invdiff.recon.inputs import FAMILY, resolve_operator
+        from invdiff.problems.inputs import FAMILY, resolve_operator
 
         if self.problem.kind == "gmm":
             return "gmm"

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from invdiff.io import atomic_write, atomic_write_text
+from invdiff.io import atomic_write_text
+from invdiff.plots import labelled_grid
 
 __all__ = ["markdown_tables", "write_reports"]
 
@@ -80,11 +81,6 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _grid(path: Path, rows: list[dict[str, Any]], cells_dir: Path, key: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     budgets = sorted({r["nfe"] for r in rows if r["nfe"] > 0}) or [0]
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
     seed = min(r["seed"] for r in rows)
@@ -98,26 +94,15 @@ def _grid(path: Path, rows: list[dict[str, Any]], cells_dir: Path, key: str) -> 
     first = next(iter(arrays.values()))
     lead = [("target", first.get("target")), (rows[0].get("baseline", "baseline"), first["baseline"])]
     lead = [(n, a) for n, a in lead if a is not None and n not in samplers] if key == "mean" else []
-    ncols = len(lead) + len(samplers)
     vmax = float(np.percentile(first.get("target", first["mean"]), 99.5))
-    fig, axes = plt.subplots(len(budgets), ncols, figsize=(2.2 * ncols, 2.7 * len(budgets)), squeeze=False)
-    for i, nfe in enumerate(budgets):
-        for j, (name, a) in enumerate(lead):
-            axes[i, j].imshow(a, cmap="gray", vmin=0, vmax=vmax)
-            axes[i, j].set_title(name, fontsize=7)
-        for j, s in enumerate(samplers, start=len(lead)):
+    grid = []
+    for nfe in budgets:
+        row = list(lead)
+        for s in samplers:
             a = arrays.get((s, nfe)) or arrays.get((s, 0))
-            if a is not None:
-                img = a[key]
-                top = vmax if key == "mean" else max(float(np.percentile(img, 99.5)), 1e-12)
-                axes[i, j].imshow(img, cmap="gray" if key == "mean" else "magma", vmin=0, vmax=top)
-            axes[i, j].set_title(f"{s} ({nfe} NFE)" if (s, nfe) in arrays else s, fontsize=7)
-        for ax in axes[i]:
-            ax.axis("off")
-    fig.suptitle(f"{path.stem}: posterior {key}", fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-    plt.close(fig)
+            row.append((f"{s} ({nfe} NFE)" if (s, nfe) in arrays else s, None if a is None else a[key]))
+        grid.append(row)
+    labelled_grid(path, grid, "image" if key == "mean" else "std", vmax, f"{path.stem}: posterior {key}")
 
 
 def write_reports(rows: list[dict[str, Any]], out: str | Path) -> list[Path]:

@@ -6,7 +6,7 @@ A checkpoint is a dict of tensors and plain Python values (no pickled classes)::
     version         1
     architecture    "monai.DiffusionModelUNet" and its UNetConfig as a dict ("config"), or
                     "invdiff.MaskedTokenPrior" and {"tokenizer": TokenizerConfig, "token_model":
-                    TokenModelConfig} as dicts (:mod:`invdiff.discrete.image_prior`)
+                    TokenModelConfig} as dicts (:mod:`invdiff.priors.tokens.image`)
     state_dict      the network weights (EMA weights for a trained UNet prior; for a token prior
                     "tokenizer.*" and "model.*", the codebook among the tokenizer's buffers)
     betas           float64 (T,) VP schedule (UNet only)
@@ -17,33 +17,29 @@ A checkpoint is a dict of tensors and plain Python values (no pickled classes)::
     provenance      JSON-like dict: training data, command, licence, ...
     training        optional resumable state (optimizer, step, RNG states), ignored by load_prior
 
-Files are written atomically; :func:`load_prior` names the file and the field when anything is off.
+Files are written atomically; :func:`read_checkpoint` names the file and the field when anything is off.
+The UNet prior's own fields are written and read by :mod:`invdiff.priors.unet`, a token prior's by
+:mod:`invdiff.priors.tokens.checkpoint`; :func:`invdiff.priors.loading.load_prior` dispatches on the architecture.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from invdiff.io import atomic_write
-from invdiff.priors.unet import UNetConfig, UNetPrior
-from invdiff.schedule import VPSchedule
 
-if TYPE_CHECKING:
-    from invdiff.discrete.image_prior import ImageTokenPrior
-
-__all__ = ["CheckpointError", "FORMAT", "TOKEN_ARCHITECTURE", "VERSION", "load_prior", "read_checkpoint", "save_prior",
+__all__ = ["CheckpointError", "FORMAT", "TOKEN_ARCHITECTURE", "UNET_ARCHITECTURE", "VERSION", "read_checkpoint",
            "write_checkpoint"]
 
 FORMAT = "invdiff-prior"
 VERSION = 1
-_ARCHITECTURE = "monai.DiffusionModelUNet"
+UNET_ARCHITECTURE = "monai.DiffusionModelUNet"
 TOKEN_ARCHITECTURE = "invdiff.MaskedTokenPrior"
 #: architecture -> the fields its checkpoints must carry
-_REQUIRED = {_ARCHITECTURE: ("config", "state_dict", "betas", "prediction", "event_shape", "normalization"),
+_REQUIRED = {UNET_ARCHITECTURE: ("config", "state_dict", "betas", "prediction", "event_shape", "normalization"),
              TOKEN_ARCHITECTURE: ("config", "state_dict", "event_shape", "normalization")}
 
 
@@ -73,16 +69,6 @@ def write_checkpoint(path: str | os.PathLike, architecture: str, config: dict, m
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def save_prior(path: str | os.PathLike, prior: UNetPrior, provenance: dict | None = None,
-               training: dict | None = None) -> Path:
-    """Write ``prior`` (and optionally resumable ``training`` state) to ``path`` atomically."""
-    if prior.config is None:
-        raise ValueError("the prior has no UNetConfig, so its architecture cannot be recorded")
-    return write_checkpoint(path, _ARCHITECTURE, prior.config.to_dict(), prior.net, prior.event_shape, prior.scale,
-                            prior.offset, prior.data_range, provenance, training,
-                            betas=prior.schedule.betas.detach().cpu().to(torch.float64), prediction=prior.prediction)
-
-
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """The checked payload of a checkpoint file (see the module docstring)."""
     path = Path(path)
@@ -105,26 +91,3 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if missing:
         raise CheckpointError(f"{path}: missing fields {missing}")
     return payload
-
-
-def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetPrior | ImageTokenPrior:
-    """Rebuild the prior saved by :func:`save_prior` (a :class:`UNetPrior`) or by
-    :func:`invdiff.discrete.checkpoint.save_token_prior` (an ``ImageTokenPrior``), in evaluation
-    mode, on ``device``."""
-    payload = read_checkpoint(path)
-    if payload["architecture"] == TOKEN_ARCHITECTURE:
-        from invdiff.discrete.checkpoint import token_prior_from_payload
-
-        return token_prior_from_payload(payload, path, device)
-    config = UNetConfig.from_dict(payload["config"])
-    net = config.build()
-    try:
-        net.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the recorded architecture: {err}") from None
-    net.eval().requires_grad_(False).to(device)
-    norm = payload["normalization"]
-    data_range = payload.get("data_range")
-    return UNetPrior(net, VPSchedule(payload["betas"]), tuple(payload["event_shape"]), payload["prediction"],
-                     float(norm["scale"]), float(norm["offset"]), config,
-                     tuple(data_range) if data_range is not None else None)

@@ -7,15 +7,12 @@ Each was trained here by the command recorded in its checkpoint's provenance (an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from invdiff.priors.checkpoint import load_prior
+from invdiff.priors.loading import load_prior
+from invdiff.priors.tokens.image import ImageTokenPrior
 from invdiff.priors.unet import UNetPrior
-
-if TYPE_CHECKING:
-    from invdiff.discrete.image_prior import ImageTokenPrior
 
 __all__ = ["SHIPPED_PRIORS", "shipped_prior", "shipped_prior_path"]
 
@@ -42,5 +39,5 @@ def shipped_prior_path(name: str) -> Path:
 
 def shipped_prior(name: str, device: str | torch.device = "cpu") -> UNetPrior | ImageTokenPrior:
     """Load a shipped prior (see :data:`SHIPPED_PRIORS`): a :class:`UNetPrior`, or for a token prior an
-    :class:`~invdiff.discrete.image_prior.ImageTokenPrior`."""
+    :class:`~invdiff.priors.tokens.image.ImageTokenPrior`."""
     return load_prior(shipped_prior_path(name), device)

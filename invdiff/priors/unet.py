@@ -15,16 +15,20 @@ trained step as ``t`` (the conversion itself stays exact).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from invdiff.linalg import batch_view
 from invdiff.priors.base import Denoiser, sigma_per_sample
+from invdiff.priors.checkpoint import UNET_ARCHITECTURE, CheckpointError, write_checkpoint
 from invdiff.schedule import VPSchedule
 
-__all__ = ["UNetConfig", "UNetPrior"]
+__all__ = ["UNetConfig", "UNetPrior", "save_prior", "unet_prior_from_payload"]
 
 Prediction = Literal["epsilon", "v"]
 
@@ -99,3 +103,29 @@ class UNetPrior(Denoiser):
         out = self.net(z_t, t.to(dtype))
         z0 = (z_t - b * out) / a if self.prediction == "epsilon" else a * z_t - b * out
         return (self.offset + self.scale * z0).to(x.dtype)
+
+
+def save_prior(path: str | os.PathLike, prior: UNetPrior, provenance: dict | None = None,
+               training: dict | None = None) -> Path:
+    """Write ``prior`` (and optionally resumable ``training`` state) to ``path`` atomically."""
+    if prior.config is None:
+        raise ValueError("the prior has no UNetConfig, so its architecture cannot be recorded")
+    return write_checkpoint(path, UNET_ARCHITECTURE, prior.config.to_dict(), prior.net, prior.event_shape, prior.scale,
+                            prior.offset, prior.data_range, provenance, training,
+                            betas=prior.schedule.betas.detach().cpu().to(torch.float64), prediction=prior.prediction)
+
+
+def unet_prior_from_payload(payload: dict, path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetPrior:
+    """The :class:`UNetPrior` of a checked checkpoint payload (``path`` names errors), in evaluation mode."""
+    config = UNetConfig.from_dict(payload["config"])
+    net = config.build()
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the recorded architecture: {err}") from None
+    net.eval().requires_grad_(False).to(device)
+    norm = payload["normalization"]
+    data_range = payload.get("data_range")
+    return UNetPrior(net, VPSchedule(payload["betas"]), tuple(payload["event_shape"]), payload["prediction"],
+                     float(norm["scale"]), float(norm["offset"]), config,
+                     tuple(data_range) if data_range is not None else None)

@@ -6,7 +6,9 @@ and deepinv's DiffPIR/DDRM/DPS with an invdiff prior (:class:`DeepinvSampler`) a
 ensembles (:class:`ApproximationFreeEnsemble`, :class:`TDS`) all return a :class:`Posterior`.
 """
 
-from invdiff.samplers.base import Diagnostics, Posterior, Sampler, SamplerState, run
+from invdiff.posterior import Diagnostics, Posterior
+from invdiff.samplers.aps import APS, GuidedRemasking
+from invdiff.samplers.base import Sampler, SamplerState, run
 from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, TotalVariation
 from invdiff.samplers.ddim import DDIM
 from invdiff.samplers.deepinv_bridge import DeepinvSampler
@@ -15,5 +17,5 @@ from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.tds import TDS
 
-__all__ = ["ApproximationFreeEnsemble", "DDIM", "DPS", "ConjugateGradient", "DeepinvSampler", "Diagnostics", "DirectReconstruction", "Posterior",
+__all__ = ["APS", "ApproximationFreeEnsemble", "DDIM", "DPS", "ConjugateGradient", "DeepinvSampler", "Diagnostics", "DirectReconstruction", "GuidedRemasking", "Posterior",
            "REDDiff", "Sampler", "SamplerState", "TDS", "TotalVariation", "run"]

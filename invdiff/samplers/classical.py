@@ -24,8 +24,9 @@ from torch import Tensor
 
 from invdiff.linalg import batch_dot, batch_view, cg_step, operator_norm_sq
 from invdiff.measurement import Measurement
+from invdiff.posterior import Posterior
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Posterior, Sampler, SamplerState, extend_state
+from invdiff.samplers.base import Sampler, SamplerState, extend_state
 
 __all__ = ["ConjugateGradient", "DirectReconstruction", "TotalVariation", "gradient_2d", "gradient_2d_adjoint"]
 

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.schedule import VPSchedule
 from invdiff.samplers.base import Sampler, SamplerState
+from invdiff.schedule import VPSchedule
 
 
 def ddim_update(x: Tensor, denoised: Tensor, sigma: float, sigma_next: float, eta: float,

@@ -13,8 +13,8 @@ so ``y_u = A u + sigma_u n`` exactly. The result is mapped back to data units. F
 :class:`DeepinvSampler` runs one whole deepinv solve as a single step of the runner on all ``B * N``
 particles at once, counting network evaluations through the prior. deepinv draws its noise from the
 global generator over the whole batch; the step seeds it from the run's generator inside
-:func:`torch.random.fork_rng`, so runs repeat and the caller's global state is untouched, but a
-particle's draws depend on the batch it runs in (unlike invdiff's own samplers).
+:func:`~invdiff.rng.private_global_stream`, so runs repeat and the caller's generators (CPU and CUDA)
+are untouched, but a particle's draws depend on the batch it runs in (unlike invdiff's own samplers).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch import Tensor
 from invdiff.measurement import Measurement
 from invdiff.priors.adapters import AsDeepinvDenoiser
 from invdiff.priors.base import Denoiser, sigma_per_sample
+from invdiff.rng import private_global_stream
 from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_sigmas
 
 __all__ = ["DeepinvSampler", "UnitRangeView", "ddrm_supports"]
@@ -168,8 +169,7 @@ class DeepinvSampler(Sampler):
     def step(self, state: DeepinvState) -> DeepinvState:
         view = UnitRangeView.of(state.measurement, state.prior, keep_svd=self.algorithm == "ddrm")
         solver = self._solver(view, state.prior.prior)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(state.seed)
+        with private_global_stream(state.seed, state.x.device):
             if self.algorithm == "dps":
                 with torch.enable_grad():
                     u = solver(view.y, view.physics)

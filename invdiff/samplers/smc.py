@@ -12,9 +12,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from invdiff.particles import RESAMPLERS, effective_sample_size, gather_particles
+from invdiff.posterior import Diagnostics
 from invdiff.rng import BatchGenerator
-from invdiff.samplers.base import Diagnostics, batch_chunks
-from invdiff.samplers.particles import RESAMPLERS, effective_sample_size, gather_particles
+from invdiff.samplers.base import batch_chunks
 
 __all__ = ["adaptive_resample", "denoise_and_grad", "validate_resampling"]
 

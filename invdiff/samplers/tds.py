@@ -31,8 +31,8 @@ from torch import Tensor
 
 from invdiff.linalg import batch_dot, operator_norm_sq
 from invdiff.measurement import Measurement
+from invdiff.particles import effective_sample_size
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.particles import effective_sample_size
 from invdiff.samplers.base import Sampler, SamplerState, extend_state, resolve_sigmas
 from invdiff.samplers.smc import adaptive_resample, denoise_and_grad, validate_resampling
 from invdiff.schedule import VPSchedule

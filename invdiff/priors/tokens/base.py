@@ -1,4 +1,4 @@
-"""The masked token prior interface, and the posterior a discrete sampler returns.
+"""The masked token prior interface.
 
 Tokens are ``(N, L)`` int64 grids over ``L`` positions (a flattened token image, row-major), each
 entry a code ``0..K-1`` or ``K`` (:attr:`TokenPrior.mask_id`) for a masked position. A masked token
@@ -11,13 +11,10 @@ space such as an expected embedding — to images, differentiably.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 from torch import Tensor
 
-from invdiff.samplers.base import Posterior
-
-__all__ = ["TokenPosterior", "TokenPrior"]
+__all__ = ["TokenPrior"]
 
 
 class TokenPrior(ABC):
@@ -64,11 +61,3 @@ class TokenPrior(ABC):
         if bool((tokens < 0).any()) or bool((tokens > self.mask_id).any()):
             raise ValueError(f"token values must lie in 0..{self.mask_id} (the mask id), got "
                              f"{int(tokens.min())}..{int(tokens.max())}")
-
-
-@dataclass(frozen=True)
-class TokenPosterior(Posterior):
-    """A :class:`~invdiff.samplers.base.Posterior` of decoded images that also carries the token grids
-    ``tokens`` ``(B, N, L)`` they were decoded from."""
-
-    tokens: Tensor | None = None

@@ -1,6 +1,6 @@
 """A token prior over images: a patch tokenizer's codebook and decoder plus a masked token transformer.
 
-:class:`ImageTokenPrior` is the :class:`~invdiff.discrete.prior.TokenPrior` the APS samplers run on
+:class:`ImageTokenPrior` is the :class:`~invdiff.priors.tokens.base.TokenPrior` the APS samplers run on
 for real images. Its decoder returns data units (``offset + scale * model space``, like the
 continuous priors). :meth:`ImageTokenPrior.with_phase` lifts it to complex images in the
 2-channel (re, im) layout of the MRI problems: ``x = m * exp(i theta)`` with the decoded magnitude
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invdiff.discrete.prior import TokenPrior
-from invdiff.discrete.token_model import MaskedTokenTransformer
-from invdiff.discrete.tokenizer import PatchTokenizer
+from invdiff.priors.tokens.base import TokenPrior
+from invdiff.priors.tokens.token_model import MaskedTokenTransformer
+from invdiff.priors.tokens.tokenizer import PatchTokenizer
 
 __all__ = ["ImageTokenPrior", "PhaseLiftedTokenPrior", "smooth_phase"]
 

@@ -9,10 +9,10 @@ initialised from the first batch's encoder outputs and updated by exponential mo
 codes unused for a while restarted at random encoder outputs.
 Stage 2 (``steps``): the tokenizer is frozen; augmented slices are tokenized on the fly and the
 transformer is trained with MaskGIT's masked cross-entropy
-(:func:`~invdiff.discrete.token_model.masked_token_loss`).
+(:func:`~invdiff.priors.tokens.token_model.masked_token_loss`).
 
 Determinism: every draw (batches, masks, restarts) comes from one ``torch.Generator`` seeded with
-``config.seed`` and checkpointed; the initial weights come from the seed (inside ``fork_rng``), and
+``config.seed`` and checkpointed; the initial weights come from the seed (:func:`~invdiff.training.driver.build_seeded`), and
 dropout, which draws from the global RNG, is refused (``dropout`` must be 0), so a resumed run
 equals an uninterrupted one.
 """
@@ -28,14 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from invdiff.discrete.checkpoint import save_token_prior, weights_module
-from invdiff.discrete.image_prior import ImageTokenPrior
-from invdiff.discrete.token_model import MaskedTokenTransformer, TokenModelConfig, masked_token_loss
-from invdiff.discrete.tokenizer import PatchTokenizer, TokenizerConfig
-from invdiff.io import atomic_write
-from invdiff.priors.training import build_seeded, data_normalization, drive_training
-from invdiff.priors.training_data import (Augmentation, TrainingImages, config_from_dict, config_to_dict,
-                                          draw_batch)
+from invdiff.plots import image_grid
+from invdiff.priors.tokens.checkpoint import save_token_prior, weights_module
+from invdiff.priors.tokens.image import ImageTokenPrior
+from invdiff.priors.tokens.token_model import MaskedTokenTransformer, TokenModelConfig, masked_token_loss
+from invdiff.priors.tokens.tokenizer import PatchTokenizer, TokenizerConfig
+from invdiff.samplers import APS, run
+from invdiff.training.data import Augmentation, TrainingImages, config_from_dict, config_to_dict, draw_batch
+from invdiff.training.driver import build_seeded, drive_training
+from invdiff.training.unet import data_normalization
 
 __all__ = ["TokenPriorTrainer", "TokenTrainingConfig", "token_sample_figure", "tokenizer_psnr", "train_token_prior"]
 
@@ -205,33 +206,16 @@ def token_sample_figure(prior: ImageTokenPrior, path: str | Path, images: Tensor
                         steps: int = 16, seed: int = 0, title: str = "") -> Path:
     """A PNG of ``num`` unconditional samples (MaskGIT decoding with ``steps`` steps) and, when
     ``images`` ``(M, 1, S, S)`` are given, a row of them beside their tokenizer reconstructions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from invdiff.discrete.aps import APS
-    from invdiff.samplers.base import run
-
     post = run(APS(steps), None, prior, n_particles=num, generator=torch.Generator().manual_seed(seed),
                progress=False)
     rows = [post.samples[0, :, 0]]
     if images is not None:
         rows += [images[:, 0], prior.reconstruct(images)[:, 0]]
     lo, hi = prior.data_range if prior.data_range is not None else (0.0, 1.0)
-    cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.8 * cols, 1.8 * len(rows) + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, row in enumerate(rows):
-        for j, im in enumerate(row):
-            axes[r, j].imshow(im.detach().numpy(), cmap="gray", vmin=lo, vmax=hi)
-    fig.suptitle(title or f"{num} samples (MaskGIT, {steps} steps, seed {seed})"
-                 + ("; training slices and their tokenizer reconstructions" if images is not None else ""), fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return Path(path)
+    return image_grid(path, [[im.detach().numpy() for im in row] for row in rows], lo, hi,
+                      title or f"{num} samples (MaskGIT, {steps} steps, seed {seed})"
+                      + ("; training slices and their tokenizer reconstructions" if images is not None else ""),
+                      cell=1.8)
 
 
 def train_token_prior(data: TrainingImages, config: TokenTrainingConfig, tokenizer: TokenizerConfig,
@@ -241,7 +225,7 @@ def train_token_prior(data: TrainingImages, config: TokenTrainingConfig, tokeniz
                       sample_steps: int = 16) -> TokenPriorTrainer:
     """Train (or resume) a token prior; writes ``out/checkpoint.pt``, ``prior.pt``, ``loss.csv``
     (reconstruction MSE in model space for the tokenizer steps, cross-entropy in nats after them) and
-    ``samples.png``, like :func:`invdiff.priors.training.train_prior`. CPU only."""
+    ``samples.png``, like :func:`invdiff.training.unet.train_prior`. CPU only."""
     trainer = TokenPriorTrainer(data, config, tokenizer, token_model)
 
     def save(path: Path, provenance: dict, with_training: bool) -> None:

@@ -19,36 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from invdiff.io import atomic_write, atomic_write_json
-from invdiff.recon.inputs import ReconInput
-from invdiff.recon.job import SliceResults
+from invdiff.io import atomic_write_json
+from invdiff.plots import slice_figure
+from invdiff.problems.inputs import ReconInput
+from invdiff.reconstruct.job import SliceResults
 
-__all__ = ["slice_figure", "write_outputs"]
-
-
-def slice_figure(path: Path, panels: list[tuple[str, np.ndarray, str]], title: str) -> None:
-    """One row of images: ``(caption, image, kind)`` with kind ``"image"``, ``"std"`` or ``"error"``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images = [p[1] for p in panels if p[2] == "image"]
-    vmax = max(float(np.percentile(im, 99.5)) for im in images) if images else 1.0
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
-    for ax, (caption, image, kind) in zip(axes[0], panels):
-        if kind == "image":
-            ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
-        else:
-            top = max(float(np.percentile(image, 99.5)), 1e-12)
-            ax.imshow(image, cmap="magma", vmin=0, vmax=top)
-            caption = f"{caption} (0-{top:.2g})"
-        ax.set_title(caption, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
-    plt.close(fig)
+__all__ = ["format_summary", "write_outputs"]
 
 
 def _volume_metrics(target: np.ndarray | None, recon: np.ndarray) -> dict[str, float] | None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from invdiff.discrete.prior import TokenPrior
 from invdiff.measurement import Measurement
+from invdiff.priors.tokens.base import TokenPrior
 
 __all__ = ["EnumerableTokenPrior", "tv_distance"]
 

@@ -26,8 +26,8 @@ import torch
 from invdiff.measurement import Measurement
 from invdiff.metrics import mode_weights, moment_errors, sliced_wasserstein
 from invdiff.operators import MatrixOperator
+from invdiff.posterior import Posterior
 from invdiff.priors import GaussianMixture, GaussianMixturePrior
-from invdiff.samplers.base import Posterior
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,10 @@ from tqdm import tqdm
 from invdiff.active.candidates import Candidates, candidates_for
 from invdiff.active.entropy import auto_width, mixture_entropy_scores, pairwise_sq_distances
 from invdiff.measurement import Measurement
+from invdiff.particles import normalized_weights
+from invdiff.posterior import Posterior
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Posterior, Sampler, SamplerState
-from invdiff.samplers.particles import normalized_weights
+from invdiff.samplers.base import Sampler, SamplerState
 
 __all__ = ["AcquisitionPlan", "ActiveResult", "Oracle", "run_active"]
 

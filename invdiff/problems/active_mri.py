@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from invdiff.active.run import AcquisitionPlan, Oracle
+from invdiff.active.policy import AcquisitionPlan, Oracle
 from invdiff.datasets import FastMRIFile
 from invdiff.measurement import Measurement
-from invdiff.mri_problem import MRIProblem, mri_problem
 from invdiff.operators import MaskFunc, from_complex
+from invdiff.problems.fastmri import MRIProblem, mri_problem
 
 __all__ = ["MRIActiveSetup", "mri_active_setup"]
 
@@ -26,8 +26,8 @@ FIXED_MASKS = ("equispaced_fraction", "random")
 
 @dataclass(frozen=True)
 class MRIActiveSetup:
-    """``fixed``: mask type -> its :class:`~invdiff.mri_problem.MRIProblem`; ``measurement``: the template
-    for :func:`~invdiff.active.run_active` (maps, noise, units of the equispaced problem); ``oracle``,
+    """``fixed``: mask type -> its :class:`~invdiff.problems.fastmri.MRIProblem`; ``measurement``: the template
+    for :func:`~invdiff.active.policy_active` (maps, noise, units of the equispaced problem); ``oracle``,
     ``plan``: the centre lines of the fixed masks and their line budget."""
 
     fixed: dict[str, MRIProblem]

@@ -11,7 +11,7 @@ deblur     circular Gaussian blur, std 2 px, sigma 0.02                demo-scan
 inpaint    32 x 32 central box removed, sigma 0.02                     demo-scan slice            ICBM152
 =========  ==========================================================  =========================  ==========
 
-MRI problems come from :func:`invdiff.mri_problem.mri_problem` (ESPIRiT maps from the centre lines,
+MRI problems come from :func:`invdiff.problems.fastmri.mri_problem` (ESPIRiT maps from the centre lines,
 noise estimated from the data, data scaled so the CG-SENSE image's 99.5th percentile is 1) and use the
 shipped MRI prior; CT tasks use the shipped CT prior on relative attenuation (1 + HU/1000; the test
 image is Toft's Shepp-Logan doubled, the validation image a random ellipse phantom from a seed the
@@ -38,10 +38,10 @@ from invdiff.datasets import FastMRIFile, demo_scan, load_anatomy, random_ellips
 from invdiff.datasets.simulate import SimulationSettings, simulate_multicoil, write_fastmri_file
 from invdiff.measurement import Measurement
 from invdiff.metrics import fastmri_volume_metrics
-from invdiff.mri_problem import mri_problem
 from invdiff.operators import CircularBlur, Inpainting, MaskFunc, ParallelBeamCT
 from invdiff.operators.inpainting import box_mask
 from invdiff.operators.kernels import gaussian_kernel
+from invdiff.problems.fastmri import mri_problem
 
 __all__ = ["IMAGE_TASKS", "ImageProblem", "image_task", "mri_validation_file"]
 

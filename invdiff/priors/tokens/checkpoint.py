@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from invdiff.discrete.image_prior import ImageTokenPrior
-from invdiff.discrete.token_model import MaskedTokenTransformer, TokenModelConfig
-from invdiff.discrete.tokenizer import PatchTokenizer, TokenizerConfig
 from invdiff.priors.checkpoint import TOKEN_ARCHITECTURE, CheckpointError, write_checkpoint
+from invdiff.priors.tokens.image import ImageTokenPrior
+from invdiff.priors.tokens.token_model import MaskedTokenTransformer, TokenModelConfig
+from invdiff.priors.tokens.tokenizer import PatchTokenizer, TokenizerConfig
 
 __all__ = ["save_token_prior", "token_prior_from_payload", "weights_module"]
 

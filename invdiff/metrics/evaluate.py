@@ -15,7 +15,7 @@ import numpy as np
 
 from invdiff.datasets.errors import DataFormatError
 from invdiff.datasets.fastmri import FastMRIFile, find_fastmri_files, read_prediction
-from invdiff.metrics import fastmri_volume_metrics
+from invdiff.metrics.image import fastmri_volume_metrics
 
 __all__ = ["evaluate_predictions"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from invdiff.samplers.base import Posterior
+from invdiff.posterior import Posterior
 
 __all__ = ["interval_coverage", "weighted_quantiles", "weighted_std"]
 

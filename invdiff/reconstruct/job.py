@@ -26,7 +26,7 @@ from torch import Tensor
 
 from invdiff.io import atomic_write, atomic_write_json
 from invdiff.measurement import Measurement
-from invdiff.recon.inputs import ReconInput, ReconProblem
+from invdiff.problems.inputs import ReconInput, ReconProblem
 
 __all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "particle_magnitudes", "reconstruct", "solve_problem"]
 
@@ -82,7 +82,7 @@ def load_prior_spec(spec: str, device: str):
     """A shipped continuous prior by name, or a ``prior.pt``/``checkpoint.pt`` file of one. Token
     priors (for APS, :mod:`invdiff.discrete`) are refused: these samplers need a denoiser."""
     from invdiff.priors import Denoiser, shipped_prior
-    from invdiff.priors.checkpoint import load_prior
+    from invdiff.priors.loading import load_prior
     from invdiff.priors.shipped import SHIPPED_PRIORS
 
     if spec in SHIPPED_PRIORS:
@@ -113,7 +113,7 @@ def particle_magnitudes(magnitude: Callable[[Tensor], np.ndarray], samples: Tens
 def solve_problem(problem: ReconProblem, sampler, prior, particles: int, generator: torch.Generator,
                   device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Run ``sampler`` on ``problem``; return the magnitude mean/std ``(B, h, w)``, coverage sums and costs."""
-    from invdiff.benchmark.calibration import interval_coverage
+    from invdiff.metrics.calibration import interval_coverage
     from invdiff.samplers import Posterior, run
 
     post = run(sampler, _on_device(problem.measurement, device), prior, n_particles=particles,

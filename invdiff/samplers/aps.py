@@ -38,10 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invdiff.discrete.prior import TokenPosterior, TokenPrior
 from invdiff.measurement import Measurement
+from invdiff.posterior import Diagnostics, TokenPosterior
+from invdiff.priors.tokens.base import TokenPrior
 from invdiff.rng import BatchGenerator
-from invdiff.samplers.base import Diagnostics
 
 __all__ = ["APS", "DiscreteState", "GuidedRemasking", "masking_schedule", "quantized_expectation"]
 

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import asdict
 
-from invdiff.recon.inputs import OPERATORS, ProblemSpec
+from invdiff.problems.inputs import OPERATORS, ProblemSpec
 
 EPILOG = """examples:
   invdiff reconstruct demo --out outputs/recon                       # the embedded scan, RED-Diff, 4x
@@ -74,9 +74,9 @@ def add_parser(sub) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from invdiff.recon.inputs import open_input
-    from invdiff.recon.job import ReconSettings, reconstruct
-    from invdiff.recon.outputs import format_summary, write_outputs
+    from invdiff.problems.inputs import open_input
+    from invdiff.reconstruct.job import ReconSettings, reconstruct
+    from invdiff.reconstruct.outputs import format_summary, write_outputs
     from invdiff.samplers.registry import parse_overrides
 
     start = time.perf_counter()

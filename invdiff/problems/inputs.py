@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from invdiff.datasets import (DataFormatError, FastMRIFile, demo_scan, load_ct_series, load_nifti,
-                              normalize_intensity, shepp_logan, volume_slices)
+from invdiff.datasets import (DataFormatError, FastMRIFile, demo_scan, load_ct_series, load_nifti, normalize_intensity,
+                              shepp_logan, volume_slices)
 from invdiff.measurement import Measurement
 
 __all__ = ["FAMILY", "OPERATORS", "ProblemSpec", "ReconInput", "ReconProblem", "open_input", "resolve_operator"]
@@ -121,8 +121,8 @@ class ReconInput:
 
 
 def _fastmri_input(file: FastMRIFile, spec: ProblemSpec, name: str) -> ReconInput:
-    from invdiff.mri_problem import mri_problem
     from invdiff.operators import MaskFunc
+    from invdiff.problems.fastmri import mri_problem
 
     if spec.operator not in ("auto", "mri"):
         raise ValueError(f"{file.path}: a fastMRI file is reconstructed with operator 'mri', not {spec.operator!r}")

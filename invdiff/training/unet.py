@@ -1,5 +1,6 @@
-"""Training a UNet diffusion prior: one optimisation step (:class:`PriorTrainer`) and its driver
-(:func:`train_prior`: progress bar, atomic checkpoints, resume, loss CSV, sample PNG).
+"""Training a UNet diffusion prior: one optimisation step (:class:`PriorTrainer`), run by the shared
+driver (:func:`invdiff.training.driver.drive_training`: progress bar, atomic checkpoints, resume,
+loss CSV) from :func:`train_prior`, which also writes the sample PNG.
 
 The objective is DDPM's (Ho et al. 2020): draw ``t`` uniformly from the ``T`` steps of a VP schedule,
 ``z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps`` in model space ``z0 = (x0 - offset) / scale``, and
@@ -21,27 +22,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import csv
-import io
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from invdiff.io import atomic_write, atomic_write_text
-from invdiff.priors.checkpoint import read_checkpoint, save_prior
-from invdiff.priors.training_data import Augmentation, TrainingImages, config_from_dict, config_to_dict, draw_batch
-from invdiff.priors.unet import UNetConfig, UNetPrior
+from invdiff.plots import image_grid, wrapped_rows
+from invdiff.priors.unet import UNetConfig, UNetPrior, save_prior
+from invdiff.samplers import DDIM, run
+from invdiff.samplers.base import prior_sigmas
 from invdiff.schedule import VPSchedule
+from invdiff.training.data import Augmentation, TrainingImages, config_from_dict, config_to_dict, draw_batch
+from invdiff.training.driver import build_seeded, drive_training
 
-__all__ = ["PriorTrainer", "TrainingConfig", "build_seeded", "data_normalization", "drive_training", "train_prior"]
-
-T = TypeVar("T")
+__all__ = ["PriorTrainer", "TrainingConfig", "data_normalization", "sample_figure", "train_prior"]
 
 
 @dataclass(frozen=True)
@@ -81,19 +78,6 @@ class TrainingConfig:
 
     def vp_schedule(self) -> VPSchedule:
         return VPSchedule.linear() if self.schedule == "linear" else VPSchedule.cosine()
-
-
-def build_seeded(seed: int, build: Callable[[], T]) -> T:
-    """``build()`` with initial weights that come from ``seed``.
-
-    PyTorch's and MONAI's layer initialisers take no generator, so ``build`` runs inside
-    ``fork_rng``, which restores the caller's global RNG state afterwards (tested); the shipped
-    priors' recorded commands reproduce their weights through exactly this draw.
-    """
-    fork = torch.Generator().manual_seed(seed + 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=fork)))
-        return build()
 
 
 def data_normalization(modality: str, channels: int) -> tuple[float, float, tuple[float, float]]:
@@ -190,46 +174,18 @@ class PriorTrainer:
         self.losses = [float(v) for v in state["losses"]]
 
 
-def _write_losses(path: Path, losses: list[float], every: int = 10) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["step", "loss", f"loss_mean_{every}"])
-    for i, value in enumerate(losses):
-        window = losses[max(0, i + 1 - every): i + 1]
-        writer.writerow([i + 1, f"{value:.6g}", f"{sum(window) / len(window):.6g}"])
-    atomic_write_text(path, buf.getvalue())
-
-
 def sample_figure(prior: UNetPrior, path: str | Path, num: int = 8, steps: int = 50, seed: int = 0,
                   title: str = "") -> Path:
     """Draw ``num`` unconditional DDIM samples from ``prior`` and save them as a PNG grid (magnitude
     for complex priors)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from invdiff.samplers import DDIM, run
-    from invdiff.samplers.base import prior_sigmas
-
     post = run(DDIM(sigmas=prior_sigmas(prior, steps)), None, prior, n_particles=num,
                generator=torch.Generator().manual_seed(seed), progress=False)
     x = post.samples[0]
     images = x.norm(dim=1) if x.shape[1] == 2 else x[:, 0]
     lo, hi = prior.data_range if prior.data_range is not None else (float(images.min()), float(images.max()))
     lo = max(lo, 0.0) if x.shape[1] == 2 else lo
-    cols = min(num, 4)
-    rows = math.ceil(num / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows + 0.3), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, im in zip(axes.flat, images):
-        ax.imshow(im.numpy(), cmap="gray", vmin=lo, vmax=hi)
-    fig.suptitle(title or f"{num} prior samples (DDIM, {steps} steps, seed {seed})", fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return Path(path)
+    return image_grid(path, wrapped_rows([im.numpy() for im in images], min(num, 4)), lo, hi,
+                      title or f"{num} prior samples (DDIM, {steps} steps, seed {seed})")
 
 
 def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, out: str | Path, *,
@@ -264,60 +220,3 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
     return trainer
 
 
-def drive_training(trainer, total_steps: int, save: Callable[[Path, dict, bool], None],
-                   resume_from: Callable[[dict], None], finish: Callable[[Path], None], out: str | Path, *,
-                   data: TrainingImages, config_dict: dict, resume: bool = False, checkpoint_every: int = 250,
-                   max_minutes: float | None = None, provenance: dict | None = None, progress: bool = True,
-                   log: Callable[[str], None] = print) -> None:
-    """The training driver shared by every kind of prior.
-
-    ``trainer`` has ``step() -> loss``, ``step_index`` and ``losses``; ``save(path, provenance,
-    with_training)`` writes a checkpoint; ``resume_from(payload)`` restores the training state of a
-    checked checkpoint payload; ``finish(out)`` writes the sample figure. Writes ``out/checkpoint.pt``
-    (every ``checkpoint_every`` steps and at the end), ``out/loss.csv``, ``out/prior.pt`` and the
-    figure at the end; ``max_minutes`` stops early after a checkpoint (continue with ``resume``).
-    """
-    from tqdm.auto import tqdm
-
-    out = Path(out)
-    ckpt = out / "checkpoint.pt"
-    provenance = dict(provenance or {})
-    provenance["commands"] = [provenance.get("command")]  # every run that contributed, resumes included
-    provenance.setdefault("data", list(data.sources))
-    provenance["training_config"] = config_dict
-    if resume:
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
-        payload = read_checkpoint(ckpt)
-        if "training" not in payload:
-            raise ValueError(f"{ckpt}: has no training state to resume from")
-        resume_from(payload)
-        before = payload.get("provenance", {})
-        provenance["commands"] = list(before.get("commands", [before.get("command")])) + [provenance.get("command")]
-        log(f"resumed from {ckpt} at step {trainer.step_index}")
-    elif ckpt.exists():
-        raise FileExistsError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
-
-    def checkpoint() -> None:
-        provenance["steps_done"] = trainer.step_index
-        save(ckpt, provenance, True)
-        _write_losses(out / "loss.csv", trainer.losses)
-
-    start = time.perf_counter()
-    with tqdm(total=total_steps, initial=trainer.step_index, desc="train-prior", disable=not progress) as bar:
-        while trainer.step_index < total_steps:
-            loss = trainer.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if trainer.step_index % checkpoint_every == 0:
-                checkpoint()
-                recent = trainer.losses[-checkpoint_every:]
-                log(f"step {trainer.step_index}: mean loss {sum(recent) / len(recent):.4f}, "
-                    f"{time.perf_counter() - start:.0f} s this session")
-                if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
-                    log(f"stopping after {max_minutes} minutes at step {trainer.step_index}; continue with --resume")
-                    return
-    checkpoint()
-    save(out / "prior.pt", provenance, False)
-    finish(out)
-    log(f"done: {trainer.step_index} steps; prior in {out / 'prior.pt'}, samples in {out / 'samples.png'}")

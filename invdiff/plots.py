@@ -1,0 +1,132 @@
+"""Every figure invdiff writes, drawn from arrays, written atomically as PNG.
+
+Figures are built with matplotlib's object interface (:class:`matplotlib.figure.Figure`), never through
+``pyplot``: nothing here selects a backend or touches pyplot's global figure list, so calling these
+functions from a notebook leaves its inline plotting as it was. Only the ``invdiff`` command chooses
+a backend.
+
+Conventions: images are 2-D arrays in data units; grey-scale panels share one window (0 to the
+99.5th percentile of the reference images unless given); ``"std"`` and ``"error"`` panels use the
+magma map from 0 with a colour bar, so their scale is read off the figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from invdiff.io import atomic_write
+
+__all__ = ["calibration_curves", "gmm_scatter", "image_grid", "labelled_grid", "slice_figure"]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
+def _top(image: np.ndarray) -> float:
+    return max(float(np.percentile(image, 99.5)), 1e-12)
+
+
+def slice_figure(path: str | Path, panels: Sequence[tuple[str, np.ndarray, str]], title: str, dpi: int = 80) -> Path:
+    """One row of panels ``(caption, image, kind)``; kind ``"image"`` (grey, a window shared by all image
+    panels), ``"std"`` or ``"error"`` (magma from 0, with a colour bar)."""
+    images = [p[1] for p in panels if p[2] == "image"]
+    vmax = max(_top(im) for im in images) if images else 1.0
+    fig = _figure(2.9 * len(panels), 2.9)
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (caption, image, kind) in zip(axes, panels):
+        if kind == "image":
+            ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
+        else:
+            shown = ax.imshow(image, cmap="magma", vmin=0, vmax=_top(image))
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(caption, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def image_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]], vmin: float, vmax: float, title: str,
+               cell: float = 2.2, dpi: int = 100) -> Path:
+    """Rows of grey-scale images on one window ``[vmin, vmax]`` (prior samples, tokenizer reconstructions)."""
+    cols = max(len(r) for r in rows)
+    fig = _figure(cell * cols, cell * len(rows) + 0.4)
+    axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, row in enumerate(rows):
+        for j, image in enumerate(row):
+            axes[r, j].imshow(np.asarray(image), cmap="gray", vmin=vmin, vmax=vmax)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def wrapped_rows(images: Sequence[np.ndarray], cols: int) -> list[list[np.ndarray]]:
+    """``images`` in rows of at most ``cols``."""
+    return [list(images[i * cols:(i + 1) * cols]) for i in range(math.ceil(len(images) / cols))]
+
+
+def labelled_grid(path: str | Path, cells: Sequence[Sequence[tuple[str, np.ndarray | None]]], kind: str,
+                  vmax: float, title: str, dpi: int = 80) -> Path:
+    """A grid of captioned panels (benchmark figures: one row per budget, one column per method);
+    ``None`` leaves a panel empty. ``kind`` ``"image"`` (grey, ``[0, vmax]``) or ``"std"`` (magma, each
+    panel from 0 to its own 99.5th percentile, with a colour bar)."""
+    rows, cols = len(cells), max(len(r) for r in cells)
+    fig = _figure(2.3 * cols, 2.7 * rows)
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    for i, row in enumerate(cells):
+        for j, (caption, image) in enumerate(row):
+            ax = axes[i, j]
+            if image is not None:
+                if kind == "image":
+                    ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
+                else:
+                    shown = ax.imshow(image, cmap="magma", vmin=0, vmax=_top(image))
+                    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+            ax.set_title(caption, fontsize=7)
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def gmm_scatter(path: str | Path, prior_samples: np.ndarray, exact: np.ndarray, sampled: np.ndarray,
+                dpi: int = 110) -> Path:
+    """The first two coordinates of prior, exact-posterior and sampled-posterior draws ``(n, d)``."""
+    fig = _figure(5, 5)
+    ax = fig.subplots()
+    ax.scatter(prior_samples[:, 0], prior_samples[:, 1], s=2, c="0.8", label="prior")
+    ax.scatter(exact[:2000, 0], exact[:2000, 1], s=3, c="tab:blue", label="exact posterior")
+    ax.scatter(sampled[:2000, 0], sampled[:2000, 1], s=3, c="tab:orange", alpha=0.5, label="sampled posterior")
+    ax.set_xlabel("x[0]")
+    ax.set_ylabel("x[1]")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("Gaussian-mixture posterior: exact vs sampled")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def calibration_curves(ax, coverage: dict[str, dict[float, float]]) -> None:
+    """Draw empirical against nominal coverage, one curve per reading, on ``ax``, with the diagonal."""
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    for reading, cov in coverage.items():
+        levels = sorted(float(k) for k in cov)
+        ax.plot(levels, [cov[k] for k in levels], "o-", label=reading)
+    ax.set_xlabel("nominal level of the central interval")
+    ax.set_ylabel("fraction of pixels covered")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
