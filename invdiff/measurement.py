@@ -12,21 +12,28 @@ Cartesian multi-coil MRI, sparse-view CT) gets them from a one-off float64 eigen
 linear operators use per-sample conjugate gradients; non-linear operators get the likelihood and its
 gradient by autograd. Capabilities an operator lacks raise
 :class:`CapabilityError` with the operator's name.
+
+Samplers, policies and metrics use only the methods here (``forward``, ``adjoint``, ``normal``,
+``operator_norm_sq``, the likelihood, the proximal solvers); ``physics`` is for the code that builds
+problems and for handing the operator to deepinv.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import deepinv as dinv
 import torch
 from torch import Tensor
 
-from invdiff.linalg import batch_view, conjugate_gradient
+from invdiff.linalg import batch_view, conjugate_gradient, operator_norm_sq
 from invdiff.normal_solvers import NormalSolver, normal_solver
+from invdiff.operators.protocols import BatchExpandable, CandidateSelection, WithMask
 
-__all__ = ["CapabilityError", "Measurement"]
+__all__ = ["SVD", "CapabilityError", "Measurement"]
 
 
 class CapabilityError(NotImplementedError):
@@ -45,6 +52,18 @@ def _as_sigma(sigma: float | Tensor, batch: int, dtype: torch.dtype, device: tor
     if not bool(torch.isfinite(s).all()) or bool((s <= 0).any()):
         raise ValueError(f"sigma must be finite and > 0 for every sample, got {s.tolist()}")
     return s
+
+
+@dataclass(frozen=True)
+class SVD:
+    """``A = U diag(s) V^T`` of a decomposable operator: ``U``, ``U_adjoint``, ``V``, ``V_adjoint`` as
+    callables and the singular values ``s`` (broadcastable to the spectral domain)."""
+
+    U: Callable[[Tensor], Tensor]
+    U_adjoint: Callable[[Tensor], Tensor]
+    V: Callable[[Tensor], Tensor]
+    V_adjoint: Callable[[Tensor], Tensor]
+    s: Tensor
 
 
 class Measurement:
@@ -128,7 +147,13 @@ class Measurement:
     # ----- read-only state -------------------------------------------------------------------
     @property
     def physics(self) -> dinv.physics.Physics:
+        """The operator, for code that builds problems or hands it to deepinv; samplers use the methods."""
         return self._physics
+
+    @property
+    def operator_name(self) -> str:
+        """The operator's class name, for messages."""
+        return type(self._physics).__name__
 
     @property
     def y(self) -> Tensor:
@@ -160,6 +185,35 @@ class Measurement:
     @property
     def is_decomposable(self) -> bool:
         return isinstance(self._physics, dinv.physics.DecomposablePhysics)
+
+    # ----- the operator --------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """``A(x)``, shaped like ``y`` (noiseless)."""
+        return self._physics.A(x)
+
+    def adjoint(self, r: Tensor) -> Tensor:
+        """``A^T r`` for a y-shaped ``r`` (linear operators), x-shaped."""
+        self._require_linear("adjoint")
+        return self._physics.A_adjoint(r)
+
+    def normal(self, x: Tensor) -> Tensor:
+        """``A^T A x`` (linear operators)."""
+        self._require_linear("normal")
+        return self._physics.A_adjoint_A(x)
+
+    def operator_norm_sq(self, iterations: int = 30, start: Tensor | None = None) -> Tensor:
+        """``||A||_2^2`` per item ``(B,)``, by ``iterations`` power iterations on ``A^T A`` (linear operators).
+
+        ``start``: the first iterate, ``(B, ...)`` or one item's shape ``(...)`` shared by the batch; by
+        default a fixed standard normal draw (``torch.Generator().manual_seed(0)``), so the estimate is
+        reproducible. The estimate approaches the norm from below.
+        """
+        self._require_linear("operator_norm_sq")
+        if self._x_shape is None:
+            raise CapabilityError(f"operator_norm_sq needs the unknown's shape; {self.operator_name} gave none")
+        if start is None:
+            start = torch.randn(self._x_shape, generator=torch.Generator().manual_seed(0), dtype=self._y.real.dtype)
+        return operator_norm_sq(self._physics.A_adjoint_A, start.to(self._y.device), iterations)
 
     # ----- likelihood --------------------------------------------------------------------------
     def residual(self, x: Tensor) -> Tensor:
@@ -197,7 +251,7 @@ class Measurement:
     # ----- linear capabilities -------------------------------------------------------------------
     def _require_linear(self, what: str) -> None:
         if not self.is_linear:
-            raise CapabilityError(f"{what} needs a linear operator; {type(self._physics).__name__} is not")
+            raise CapabilityError(f"{what} needs a linear operator; {self.operator_name} is not")
 
     def _spectrum_solve(self, b: Tensor, shift: Tensor | None, rtol: float = 1e-6) -> Tensor:
         """``V diag(1 / (|s|^2 / sigma^2 + shift)) V^T b`` for a decomposable operator.
@@ -244,12 +298,23 @@ class Measurement:
         x, _ = conjugate_gradient(p.A_adjoint_A, aty, tol=tol, max_iter=max_iter)
         return x
 
-    def prox(self, z: Tensor, gamma: float | Tensor, tol: float = 1e-10, max_iter: int = 500) -> Tensor:
+    def prox(self, z: Tensor, gamma: float | Tensor, tol: float = 1e-10, max_iter: int = 500,
+             method: Literal["auto", "physics"] = "auto") -> Tensor:
         """``argmin_x ||y - A x||^2 / (2 sigma^2) + ||x - z||^2 / (2 gamma)``, per sample.
 
-        ``gamma`` is a scalar or ``(B,)``, in squared units of ``x``. ``z + solve_regularised(y - A z, gamma)``.
+        ``gamma`` is a scalar or ``(B,)``, in squared units of ``x``. ``"auto"``:
+        ``z + solve_regularised(y - A z, gamma)`` (closed form, exact solver, or CG to ``tol``).
+        ``"physics"``: the operator's own ``prox_l2`` (deepinv's convention ``argmin ||A x - y||^2 / 2 +
+        ||x - z||^2 / (2 g)``, called with ``g = gamma / sigma^2``; one noise level per batch).
         """
         self._require_linear("prox")
+        if method == "physics":
+            sig = self._sigma
+            if bool((sig != sig[0]).any()):
+                raise ValueError(f"prox(method='physics') takes one noise level per batch, got {sig.tolist()}")
+            return self._physics.prox_l2(z, self._y, gamma / float(sig[0]) ** 2)
+        if method != "auto":
+            raise ValueError(f"method must be 'auto' or 'physics', got {method!r}")
         return z + self.solve_regularised(self.residual(z), gamma, tol, max_iter)
 
     def solve_regularised(self, r: Tensor, gamma: float | Tensor, tol: float = 1e-10, max_iter: int = 500) -> Tensor:
@@ -306,9 +371,9 @@ class Measurement:
             t.dim() > 0 and t.shape[0] == b for t in list(physics.buffers()) + list(physics.parameters())
         )
         if per_sample:
-            if not hasattr(physics, "expand_batch"):
+            if not isinstance(physics, BatchExpandable):
                 raise CapabilityError(
-                    f"{type(physics).__name__} holds per-sample parameters (leading dimension {b}) and "
+                    f"{self.operator_name} holds per-sample parameters (leading dimension {b}) and "
                     "has no expand_batch(n); expand its parameters and build a new Measurement"
                 )
             physics = physics.expand_batch(n)
@@ -318,10 +383,16 @@ class Measurement:
                            self._sigma.repeat_interleave(n, dim=0), x_shape=x_shape, solver=solver)
 
     def with_y(self, y: Tensor) -> Measurement:
-        """The same operator, noise level and solver with another observation of the same shape."""
-        if tuple(y.shape) != tuple(self._y.shape):
-            raise ValueError(f"y must keep the shape {tuple(self._y.shape)}, got {tuple(y.shape)}")
-        return Measurement(self._physics, y, self._sigma, x_shape=self._x_shape, solver=self._solver)
+        """The same operator, noise level and solver with another finite observation of the same shape."""
+        if not isinstance(y, Tensor) or tuple(y.shape) != tuple(self._y.shape):
+            raise ValueError(f"y must keep the shape {tuple(self._y.shape)}, got {tuple(getattr(y, 'shape', ()))}")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError(f"y of shape {tuple(y.shape)} contains NaN or Inf entries")
+        twin = object.__new__(Measurement)  # the operator already maps x_shape to this shape: no re-check
+        for name in self.__slots__:
+            object.__setattr__(twin, name, getattr(self, name))
+        object.__setattr__(twin, "_y", y.detach())
+        return twin
 
     def with_normal_solver(self, max_measurements: int = 8192) -> Measurement:
         """This measurement with an exact normal-equation solver attached, when the operator has one
@@ -340,16 +411,45 @@ class Measurement:
         observation under the new mask; by default the current ``y`` is re-masked, which is only
         right when the new mask selects a subset of the old one.
         """
-        if not hasattr(self._physics, "with_mask"):
-            raise CapabilityError(f"{type(self._physics).__name__} has no with_mask(mask)")
+        if not isinstance(self._physics, WithMask):
+            raise CapabilityError(f"{self.operator_name} has no with_mask(mask)")
         physics = self._physics.with_mask(mask)
         if y is None:
             y = physics.A(physics.A_adjoint(self._y))
         return Measurement(physics, y, self._sigma, x_shape=self._x_shape)
 
-    def svd(self):
-        """``(U, s, V_adjoint)`` of a decomposable operator ``A = U diag(s) V^T``, as callables and a tensor."""
+    def candidate_grid(self) -> tuple[str, tuple[int, int]]:
+        """The operator's acquirable candidates (:class:`~invdiff.operators.protocols.CandidateSelection`):
+        ``("columns", (H, W))`` or ``("pixels", (H, W))``; :class:`CapabilityError` for other operators."""
+        if not isinstance(self._physics, CandidateSelection):
+            raise CapabilityError(f"{self.operator_name} does not select candidates (k-space columns or pixels)")
+        kind, grid = self._physics.candidate_grid()
+        return kind, tuple(int(g) for g in grid)
+
+    def svd(self) -> SVD:
+        """The singular value decomposition of a decomposable operator (:class:`SVD`)."""
         if not self.is_decomposable:
-            raise CapabilityError(f"{type(self._physics).__name__} exposes no SVD (not a DecomposablePhysics)")
+            raise CapabilityError(f"{self.operator_name} exposes no SVD (not a DecomposablePhysics)")
         p = self._physics
-        return p.U, torch.as_tensor(p.mask), p.V_adjoint
+        return SVD(p.U, p.U_adjoint, p.V, p.V_adjoint, torch.as_tensor(p.mask))
+
+    def rescaled(self, offset: float, width: float) -> Measurement:
+        """The same measurement of ``u = (x - offset) / width`` (linear operators): ``y_u = (y - A(offset 1))
+        / width``, ``sigma_u = sigma / width``, so ``y_u = A u + sigma_u n`` exactly."""
+        self._require_linear("rescaled")
+        if not width > 0:
+            raise ValueError(f"width must be > 0, got {width}")
+        x_offset = torch.full(self._x_shape, float(offset), dtype=self._y.real.dtype, device=self._y.device)
+        return Measurement(self._physics, (self._y - self._physics.A(x_offset)) / width, self._sigma / width,
+                           x_shape=self._x_shape)
+
+    def to(self, device: str | torch.device) -> Measurement:
+        """This measurement on ``device``: a new one with a copy of the operator (this one is unchanged);
+        an exact normal-equation solver is rebuilt there. Itself when it is there already."""
+        device = torch.device(device)
+        here = self._y.device
+        if here.type == device.type and device.index in (None, here.index):
+            return self
+        moved = Measurement(copy.deepcopy(self._physics).to(device), self._y.to(device), self._sigma.to(device),
+                            x_shape=self._x_shape)
+        return moved.with_normal_solver() if self._solver is not None else moved

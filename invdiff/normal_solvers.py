@@ -31,6 +31,8 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
+from invdiff.operators.protocols import DtypeConvertible, RowBlockGram
+
 __all__ = ["GramSolver", "NormalSolver", "RowBlockSolver", "normal_solver"]
 
 
@@ -148,19 +150,20 @@ def normal_solver(physics: dinv.physics.Physics, y_shape: tuple[int, ...], max_m
                   ) -> NormalSolver | None:
     """An exact solver for ``physics`` at batch ``y_shape[0]``, or ``None`` when none applies.
 
-    Multi-coil Cartesian MRI (``row_gram_blocks``) gets :class:`RowBlockSolver`. An operator with a
-    ``with_dtype`` float64 twin, parameters shared across the batch and at most ``max_measurements``
+    An operator whose ``A^T A`` splits into row blocks (:class:`~invdiff.operators.protocols.RowBlockGram`:
+    multi-coil Cartesian MRI) gets :class:`RowBlockSolver`. An operator with a float64 twin
+    (:class:`~invdiff.operators.protocols.DtypeConvertible`), parameters shared across the batch and at most ``max_measurements``
     measurements per item gets :class:`GramSolver` (cost: ``m`` applications of ``A A^T`` and an
     ``m x m`` eigendecomposition — about 20 s for ``m = 5460`` on 2 cores).
     """
     batch = int(y_shape[0])
-    if hasattr(physics, "row_gram_blocks"):
+    if isinstance(physics, RowBlockGram):
         try:
             return RowBlockSolver(physics.row_gram_blocks(), batch)
         except ValueError:
             return None
     m = math.prod(y_shape[1:])
     shared = batch == 1 or not any(t.dim() > 0 and t.shape[0] == batch for t in physics.buffers())
-    if hasattr(physics, "with_dtype") and shared and m <= max_measurements:
+    if isinstance(physics, DtypeConvertible) and shared and m <= max_measurements:
         return GramSolver(physics.with_dtype(torch.float64), tuple(y_shape), batch)
     return None

@@ -2,7 +2,9 @@
 
 Every operator is a deepinv ``LinearPhysics`` / ``DecomposablePhysics``, so it works inside
 :class:`invdiff.measurement.Measurement` and inside deepinv's own solvers alike. Parameters are
-fixed at construction; a new parameter is a new operator (``with_mask``, ``replace``).
+fixed at construction; a new parameter is a new operator (``with_mask``, ``replace``). Optional
+capabilities (a replaceable mask, per-sample parameters, a support, acquirable candidates, exact
+normal-equation blocks) are the protocols of :mod:`invdiff.operators.protocols`.
 """
 
 from invdiff.operators.blur import Blur, CircularBlur

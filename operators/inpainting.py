@@ -60,6 +60,10 @@ class Inpainting(ParametrizedOperator, dinv.physics.DecomposablePhysics):
     def with_mask(self, mask: Tensor) -> Inpainting:
         return Inpainting(mask)
 
+    def candidate_grid(self) -> tuple[str, tuple[int, int]]:
+        """Acquirable candidates: the ``(H, W)`` pixels, all channels."""
+        return "pixels", tuple(self.image_size)
+
     def _checked(self, x: Tensor, what: str) -> Tensor:
         check_image(x, self.image_size, what)
         check_batch(self.mask, x.shape[0], "mask", self)

@@ -76,6 +76,10 @@ class SingleCoilMRI(ParametrizedOperator, dinv.physics.DecomposablePhysics):
         """The same geometry under another mask."""
         return SingleCoilMRI(mask, self.image_size)
 
+    def candidate_grid(self) -> tuple[str, tuple[int, int]]:
+        """Acquirable candidates: the k-space columns (phase-encode lines) of the ``(H, W)`` grid."""
+        return "columns", tuple(self.image_size)
+
     def _check(self, x: Tensor, what: str) -> Tensor:
         check_shape(x, (2, *self.image_size), what, "(re, im) on dim 1")
         check_batch(self.mask, x.shape[0], "mask", self)
@@ -146,6 +150,10 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
     def with_mask(self, mask: Tensor | CartesianMask) -> MultiCoilMRI:
         """The same coils and image size under another mask."""
         return MultiCoilMRI(mask, self.coil_maps, self.image_size)
+
+    def candidate_grid(self) -> tuple[str, tuple[int, int]]:
+        """Acquirable candidates: the k-space columns (phase-encode lines, all coils) of the k-space grid."""
+        return "columns", tuple(self.kspace_size)
 
     def support(self) -> Tensor:
         """Bool ``(B or 1, h, w)``: image pixels some coil sees (``sum_c |S_c|^2 > 0``). The image outside it is

@@ -52,7 +52,7 @@ def equal_count_random(setup, seed: int) -> tuple[Measurement, torch.Tensor]:
     g = torch.Generator().manual_seed(1000 + seed)
     mask = plan.initial.clone()
     mask[free[torch.randperm(len(free), generator=g)[: plan.budget - int(plan.initial.sum())]]] = True
-    cands = candidates_for(setup.measurement.physics)
+    cands = candidates_for(setup.measurement)
     acquired = mask.expand(setup.measurement.batch_size, -1)
     return setup.measurement.with_mask(cands.mask(acquired), y=setup.oracle.measure(cands, acquired)), mask
 

@@ -84,3 +84,23 @@ def test_runner_callback_and_shape_check(prior):
         run(DDIM(num_steps=5), m, prior, generator=torch.Generator().manual_seed(0), progress=False)
     with pytest.raises(ValueError, match="n_particles"):
         run(DDIM(num_steps=5), None, prior, n_particles=0, generator=torch.Generator().manual_seed(0))
+
+
+def test_between_steps_runs_after_every_step_but_the_last_and_can_replace_the_state(prior):
+    import dataclasses
+
+    calls = []
+
+    def hook(sampler, state):
+        calls.append(state.step)
+        return dataclasses.replace(state, x=torch.zeros_like(state.x)) if state.step == 4 else state
+
+    post = run(DDIM(num_steps=5), None, prior, n_particles=3, generator=torch.Generator().manual_seed(0),
+               progress=False, between_steps=hook)
+    assert calls == [1, 2, 3, 4]
+    # the last step denoises the zeroed particles: every particle gets the same denoised point
+    torch.testing.assert_close(post.samples[0], post.samples[0, :1].expand(3, -1))
+    plain = run(DDIM(num_steps=5), None, prior, n_particles=3, generator=torch.Generator().manual_seed(0),
+                progress=False, between_steps=lambda sampler, state: state)
+    ref = run(DDIM(num_steps=5), None, prior, n_particles=3, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(plain.samples, ref.samples)

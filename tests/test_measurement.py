@@ -178,3 +178,57 @@ def test_pinv_rtol_truncates_small_singular_values():
     m = Measurement(op, torch.ones(1, 3, dtype=torch.float64), 0.1)
     torch.testing.assert_close(m.pinv(), torch.tensor([[1.0, 10.0, 100.0]], dtype=torch.float64))
     torch.testing.assert_close(m.pinv(rtol=0.05), torch.tensor([[1.0, 10.0, 0.0]], dtype=torch.float64))
+
+
+def test_operator_methods_are_the_operators(operator_case, generator):
+    name, physics, x, y, sigma = operator_case
+    m = Measurement(physics, y, sigma)
+    torch.testing.assert_close(m.forward(x), physics.A(x), rtol=0, atol=0)
+    torch.testing.assert_close(m.adjoint(y), physics.A_adjoint(y), rtol=0, atol=0)
+    torch.testing.assert_close(m.normal(x), physics.A_adjoint(physics.A(x)), rtol=1e-12, atol=1e-12)
+    # <A x, A x> = <x, A^T A x>: normal is the composition, not an approximation of it
+    assert abs(float((m.forward(x) ** 2).sum() - (x * m.normal(x)).sum())) <= 1e-10 * float((m.forward(x) ** 2).sum())
+
+
+def test_operator_norm_matches_the_largest_singular_value(generator):
+    op = MatrixOperator.random(3, 8, generator)
+    y = torch.randn(2, 3, dtype=torch.float64, generator=generator)
+    m = Measurement(op, y, 0.1)
+    top = float(torch.linalg.matrix_norm(op.matrix, ord=2)) ** 2
+    torch.testing.assert_close(m.operator_norm_sq(200), torch.full((2,), top, dtype=torch.float64), rtol=1e-6, atol=0)
+    assert torch.equal(m.operator_norm_sq(5), m.operator_norm_sq(5))  # a fixed start: reproducible
+
+
+def test_rescaled_states_the_same_measurement_in_new_units(operator_case, generator):
+    name, physics, x, y, sigma = operator_case
+    m = Measurement(physics, y, sigma)
+    u = m.rescaled(0.5, 4.0)
+    torch.testing.assert_close(u.sigma, sigma / 4.0)
+    # the residual of x in data units is width times the residual of u = (x - offset) / width
+    torch.testing.assert_close(u.residual((x - 0.5) / 4.0) * 4.0, m.residual(x), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="width"):
+        m.rescaled(0.0, 0.0)
+
+
+def test_to_the_same_device_is_itself_and_with_y_is_checked(generator):
+    op = MatrixOperator.random(3, 8, generator)
+    m = Measurement(op, torch.randn(2, 3, dtype=torch.float64, generator=generator), 0.1)
+    assert m.to("cpu") is m
+    other = m.with_y(torch.zeros(2, 3, dtype=torch.float64))
+    assert other.physics is m.physics and torch.equal(other.sigma, m.sigma) and not torch.equal(other.y, m.y)
+    with pytest.raises(ValueError, match="shape"):
+        m.with_y(torch.zeros(1, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        m.with_y(torch.full((2, 3), float("nan"), dtype=torch.float64))
+
+
+def test_candidate_grid_is_the_operators_and_refused_otherwise(generator):
+    from invdiff.operators import Inpainting, MultiCoilMRI
+
+    inp = Measurement(Inpainting(torch.ones(4, 5)), torch.zeros(1, 1, 4, 5), 0.1)
+    assert inp.candidate_grid() == ("pixels", (4, 5))
+    maps = torch.ones(2, 8, 6, dtype=torch.complex64) / 2**0.5
+    mri = Measurement(MultiCoilMRI(torch.ones(6), maps, image_size=(4, 6)), torch.zeros(1, 2, 2, 8, 6), 0.1)
+    assert mri.candidate_grid() == ("columns", (8, 6))
+    with pytest.raises(CapabilityError, match="MatrixOperator"):
+        Measurement(MatrixOperator.random(3, 8, generator), torch.zeros(1, 3, dtype=torch.float64), 0.1).candidate_grid()

@@ -1,13 +1,15 @@
 """Active subsampling (ADS): choose k-space lines (or pixels) during posterior sampling by maximum entropy.
 
-:func:`run_active` with an :class:`AcquisitionPlan` and an :class:`Oracle`; the score in
+:class:`ActiveSubsampling`, a policy run between a sampler's steps (``invdiff.samplers.run(...,
+between_steps=policy)``, or :func:`run_active`), with an :class:`AcquisitionPlan` and an
+:class:`Oracle`; the score in
 :mod:`invdiff.active.entropy`; candidates (columns, pixels) in :mod:`invdiff.active.candidates`;
 MRI plans and fixed-mask comparisons in :mod:`invdiff.problems.active_mri`.
 """
 
 from invdiff.active.candidates import Candidates, candidates_for
 from invdiff.active.entropy import auto_width, mixture_entropy_scores
-from invdiff.active.policy import AcquisitionPlan, ActiveResult, Oracle, run_active
+from invdiff.active.policy import AcquisitionPlan, ActiveResult, ActiveSubsampling, Oracle, run_active
 
-__all__ = ["AcquisitionPlan", "ActiveResult", "Candidates", "Oracle", "auto_width", "candidates_for",
+__all__ = ["AcquisitionPlan", "ActiveResult", "ActiveSubsampling", "Candidates", "Oracle", "auto_width", "candidates_for",
            "mixture_entropy_scores", "run_active"]

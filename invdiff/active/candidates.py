@@ -2,9 +2,10 @@
 
 A :class:`Candidates` splits the *fully sampled* measurement of an operator into ``K`` candidates of
 ``D`` real numbers each, and turns a set of acquired candidates ``(B, K)`` back into the operator's
-mask. The operators are invdiff's :class:`~invdiff.operators.MultiCoilMRI`,
-:class:`~invdiff.operators.SingleCoilMRI` (Cartesian: a candidate is a phase-encode column, all
-coils) and :class:`~invdiff.operators.Inpainting` (a candidate is a pixel, all channels).
+mask. Any operator with ``candidate_grid()`` (:class:`~invdiff.operators.protocols.CandidateSelection`)
+has candidates: invdiff's :class:`~invdiff.operators.MultiCoilMRI`, :class:`~invdiff.operators.SingleCoilMRI`
+(Cartesian: a candidate is a phase-encode column, all coils) and :class:`~invdiff.operators.Inpainting`
+(a candidate is a pixel, all channels).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from invdiff.measurement import CapabilityError
+from invdiff.measurement import Measurement
 
 __all__ = ["Candidates", "candidates_for"]
 
@@ -55,14 +56,8 @@ class Candidates:
         return y_full * m
 
 
-def candidates_for(physics) -> Candidates:
-    """The candidates of an invdiff MRI or inpainting operator; ``CapabilityError`` otherwise."""
-    from invdiff.operators import Inpainting, MultiCoilMRI, SingleCoilMRI
-
-    if isinstance(physics, MultiCoilMRI):
-        return Candidates("columns", physics.kspace_size)
-    if isinstance(physics, SingleCoilMRI):
-        return Candidates("columns", tuple(physics.image_size))
-    if isinstance(physics, Inpainting):
-        return Candidates("pixels", tuple(physics.image_size))
-    raise CapabilityError(f"active subsampling needs an MRI or inpainting operator, got {type(physics).__name__}")
+def candidates_for(measurement: Measurement) -> Candidates:
+    """The candidates of a measurement whose operator selects them (:meth:`Measurement.candidate_grid`:
+    invdiff's MRI and inpainting operators); :class:`~invdiff.measurement.CapabilityError` otherwise."""
+    kind, grid = measurement.candidate_grid()
+    return Candidates(kind, grid)

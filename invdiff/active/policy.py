@@ -1,9 +1,11 @@
 """Active subsampling (ADS; Nolan, Stevens, van Nierop & van Sloun, TMLR 2025): choose measurements
-while sampling the posterior.
+while sampling the posterior, as a policy that runs between a sampler's steps.
 
-:func:`run_active` drives any particle sampler whose state carries the particles' denoised estimates
-(``state.denoised``: :class:`~invdiff.samplers.DPS`, :class:`~invdiff.samplers.TDS`). Between its
-steps, at the steps an :class:`AcquisitionPlan` spreads over a window, the policy
+:class:`ActiveSubsampling` is a :class:`~invdiff.samplers.base.StepHook` for
+:func:`invdiff.samplers.run` (``between_steps=policy``); it works with any particle sampler whose
+state carries the particles' denoised estimates (:class:`~invdiff.samplers.base.DenoisedEstimate`:
+:class:`~invdiff.samplers.DPS`, :class:`~invdiff.samplers.TDS`). At the steps an
+:class:`AcquisitionPlan` spreads over a window, it
 
 1. splits the *full* measurement the particles predict, ``A_full(x0_hat_i)``, into candidates
    (k-space columns, pixels: :mod:`invdiff.active.candidates`),
@@ -11,23 +13,22 @@ steps, at the steps an :class:`AcquisitionPlan` spreads over a window, the polic
    (:func:`invdiff.active.entropy.mixture_entropy_scores`, weighted for SMC samplers),
 3. acquires the best ``per_acquisition`` per item from the :class:`Oracle` (retrospective fully
    sampled data), and hands the sampler a new :class:`~invdiff.measurement.Measurement` built with
-   ``with_mask`` — never a mutated one. Samplers with ``with_measurement(state, m)`` (TDS: its twist
-   and weights depend on the data) are told through it.
+   ``with_mask`` — never a mutated one — through ``sampler.with_measurement(state, m)`` (TDS
+   re-evaluates its twist and weights there).
 
-The result holds the posterior, the final mask, and the order and step of every acquisition.
 ``policy="random"`` draws the new candidates uniformly instead (a control at equal budget).
+:func:`run_active` is the one-call form: the policy, :func:`~invdiff.samplers.run`, and an
+:class:`ActiveResult` (the posterior, the final mask, and the order and step of every acquisition).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from invdiff.active.candidates import Candidates, candidates_for
 from invdiff.active.entropy import auto_width, mixture_entropy_scores, pairwise_sq_distances
@@ -35,9 +36,9 @@ from invdiff.measurement import Measurement
 from invdiff.particles import normalized_weights
 from invdiff.posterior import Posterior
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState
+from invdiff.samplers.base import DenoisedEstimate, Sampler, SamplerState, run
 
-__all__ = ["AcquisitionPlan", "ActiveResult", "Oracle", "run_active"]
+__all__ = ["AcquisitionPlan", "ActiveResult", "ActiveSubsampling", "Oracle", "run_active"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class Oracle:
 class ActiveResult:
     """``posterior``; ``acquired`` ``(B, K)`` bool, the final mask; ``order`` ``(B, new)`` the candidates in
     the order acquired; ``steps`` the sampler step of each acquisition; ``policy_seconds`` the time spent
-    scoring; ``widths`` the kernel width used at each acquisition ``(B,)``."""
+    scoring; ``widths`` the kernel width used at each acquisition ``(B,)``; ``measurement`` the final one."""
 
     posterior: Posterior
     acquired: Tensor
@@ -120,74 +121,101 @@ class ActiveResult:
     measurement: Measurement
 
 
-def _choose(state: SamplerState, full: Measurement, cands: Candidates, blocked: Tensor, count: int,
-            width: float | str, policy: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``(B, count)`` new candidates (never a ``blocked`` one) and the kernel width used."""
-    b = blocked.shape[0]
-    if policy == "random":
-        keys = torch.rand(blocked.shape, generator=generator, dtype=torch.float64)
-        keys[blocked] = -1.0
-        return keys.topk(count, dim=1).indices, torch.zeros(b)
-    denoised = getattr(state, "denoised", None)
-    if denoised is None:
-        raise ValueError(f"{type(state).__name__} carries no denoised estimate for the policy to score")
-    pred = cands.split(full.physics.A(denoised), b)  # (B, N, K, D)
-    weights = normalized_weights(state.log_weights)
-    if width == "auto":
-        w = auto_width(pairwise_sq_distances(pred), floor=float(full.sigma.max()))
-    else:
-        w = torch.full((b,), float(width), dtype=torch.float64)
-    scores = mixture_entropy_scores(pred, w, weights)
-    scores[blocked] = -math.inf
-    return scores.topk(count, dim=1).indices, w
+class ActiveSubsampling:
+    """The acquisition policy of the module docstring, for one run (it records what it acquires).
+
+    Args:
+        template: supplies the operator (coil maps, image size) and the noise level; its own mask and
+            data are replaced by ``plan.initial`` and the oracle's data.
+        oracle: the fully sampled data acquisitions read from.
+        plan: what to acquire, and when.
+        width: the kernel standard deviation per real entry of a candidate, or ``"auto"``
+            (:func:`invdiff.active.entropy.auto_width`, at least the noise level).
+        policy: ``"entropy"`` or ``"random"``.
+        generator: the random policy's draws.
+
+    :attr:`measurement` is the measurement to start the sampler on (the initial candidates).
+    """
+
+    def __init__(self, template: Measurement, oracle: Oracle, plan: AcquisitionPlan, *, width: float | str = "auto",
+                 policy: str = "entropy", generator: torch.Generator | None = None):
+        if policy not in ("entropy", "random"):
+            raise ValueError(f"policy must be 'entropy' or 'random', got {policy!r}")
+        if policy == "random" and generator is None:
+            raise ValueError("the random policy needs a generator")
+        self.candidates = candidates_for(template)
+        b = template.batch_size
+        if plan.initial.shape[-1] != self.candidates.count:
+            raise ValueError(f"plan has {plan.initial.shape[-1]} candidates, the operator {self.candidates.count}")
+        acquired = plan.initial.expand(b, -1).clone() if plan.initial.dim() == 1 else plan.initial.clone()
+        if acquired.shape[0] != b:
+            raise ValueError(f"plan.initial is for {acquired.shape[0]} items, the measurement has {b}")
+        self.template, self.oracle, self.plan = template, oracle, plan
+        self.width, self.policy, self.generator = width, policy, generator
+        self.acquired = acquired
+        self.measurement = self._measured(acquired)
+        self.order: list[Tensor] = []
+        self.steps: list[int] = []
+        self.widths: list[Tensor] = []
+        self.policy_seconds = 0.0
+        self._schedule: dict[int, int] | None = None
+        self._full: Measurement | None = None
+
+    def _measured(self, acquired: Tensor) -> Measurement:
+        return self.template.with_mask(self.candidates.mask(acquired), y=self.oracle.measure(self.candidates, acquired))
+
+    def __call__(self, sampler: Sampler, state: SamplerState) -> SamplerState:
+        if self._schedule is None:
+            self._schedule = self.plan.schedule(state.num_steps)
+            full = self.template.with_mask(self.candidates.mask(torch.ones_like(self.acquired)))
+            self._full = full.expand(state.n_particles)
+        count = self._schedule.get(state.step, 0)
+        if not count:
+            return state
+        t0 = time.perf_counter()
+        blocked = self.acquired if self.plan.allowed is None else self.acquired | ~self.plan.allowed.to(self.acquired.device)
+        chosen, w = self._choose(state, blocked, count)
+        self.policy_seconds += time.perf_counter() - t0
+        self.acquired = self.acquired.scatter(1, chosen, True)
+        self.order.append(chosen)
+        self.steps += [state.step] * count
+        self.widths.append(w)
+        self.measurement = self._measured(self.acquired)
+        return sampler.with_measurement(state, self.measurement)
+
+    def _choose(self, state: SamplerState, blocked: Tensor, count: int) -> tuple[Tensor, Tensor]:
+        """``(B, count)`` new candidates (never a ``blocked`` one) and the kernel width used."""
+        b = blocked.shape[0]
+        if self.policy == "random":
+            keys = torch.rand(blocked.shape, generator=self.generator, dtype=torch.float64)
+            keys[blocked] = -1.0
+            return keys.topk(count, dim=1).indices, torch.zeros(b)
+        if not isinstance(state, DenoisedEstimate) or state.denoised is None:
+            raise ValueError(f"{type(state).__name__} carries no denoised estimate for the policy to score")
+        pred = self.candidates.split(self._full.forward(state.denoised), b)  # (B, N, K, D)
+        weights = normalized_weights(state.log_weights)
+        if self.width == "auto":
+            w = auto_width(pairwise_sq_distances(pred), floor=float(self._full.sigma.max()))
+        else:
+            w = torch.full((b,), float(self.width), dtype=torch.float64)
+        scores = mixture_entropy_scores(pred, w, weights)
+        scores[blocked] = -math.inf
+        return scores.topk(count, dim=1).indices, w
+
+    def result(self, posterior: Posterior) -> ActiveResult:
+        """The run's :class:`ActiveResult` from its posterior."""
+        b = self.acquired.shape[0]
+        order = torch.cat(self.order, dim=1) if self.order else torch.zeros(b, 0, dtype=torch.long)
+        return ActiveResult(posterior, self.acquired, order, self.steps, self.policy_seconds, self.widths,
+                            self.measurement)
 
 
 def run_active(sampler: Sampler, measurement: Measurement, prior: Denoiser, oracle: Oracle, plan: AcquisitionPlan,
                *, n_particles: int, generator: torch.Generator, width: float | str = "auto",
                policy: str = "entropy", progress: bool = True) -> ActiveResult:
-    """Sample while acquiring (module docstring).
-
-    ``measurement`` supplies the operator (coil maps, image size) and the noise level; its own mask and
-    data are replaced by ``plan.initial`` and the oracle's data. ``width``: the kernel standard deviation
-    per real entry of a candidate, or ``"auto"`` (:func:`invdiff.active.entropy.auto_width`, at least the
-    noise level).
-    """
-    if policy not in ("entropy", "random"):
-        raise ValueError(f"policy must be 'entropy' or 'random', got {policy!r}")
-    cands = candidates_for(measurement.physics)
-    b = measurement.batch_size
-    if plan.initial.shape[-1] != cands.count:
-        raise ValueError(f"plan has {plan.initial.shape[-1]} candidates, the operator {cands.count}")
-    acquired = plan.initial.expand(b, -1).clone() if plan.initial.dim() == 1 else plan.initial.clone()
-    if acquired.shape[0] != b:
-        raise ValueError(f"plan.initial is for {acquired.shape[0]} items, the measurement has {b}")
-    start = time.perf_counter()
-    m = measurement.with_mask(cands.mask(acquired), y=oracle.measure(cands, acquired))
-    full = measurement.with_mask(cands.mask(torch.ones_like(acquired))).expand(n_particles)
-    state = sampler.init(m, prior, n_particles, generator)
-    schedule = plan.schedule(state.num_steps)
-    order, steps, widths, policy_seconds = [], [], [], 0.0
-    with torch.no_grad(), tqdm(total=state.num_steps, desc=f"ADS/{type(sampler).__name__}", disable=not progress,
-                               leave=False) as bar:
-        while not state.done:
-            state = sampler.step(state)
-            bar.update(1)
-            count = schedule.get(state.step, 0)
-            if count and not state.done:
-                t0 = time.perf_counter()
-                blocked = acquired if plan.allowed is None else acquired | ~plan.allowed.to(acquired.device)
-                chosen, w = _choose(state, full, cands, blocked, count, width, policy, generator)
-                policy_seconds += time.perf_counter() - t0
-                acquired = acquired.scatter(1, chosen, True)
-                order.append(chosen)
-                steps += [state.step] * count
-                widths.append(w)
-                m = measurement.with_mask(cands.mask(acquired), y=oracle.measure(cands, acquired))
-                if hasattr(sampler, "with_measurement"):
-                    state = sampler.with_measurement(state, m)
-                else:
-                    state = dataclasses.replace(state, measurement=m.expand(n_particles))
-    posterior = sampler.result(state)
-    posterior.diagnostics.wall_time = time.perf_counter() - start
-    order_t = torch.cat(order, dim=1) if order else torch.zeros(b, 0, dtype=torch.long)
-    return ActiveResult(posterior, acquired, order_t, steps, policy_seconds, widths, m)
+    """Sample while acquiring: :class:`ActiveSubsampling` (see its arguments) run by
+    :func:`invdiff.samplers.run`; ``generator`` drives both the sampler and the random policy."""
+    active = ActiveSubsampling(measurement, oracle, plan, width=width, policy=policy, generator=generator)
+    posterior = run(sampler, active.measurement, prior, n_particles=n_particles, generator=generator,
+                    progress=progress, between_steps=active)
+    return active.result(posterior)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from invdiff.linalg import batch_view
+from invdiff.schedule import VPSchedule
 
 
 def sigma_per_sample(sigma: float | Tensor, x: Tensor) -> Tensor:
@@ -33,10 +34,16 @@ class Denoiser(ABC):
     Attributes:
         event_shape: shape of one sample (without batch), e.g. ``(2, 128, 128)``.
         data_range: ``(low, high)`` of the data the prior was built for, or ``None``.
+        offset, scale: the prior's model space, ``data = offset + scale * model`` (0 and 1 when it has none):
+            samplers start from ``offset`` and scale a schedule's noise levels by ``scale``.
+        schedule: the VP schedule the network was trained on, in model space, or ``None``.
     """
 
     event_shape: tuple[int, ...]
     data_range: tuple[float, float] | None = None
+    offset: float = 0.0
+    scale: float = 1.0
+    schedule: VPSchedule | None = None
 
     @abstractmethod
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:

@@ -237,5 +237,5 @@ class GaussianMixturePrior(Denoiser):
         if not measurement.is_linear:
             raise ValueError("the exact mixture posterior needs a linear operator")
         y = measurement.y
-        a = operator_matrix(measurement.physics.A, self.event_shape, dtype=y.dtype, device=y.device)
+        a = operator_matrix(measurement.forward, self.event_shape, dtype=y.dtype, device=y.device)
         return self.posterior(a, y.reshape(y.shape[0], -1), measurement.sigma)

@@ -16,7 +16,7 @@ trained step as ``t`` (the conversion itself stays exact).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -74,8 +74,8 @@ class UNetPrior(Denoiser):
     """
 
     net: nn.Module
-    schedule: VPSchedule
-    event_shape: tuple[int, int, int]
+    schedule: VPSchedule = field()  # required: field() overrides the base class's default of None
+    event_shape: tuple[int, int, int] = field()
     prediction: Prediction = "epsilon"
     scale: float = 1.0
     offset: float = 0.0

@@ -1,14 +1,17 @@
-"""The sampler protocol, its runner, and the ``Posterior`` every sampler returns.
+"""The sampler protocol and its runner.
 
 A sampler is a step kernel (sigpy's Alg/App split): ::
 
     state = sampler.init(measurement, prior, n_particles, generator)
     while not state.done:
         state = sampler.step(state)
+        state = between_steps(sampler, state)      # optional: an acquisition policy, a monitor
     posterior = sampler.result(state)
 
-:func:`run` is the driver: progress bar, wall time. Particles are laid out item-major: state tensors
-are ``(B * N, ...)``, and the ``Posterior`` reshapes them to ``(B, N, ...)``.
+:func:`run` is the one driver: progress bar, wall time, and the ``between_steps`` hook (a
+:class:`StepHook`, e.g. active subsampling, :class:`invdiff.active.ActiveSubsampling`). Particles are
+laid out item-major: state tensors are ``(B * N, ...)``, and the
+:class:`~invdiff.posterior.Posterior` reshapes them to ``(B, N, ...)``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -51,6 +55,7 @@ class CountingDenoiser(Denoiser):
         self.chunk_size = chunk_size
         self.event_shape = tuple(prior.event_shape)
         self.data_range = prior.data_range
+        self.offset, self.scale, self.schedule = prior.offset, prior.scale, prior.schedule
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         self.diagnostics.network_evals += 1
@@ -91,14 +96,14 @@ class SamplerState:
 
 def prior_scale(prior: Denoiser) -> float:
     """The prior's model-space scale (data = offset + scale * model space); 1 for priors without one."""
-    return float(getattr(prior, "scale", 1.0))
+    return float(prior.scale)
 
 
 def prior_sigmas(prior: Denoiser, num_steps: int, schedule: VPSchedule | None = None) -> Tensor:
     """Decreasing noise levels in data units for ``num_steps`` steps, with a final 0: the trailing-spaced
     levels of ``schedule`` (default: the prior's own, else DDPM linear), which live in the prior's model
     space, times :func:`prior_scale`."""
-    schedule = schedule or getattr(prior, "schedule", None) or VPSchedule.linear()
+    schedule = schedule or prior.schedule or VPSchedule.linear()
     return schedule.sampling_sigmas(num_steps) * prior_scale(prior)
 
 
@@ -136,6 +141,14 @@ class Sampler(ABC):
         b, n = state.log_weights.shape
         return Posterior(state.x.reshape(b, n, *state.x.shape[1:]), state.log_weights, state.diagnostics)
 
+    def with_measurement(self, state: SamplerState, measurement: Measurement) -> SamplerState:
+        """The state with new data between steps (an acquisition): ``measurement`` has the batch of the
+        items; by default it replaces the state's measurement, expanded to the particles. Samplers whose
+        state depends on the data in other ways (weights, cached twists) override this."""
+        if state.done:
+            raise ValueError("the run is finished; there is no step left to use new data")
+        return dataclasses.replace(state, measurement=measurement.expand(state.n_particles))
+
     @staticmethod
     def initial_state(measurement: Measurement | None, prior: Denoiser, n_particles: int,
                       generator: torch.Generator, num_steps: int, x_init: Callable[[BatchGenerator, torch.dtype], Tensor],
@@ -168,14 +181,30 @@ class Sampler(ABC):
         )
 
 
-def run(sampler: Sampler, measurement: Measurement | None, prior: Denoiser, *, n_particles: int = 1,
-        generator: torch.Generator, progress: bool = True,
-        callback: Callable[[SamplerState], None] | None = None) -> Posterior:
-    """Drive ``sampler`` to completion and return its :class:`Posterior` (with wall time).
+class StepHook(Protocol):
+    """What :func:`run` calls after every step that is not the last: ``hook(sampler, state)`` returns the
+    state to continue from (the same one, or one built with ``sampler.with_measurement``)."""
 
-    ``progress=False`` silences the progress bar; ``callback(state)`` runs after every step.
-    Steps run under ``torch.no_grad()``: a step that differentiates (through the denoiser, say)
-    enables gradients itself, so no graph is kept across steps.
+    def __call__(self, sampler: Sampler, state: SamplerState) -> SamplerState: ...
+
+
+@runtime_checkable
+class DenoisedEstimate(Protocol):
+    """A sampler state that carries its particles' denoised estimates ``x0_hat`` ``(B * N, ...)`` from the
+    last step (:class:`~invdiff.samplers.DPS`, :class:`~invdiff.samplers.TDS`): what a policy scores."""
+
+    denoised: Tensor | None
+
+
+def run(sampler: Sampler, measurement: Measurement | None, prior: Denoiser, *, n_particles: int = 1,
+        generator: torch.Generator, progress: bool = True, between_steps: StepHook | None = None,
+        callback: Callable[[SamplerState], None] | None = None) -> Posterior:
+    """Drive ``sampler`` to completion and return its :class:`~invdiff.posterior.Posterior` (with wall time).
+
+    ``between_steps(sampler, state)`` runs after every step but the last and returns the state to go on
+    from (module docstring); ``callback(state)`` observes the state after every step (and after the
+    hook). ``progress=False`` silences the progress bar. Steps run under ``torch.no_grad()``: a step that
+    differentiates (through the denoiser, say) enables gradients itself, so no graph is kept across steps.
     """
     start = time.perf_counter()
     state = sampler.init(measurement, prior, n_particles, generator)
@@ -184,6 +213,8 @@ def run(sampler: Sampler, measurement: Measurement | None, prior: Denoiser, *, n
         while not state.done:
             state = sampler.step(state)
             bar.update(1)
+            if between_steps is not None and not state.done:
+                state = between_steps(sampler, state)
             if callback is not None:
                 callback(state)
     posterior = sampler.result(state)

@@ -105,7 +105,7 @@ class DirectReconstruction(_Deterministic):
     def step(self, state: DeterministicState) -> DeterministicState:
         m = state.measurement
         if self.kind == "adjoint":
-            x = m.physics.A_adjoint(m.y)
+            x = m.adjoint(m.y)
         elif self.kind == "physics":
             x = m.pinv("physics")
         else:
@@ -127,13 +127,13 @@ class ConjugateGradient(_Deterministic):
         self.iterations, self.damping, self.tol = iterations, float(damping), float(tol)
 
     def _normal(self, m: Measurement, v: Tensor) -> Tensor:
-        out = m.physics.A_adjoint_A(v)
+        out = m.normal(v)
         return out + self.damping * v if self.damping else out
 
     def init(self, measurement: Measurement | None, prior: Denoiser | None, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         m = _needs_linear(measurement, "ConjugateGradient")
-        b = m.physics.A_adjoint(m.y)
+        b = m.adjoint(m.y)
         state = self._state(m, prior, n_particles, generator, self.iterations, torch.zeros_like(b), CGState)
         rs = batch_dot(b, b)
         return dataclasses.replace(state, r=b, p=b.clone(), rs=rs, threshold=self.tol**2 * rs)
@@ -192,22 +192,22 @@ class TotalVariation(_Deterministic):
     def init(self, measurement: Measurement | None, prior: Denoiser | None, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         m = _needs_linear(measurement, "TotalVariation")
-        aty = m.physics.A_adjoint(m.y)
+        aty = m.adjoint(m.y)
         if self.init_kind == "zeros":
             x0 = torch.zeros_like(aty)
         elif self.init_kind == "adjoint":
             x0 = aty
         else:
-            a_aty = m.physics.A(aty)
+            a_aty = m.forward(aty)
             c = aty.abs().pow(2).flatten(1).sum(1) / a_aty.abs().pow(2).flatten(1).sum(1).clamp_min(1e-30)
             x0 = batch_view(c, aty) * aty
         state = self._state(m, prior, n_particles, generator, self.iterations, x0, PDHGState)
         if aty.dim() < 3:
             raise ValueError(f"TotalVariation needs images (B, ..., H, W), got unknowns of shape {tuple(aty.shape)}")
         start = state.rng.randn(*aty.shape[1:], dtype=aty.dtype)
-        a2 = operator_norm_sq(m.physics.A_adjoint_A, start, 30) / 8.0  # ||grad||^2 <= 8 in 2-D
+        a2 = m.operator_norm_sq(30, start) / 8.0  # ||grad||^2 <= 8 in 2-D
         a = a2.clamp_min(1e-30).sqrt()
-        k2 = operator_norm_sq(lambda v: m.physics.A_adjoint_A(v) / batch_view(a2, v)
+        k2 = operator_norm_sq(lambda v: m.normal(v) / batch_view(a2, v)
                                + gradient_2d_adjoint(gradient_2d(v)), start, 30)
         tau = 0.99 / (1.05 * k2).sqrt()  # 5 % margin on the power-iteration estimate
         return dataclasses.replace(state, dual_data=torch.zeros_like(m.y), dual_grad=torch.zeros_like(gradient_2d(x0)),
@@ -217,13 +217,13 @@ class TotalVariation(_Deterministic):
         m, x, x_bar = state.measurement, state.x, state.x_bar
         a, s = state.a, state.tau
         # dual of F1(u) = ||a u - y||^2 / 2 at u = A x / a: prox of s F1* is (w - s y / a) / (1 + s / a^2)
-        w = state.dual_data + batch_view(s / a, m.y) * m.physics.A(x_bar)
+        w = state.dual_data + batch_view(s / a, m.y) * m.forward(x_bar)
         dual_data = (w - batch_view(s / a, m.y) * m.y) / batch_view(1 + s / a**2, m.y)
         # dual of lam ||.||_{2,1}: projection onto the pointwise ball of radius lam (norm over directions and channels)
         q = state.dual_grad + batch_view(s, state.dual_grad) * gradient_2d(x_bar)
         norm = q.pow(2).sum(dim=(1, 2), keepdim=True).sqrt()
         dual_grad = q / torch.clamp(norm / self.lam, min=1.0) if self.lam > 0 else torch.zeros_like(q)
-        x_new = x - batch_view(s, x) * (m.physics.A_adjoint(dual_data) / batch_view(a, x) + gradient_2d_adjoint(dual_grad))
+        x_new = x - batch_view(s, x) * (m.adjoint(dual_data) / batch_view(a, x) + gradient_2d_adjoint(dual_grad))
         return dataclasses.replace(state, x=x_new, x_bar=2 * x_new - x, dual_data=dual_data, dual_grad=dual_grad,
                                    step=state.step + 1)
 

@@ -49,25 +49,27 @@ class _UnitRangePrior(Denoiser):
 
 
 class _DelegatingLinear(dinv.physics.LinearPhysics):
-    """``physics`` (linear) with a Gaussian noise model of its own; ``prox_l2`` is the original's."""
+    """A linear measurement as a deepinv physics with a Gaussian noise model of its own; ``prox_l2`` is the
+    operator's own (:meth:`Measurement.prox` with ``method="physics"``)."""
 
-    def __init__(self, physics: dinv.physics.LinearPhysics, sigma: float):
-        super().__init__(A=physics.A, A_adjoint=physics.A_adjoint, noise_model=dinv.physics.GaussianNoise(sigma))
-        self._inner = [physics]  # a list, so the module is not registered (and not copied) as a child
+    def __init__(self, measurement: Measurement):
+        super().__init__(A=measurement.forward, A_adjoint=measurement.adjoint,
+                         noise_model=dinv.physics.GaussianNoise(float(measurement.sigma[0])))
+        self._measurement = [measurement]  # a list, so nothing is registered (or copied) as a child module
 
     def prox_l2(self, z, y, gamma, **kwargs):
-        return self._inner[0].prox_l2(z, y, gamma, **kwargs)
+        m = self._measurement[0]
+        return m.with_y(y).prox(z, gamma * float(m.sigma[0]) ** 2, method="physics")
 
 
-def _delegating_decomposable(physics: dinv.physics.DecomposablePhysics, y: Tensor,
-                             sigma: float) -> dinv.physics.DecomposablePhysics:
-    """A copy with its own noise model; the singular values are broadcast to one item's full spectral
-    shape, as deepinv's DDRM indexes them with it."""
-    spectral = physics.U_adjoint(y[:1])
-    mask = torch.as_tensor(physics.mask, device=y.device).expand(1, *spectral.shape[1:])
-    return dinv.physics.DecomposablePhysics(U=physics.U, U_adjoint=physics.U_adjoint, V=physics.V,
-                                            V_adjoint=physics.V_adjoint, mask=mask,
-                                            noise_model=dinv.physics.GaussianNoise(sigma))
+def _delegating_decomposable(measurement: Measurement) -> dinv.physics.DecomposablePhysics:
+    """The measurement's SVD as a deepinv physics with its own noise model; the singular values are
+    broadcast to one item's full spectral shape, as deepinv's DDRM indexes them with it."""
+    svd, y = measurement.svd(), measurement.y
+    spectral = svd.U_adjoint(y[:1])
+    mask = svd.s.to(y.device).expand(1, *spectral.shape[1:])
+    return dinv.physics.DecomposablePhysics(U=svd.U, U_adjoint=svd.U_adjoint, V=svd.V, V_adjoint=svd.V_adjoint,
+                                            mask=mask, noise_model=dinv.physics.GaussianNoise(float(measurement.sigma[0])))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,24 +88,16 @@ class UnitRangeView:
         """The view of ``measurement`` under ``prior``'s data range; ``keep_svd`` keeps the operator's SVD
         (for DDRM; deepinv's other solvers would take its complex singular values for real ones)."""
         if not measurement.is_linear:
-            raise ValueError("deepinv's DiffPIR/DDRM need a linear operator; "
-                             f"{type(measurement.physics).__name__} is not")
+            raise ValueError(f"deepinv's DiffPIR/DDRM need a linear operator; {measurement.operator_name} is not")
         if prior.data_range is None:
             raise ValueError("the prior has no data_range, so its [0, 1] view is undefined")
         sig = measurement.sigma
         if bool((sig != sig[0]).any()):
             raise ValueError(f"deepinv's solvers take one noise level per batch, got {sig.tolist()}")
         lo, hi = (float(v) for v in prior.data_range)
-        width = hi - lo
-        p = measurement.physics
-        x_lo = torch.full(measurement.x_shape, lo, dtype=measurement.y.real.dtype, device=measurement.y.device)
-        y_u = (measurement.y - p.A(x_lo)) / width
-        sigma_u = float(sig[0]) / width
-        if keep_svd and isinstance(p, dinv.physics.DecomposablePhysics):
-            physics = _delegating_decomposable(p, y_u, sigma_u)
-        else:
-            physics = _DelegatingLinear(p, sigma_u)
-        return cls(lo, width, _UnitRangePrior(prior, lo, width), physics, y_u, sigma_u)
+        view = measurement.rescaled(lo, hi - lo)
+        physics = _delegating_decomposable(view) if keep_svd and view.is_decomposable else _DelegatingLinear(view)
+        return cls(lo, hi - lo, _UnitRangePrior(prior, lo, hi - lo), physics, view.y, float(view.sigma[0]))
 
     def to_data(self, u: Tensor) -> Tensor:
         return self.lo + self.width * u
@@ -115,7 +109,7 @@ def ddrm_supports(measurement: Measurement) -> bool:
     if not measurement.is_decomposable:
         return False
     with torch.no_grad():
-        return not measurement.physics.U_adjoint(measurement.y[:1]).is_complex()
+        return not measurement.svd().U_adjoint(measurement.y[:1]).is_complex()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,9 +141,9 @@ class DeepinvSampler(Sampler):
         if measurement is None:
             raise ValueError(f"{self.algorithm} needs a measurement")
         if self.algorithm == "ddrm" and not measurement.is_decomposable:
-            raise ValueError(f"DDRM needs an operator with an SVD; {type(measurement.physics).__name__} has none")
+            raise ValueError(f"DDRM needs an operator with an SVD; {measurement.operator_name} has none")
         if self.algorithm == "ddrm" and not ddrm_supports(measurement):
-            raise ValueError(f"deepinv's DDRM needs a real SVD; {type(measurement.physics).__name__}'s is complex")
+            raise ValueError(f"deepinv's DDRM needs a real SVD; {measurement.operator_name}'s is complex")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=1,
                                    x_init=lambda rng, dtype: torch.zeros(measurement.batch_size, n_particles,

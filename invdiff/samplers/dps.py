@@ -81,7 +81,7 @@ class DPS(Sampler):
         if measurement is None:
             raise ValueError("DPS needs a measurement")
         sigmas = self.sigmas_for(prior)
-        offset = float(getattr(prior, "offset", 0.0))
+        offset = float(prior.offset)
 
         def x_init(rng, dtype):
             return offset + float(sigmas[0]) * rng.randn(n_particles, *prior.event_shape, dtype=dtype)

@@ -186,10 +186,15 @@ class ApproximationFreeEnsemble(Sampler):
         if self.exact_prox:
             measurement = measurement.with_normal_solver()
         expanded = measurement.expand(n_particles)
-        x, log_w = posterior_of_gaussian_reference(expanded, float(getattr(prior, "offset", 0.0)), float(sigmas[0]),
+        x, log_w = posterior_of_gaussian_reference(expanded, float(prior.offset), float(sigmas[0]),
                                                    state.rng, n_particles, measurement.y.real.dtype, self.prox_tol,
                                                    self.prox_max_iter)
         return extend_state(state, EnsembleState, x=x, log_weights=log_w, measurement=expanded, sigmas=sigmas)
+
+    def with_measurement(self, state: EnsembleState, measurement: Measurement) -> EnsembleState:
+        """New data between steps: the particles and weights stay (the weights' rate uses the new
+        likelihood from the next step on); the exact solver is attached as at ``init``."""
+        return super().with_measurement(state, measurement.with_normal_solver() if self.exact_prox else measurement)
 
     def weight_rate(self, measurement: Measurement, x: Tensor, score: Tensor, grad: Tensor, rng: BatchGenerator,
                     n_particles: int) -> Tensor:

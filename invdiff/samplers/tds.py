@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-from invdiff.linalg import batch_dot, operator_norm_sq
+from invdiff.linalg import batch_dot
 from invdiff.measurement import Measurement
 from invdiff.particles import effective_sample_size
 from invdiff.priors.base import Denoiser
@@ -81,10 +81,8 @@ class TDS(Sampler):
         if not self.operator_norm:
             return 1.0
         if not measurement.is_linear:
-            raise ValueError(f"TDS(operator_norm=True) needs a linear operator; {type(measurement.physics).__name__} is not")
-        start = torch.randn(measurement.x_shape, generator=torch.Generator().manual_seed(0), dtype=measurement.y.real.dtype)
-        norm_sq = operator_norm_sq(measurement.physics.A_adjoint_A, start.to(measurement.y.device), 30)
-        return norm_sq.repeat_interleave(n_particles)
+            raise ValueError(f"TDS(operator_norm=True) needs a linear operator; {measurement.operator_name} is not")
+        return measurement.operator_norm_sq(30).repeat_interleave(n_particles)
 
     def _twist(self, state: SamplerState, m: Measurement, x: Tensor, sigma: float,
                norm_sq: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
@@ -100,7 +98,7 @@ class TDS(Sampler):
         if measurement is None:
             raise ValueError("TDS needs a measurement")
         sigmas = resolve_sigmas(prior, self.num_steps, self.schedule, self._sigmas)
-        offset = float(getattr(prior, "offset", 0.0))
+        offset = float(prior.offset)
 
         def x_init(rng, dtype):
             return offset + float(sigmas[0]) * rng.randn(n_particles, *prior.event_shape, dtype=dtype)
