@@ -12,7 +12,7 @@ from invdiff.samplers import DDIM, DPS, REDDiff, run
 
 def test_standard_problems_have_the_stated_shapes():
     problems = standard_problems(torch.Generator().manual_seed(0))
-    assert [(p.dim, p.measurement.y.shape[1], float(p.measurement.sigma[0])) for p in problems] == \
+    assert [(p.info["dim"], p.measurement.y.shape[1], float(p.measurement.sigma[0])) for p in problems] == \
         [(8, 1, 0.1), (8, 2, 0.1), (8, 4, 0.1), (80, 1, 0.1), (16, 12, 1.0), (16, 2, 0.05)]
     for p in problems:
         s = torch.linalg.svdvals(p.measurement.physics.matrix)

@@ -13,8 +13,10 @@ import torch
 from invdiff.cli import main
 from invdiff.datasets import demo_scan, load_nifti, read_prediction, shepp_logan, volume_slices
 from invdiff.metrics import evaluate_predictions
-from invdiff.reconstruct import ProblemSpec, ReconSettings, open_input, reconstruct
-from invdiff.samplers.registry import SAMPLERS, make_sampler, parse_overrides
+from invdiff.cli.settings import parse_overrides
+from invdiff.problems import ProblemSpec, configured_sampler, open_source
+from invdiff.reconstruct import ReconSettings, reconstruct
+from invdiff.samplers.registry import SAMPLERS
 
 
 def _sha(path) -> str:
@@ -50,8 +52,8 @@ def test_demo_scan_outputs_score_as_reported(tmp_path, capsys):
 
 
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):
-    inp = open_input("shepp-logan", ProblemSpec(operator="ct", views=20))
-    slices_input = open_input("demo", ProblemSpec(operator="inpaint", box=24))
+    inp = open_source("shepp-logan", ProblemSpec(operator="ct", views=20))
+    slices_input = open_source("demo", ProblemSpec(operator="inpaint", box=24))
     settings = ReconSettings(sampler="dps", nfe=4, particles=2, seed=3, slices=(1, 2), batch_slices=1)
     full = reconstruct(slices_input, settings, tmp_path / "a", progress=False, log=lambda m: None)
     reconstruct(slices_input, settings, tmp_path / "b", progress=False, log=lambda m: None)
@@ -74,17 +76,17 @@ def test_volume_inputs_simulate_their_measurement(tmp_path):
     phantom = shepp_logan(64).numpy()
     data = np.stack([phantom * (1 + 0.1 * k) for k in range(3)], axis=-1).astype(np.float32)  # (x, y, z)
     nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 3.0, 1.0])), tmp_path / "head.nii.gz")
-    mri = open_input(str(tmp_path / "head.nii.gz"), ProblemSpec(operator="auto", acceleration=4), tmp_path / "o")
+    mri = open_source(str(tmp_path / "head.nii.gz"), ProblemSpec(operator="auto", acceleration=4), tmp_path / "o")
     assert mri.operator == "mri" and mri.num_slices == 3 and (tmp_path / "o/simulated/head.h5").is_file()
     assert mri.voxel_mm == pytest.approx((1.0, 1.0, 3.0))  # 64 x 2 mm resampled to 128 pixels
     problem = mri.build([1])
     assert problem.target.shape == (1, 128, 128) and problem.info["sampled_columns"] == 32
-    ct = open_input(str(tmp_path / "head.nii.gz"), ProblemSpec(operator="ct", views=30, angle_range=120))
+    ct = open_source(str(tmp_path / "head.nii.gz"), ProblemSpec(operator="ct", views=30, angle_range=120))
     p = ct.build([0, 2])
     assert p.measurement.y.shape[0] == 2 and p.baseline_name == "FBP" and p.info["angle_range"] == 120
     # HU -> relative attenuation 1 + HU/1000: the phantom's values 0..1 become 1.000..1.001
     assert 0.99 < float(p.target.max()) < 1.01
-    blur = open_input("demo", ProblemSpec(operator="blur", noise_sigma=0.05))
+    blur = open_source("demo", ProblemSpec(operator="blur", noise_sigma=0.05))
     q = blur.build([0])
     assert q.info["noise_sigma"] == 0.05 and q.target.shape == (1, 128, 128)
 
@@ -124,14 +126,14 @@ def test_every_registered_sampler_builds_for_every_family():
 
     for name in SAMPLERS:
         for family in ("mri", "ct", "image", "gmm"):
-            assert isinstance(make_sampler(name, 10, family), Sampler), (name, family)
-    assert make_sampler("red-diff", 7, "ct", {"lam": 3.0}).lam == 3.0
+            assert isinstance(configured_sampler(name, 10, family), Sampler), (name, family)
+    assert configured_sampler("red-diff", 7, "ct", {"lam": 3.0}).lam == 3.0
     assert parse_overrides(["lam=512", "lr=1e-3", "clip=false", "variant=ode"]) == {
         "lam": 512, "lr": 1e-3, "clip": False, "variant": "ode"}
     with pytest.raises(KeyError, match="unknown problem family"):
-        make_sampler("dps", 10, "audio")
+        configured_sampler("dps", 10, "audio")
     with pytest.raises(ValueError, match="budget must be >= 1"):
-        make_sampler("dps", 0, "mri")
+        configured_sampler("dps", 0, "mri")
 
 
 def test_solve_problem_std_is_the_spread_of_the_particles():
@@ -139,8 +141,8 @@ def test_solve_problem_std_is_the_spread_of_the_particles():
     from invdiff.measurement import Measurement
     from invdiff.operators import MatrixOperator
     from invdiff.priors import GaussianMixturePrior
-    from invdiff.problems.inputs import ReconProblem
-    from invdiff.reconstruct.job import solve_problem
+    from invdiff.problems import Problem
+    from invdiff.reconstruct import solve_problem
 
     g = torch.Generator().manual_seed(0)
     prior = GaussianMixturePrior.grid(8, g)
@@ -151,8 +153,8 @@ def test_solve_problem_std_is_the_spread_of_the_particles():
     def magnitude(t):
         return t.abs().reshape(t.shape[0], 2, 4).numpy()
 
-    problem = ReconProblem(m, magnitude, magnitude(x), magnitude(x), "x", (0,))
-    res = solve_problem(problem, make_sampler("prior", 20, "gmm"), prior, 64, torch.Generator().manual_seed(1))
+    problem = Problem(m, magnitude(x), magnitude, magnitude(x), "x", "gmm", prior, slices=(0,))
+    res = solve_problem(problem, configured_sampler("prior", 20, "gmm"), prior, 64, torch.Generator().manual_seed(1))
     assert res["std"].shape == (1, 2, 4) and res["std"].min() > 0.05
     assert res["pixels"] == 8 and set(res["coverage_sums"]) == {"0.5", "0.9", "0.95"}
     # a diverged sampler is named, not written as a NaN reconstruction
@@ -170,7 +172,7 @@ def test_solve_problem_std_is_the_spread_of_the_particles():
 
 
 def test_parts_load_without_pickle_and_a_broken_part_is_named(tmp_path):
-    slices_input = open_input("demo", ProblemSpec(operator="inpaint", box=24))
+    slices_input = open_source("demo", ProblemSpec(operator="inpaint", box=24))
     settings = ReconSettings(sampler="zero-filled", slices=(1,))
     reconstruct(slices_input, settings, tmp_path, progress=False, log=lambda m: None)
     part = tmp_path / "parts" / "group_0000.pt"

@@ -14,7 +14,8 @@ from invdiff.posterior import TokenPosterior
 from invdiff.priors import CheckpointError, load_prior
 from invdiff.priors.checkpoint import read_checkpoint
 from invdiff.priors.tokens.checkpoint import save_token_prior
-from invdiff.priors.tokens.image import ImageTokenPrior, smooth_phase
+from invdiff.priors.tokens.image import ImageTokenPrior
+from invdiff.problems.tokens import smooth_phase
 from invdiff.priors.tokens.token_model import MaskedTokenTransformer, TokenModelConfig, masked_token_loss, maskgit_mask
 from invdiff.priors.tokens.tokenizer import PatchTokenizer, TokenizerConfig
 from invdiff.samplers.aps import APS, GuidedRemasking
@@ -239,8 +240,8 @@ def test_train_prior_command_trains_a_token_prior(tmp_path):
 
 
 def test_reconstruct_refuses_a_token_prior_by_name(tmp_path):
-    from invdiff.reconstruct.job import load_prior_spec
+    from invdiff.reconstruct import load_denoiser
 
     path = save_token_prior(tmp_path / "tok.pt", tiny_prior())
     with pytest.raises(ValueError, match="tok.pt.*masked token prior"):
-        load_prior_spec(str(path), "cpu")
+        load_denoiser(str(path), "cpu")

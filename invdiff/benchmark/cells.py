@@ -1,14 +1,17 @@
-"""Running one benchmark cell and storing its result.
+"""Running one benchmark cell (or one validation run) and storing its result.
 
 A cell's result is ``OUT/cells/KEY.json`` (metrics, costs, settings), written atomically once the
 cell is done, plus ``OUT/cells/KEY.npz`` for image problems (the first slice's target, baseline,
 posterior mean and std, for the figure grids). A cell whose JSON exists is finished: a rerun skips
 it, and a crash loses only the cells that were running.
 
-Scores: image problems get the fastMRI NMSE/PSNR/SSIM of the posterior mean's magnitude, and with
-at least two particles the coverage of the pixel-wise central 50/90/95 % credible intervals;
-Gaussian-mixture problems get :func:`invdiff.problems.gmm.score_posterior` (sliced
-Wasserstein distance beside the exact-vs-exact floor, mean and covariance errors, mode TV, ESS).
+Scores (:func:`evaluate`): image problems get the fastMRI NMSE/PSNR/SSIM of the posterior mean's
+image; with at least two particles, the coverage of the pixel-wise central 50/90/95 % credible
+intervals over all pixels and over the object (``object_coverage_*``), and for weighted samplers the
+same with the weights dropped (``equal_weight_*``: what the particles spread); SMC samplers add their
+smallest ESS over the steps and the steps that resampled; token priors add the tokenizer's ceiling.
+Gaussian-mixture problems get :func:`invdiff.problems.gmm.score_posterior` (sliced Wasserstein
+distance beside the exact-vs-exact floor, mean and covariance errors, mode TV, ESS).
 """
 
 from __future__ import annotations
@@ -22,10 +25,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from invdiff.benchmark.config import Cell
+from invdiff.benchmark.config import Cell, ProblemConfig
 from invdiff.io import atomic_write, atomic_write_json
+from invdiff.metrics import fastmri_volume_metrics
+from invdiff.priors import open_prior
+from invdiff.priors.tokens import ImageTokenPrior
+from invdiff.problems import Problem, ProblemSpec, configured_sampler, image_task, open_source
+from invdiff.problems.gmm import gmm_problem, score_posterior
+from invdiff.problems.tokens import token_prior_for, tokenizer_ceiling
+from invdiff.reconstruct import load_denoiser, solve_problem
+from invdiff.samplers import run
+from invdiff.samplers.registry import SAMPLERS
 
-__all__ = ["cell_done", "load_results", "run_cell"]
+__all__ = ["cell_done", "evaluate", "load_problem", "load_results", "run_cell"]
 
 
 def _cell_file(out: Path, cell: Cell) -> Path:
@@ -37,68 +49,89 @@ def cell_done(out: str | Path, cell: Cell) -> bool:
 
 
 @lru_cache(maxsize=8)
-def _image_problem(data: str, spec_items: tuple, slices: tuple[int, ...] | None, workdir: str):
-    from invdiff.problems.inputs import ProblemSpec, open_input
+def _image_problem(data: str, spec_items: tuple, slices: tuple[int, ...] | None, workdir: str) -> Problem:
+    source = open_source(data, ProblemSpec(**dict(spec_items)), workdir)
+    return source.build(list(range(source.num_slices)) if slices is None else list(slices))
 
-    inp = open_input(data, ProblemSpec(**dict(spec_items)), workdir)
-    chosen = list(range(inp.num_slices)) if slices is None else list(slices)
-    return inp, inp.build(chosen)
+
+@lru_cache(maxsize=8)
+def _task_problem(task: str, split: str, workdir: str) -> Problem:
+    return image_task(task, split, Path(workdir))
+
+
+@lru_cache(maxsize=16)
+def _gmm_problem(dim: int, observations: int, noise_sigma: float, instance_seed: int) -> Problem:
+    return gmm_problem(dim, observations, noise_sigma, torch.Generator().manual_seed(instance_seed))
+
+
+def load_problem(problem: ProblemConfig, data: str, out: str | Path, split: str = "test") -> Problem:
+    """The problem of a config entry on ``data``, or its validation problem (``split="validation"``)."""
+    out = Path(out)
+    s = problem.spec
+    if problem.kind == "gmm":
+        seed = problem.validation["instance_seed"] if split == "validation" else s["instance_seed"]
+        return _gmm_problem(int(s["dim"]), int(s["observations"]), float(s["noise_sigma"]), int(seed))
+    if problem.kind == "task":
+        return _task_problem(s["task"], split, str(out / "simulated"))
+    slices = problem.slices
+    if split == "validation":
+        v = problem.validation
+        data, slices = v["data"], None if "slices" not in v else tuple(v["slices"])
+        s = {**s, "seed": v.get("seed", s.get("seed", 0) + 1)}
+    return _image_problem(data, tuple(sorted(s.items())), slices, str(out / "simulated"))
 
 
 @lru_cache(maxsize=4)
 def _prior(name: str, device: str):
-    from invdiff.reconstruct.job import load_prior_spec
-
-    return load_prior_spec(name, device)
+    return open_prior(name, device)
 
 
-@lru_cache(maxsize=16)
-def _gmm_problem(dim: int, observations: int, noise_sigma: float, instance_seed: int):
-    from invdiff.problems.gmm import gmm_problem
+def evaluate(problem: Problem, sampler_name: str, nfe: int, settings: dict[str, Any], particles: int, seed: int,
+             prior: str | None = None, device: str = "cpu") -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """Run a registered sampler on ``problem`` and score it (module docstring).
 
-    return gmm_problem(dim, observations, noise_sigma, torch.Generator().manual_seed(instance_seed))
-
-
-def _run_image(cell: Cell, out: Path, device: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    from invdiff.metrics import fastmri_volume_metrics
-    from invdiff.reconstruct.job import solve_problem
-    from invdiff.samplers.registry import SAMPLERS, make_sampler
-
+    ``settings`` are on top of the family's defaults; ``prior`` overrides the problem's. Returns the
+    record and, for image problems, the first slice's arrays for the figures.
+    """
     start = time.perf_counter()
-    inp, problem = _image_problem(cell.data, tuple(sorted(cell.problem.spec.items())), cell.problem.slices,
-                                  str(out / "simulated"))
-    spec = SAMPLERS[cell.sampler.name]
-    prior = _prior(cell.problem.prior or inp.prior_name, device) if spec.uses_prior else None
-    sampler = make_sampler(cell.sampler.name, max(cell.nfe, 1), inp.family, cell.sampler.settings)
+    spec = SAMPLERS[sampler_name]
+    sampler = configured_sampler(sampler_name, max(nfe, 1), problem.family, settings)
+    n = particles if spec.particles else 1
+    generator = torch.Generator().manual_seed(seed)
+    if problem.family == "gmm":
+        post = run(sampler, problem.measurement, problem.prior, n_particles=n, generator=generator, progress=False)
+        record = {"metrics": score_posterior(problem, post, generator),
+                  "network_evals": int(post.diagnostics.network_evals), "vjps": int(post.diagnostics.vjp_evals),
+                  "wall_time_s": float(post.diagnostics.wall_time), "setup_s": 0.0, "family": "gmm"}
+        return record, None
+    model, metrics = None, {}
+    if spec.token_prior:
+        tokens = _prior(prior or "mri_brain_tokens_128", device)
+        if not isinstance(tokens, ImageTokenPrior):
+            raise ValueError(f"{sampler_name} needs a masked token prior; {prior!r} is a {type(tokens).__name__}")
+        model = token_prior_for(problem, tokens)
+        metrics.update({f"ceiling_{k}": v for k, v in tokenizer_ceiling(problem, tokens).items()})
+    elif spec.uses_prior:
+        named = prior or problem.prior
+        model = load_denoiser(_prior(named, device) if isinstance(named, str) else named, device)
     setup = time.perf_counter() - start
-    res = solve_problem(problem, sampler, prior, cell.sampler.particles if spec.particles else 1,
-                        torch.Generator().manual_seed(cell.seed), device)
-    metrics = fastmri_volume_metrics(problem.target, res["mean"]) if problem.target is not None else {}
-    if res["coverage_sums"]:
-        metrics.update({f"coverage_{float(a):.2f}": s / res["pixels"] for a, s in res["coverage_sums"].items()})
+    res = solve_problem(problem, sampler, model, n, generator, device)
+    if problem.target is not None:
+        metrics.update(fastmri_volume_metrics(problem.target, res["mean"]))
+    for prefix in ("", "object_", "equal_weight_", "equal_weight_object_"):
+        sums = res.get(f"{prefix}coverage_sums")
+        if sums:
+            pixels = res["object_pixels"] if "object" in prefix else res["pixels"]
+            metrics.update({f"{prefix}coverage_{float(a):.2f}": v / pixels for a, v in sums.items()})
     record = {"metrics": metrics, "network_evals": res["network_evals"], "vjps": res["vjps"],
               "wall_time_s": res["wall_time_s"], "setup_s": setup, "ess_min": min(res["ess"]),
-              "baseline": problem.baseline_name, "family": inp.family, "measurement": problem.info}
+              "baseline": problem.baseline_name, "family": problem.family, "measurement": problem.info}
+    if "ess_min_steps" in res:
+        record.update(ess_min_steps=res["ess_min_steps"], resampled_steps=res["resampled_steps"])
     arrays = {"mean": res["mean"][0], "std": res["std"][0], "baseline": problem.baseline[0]}
     if problem.target is not None:
         arrays["target"] = problem.target[0]
     return record, arrays
-
-
-def _run_gmm(cell: Cell) -> dict[str, Any]:
-    from invdiff.problems.gmm import score_posterior
-    from invdiff.samplers import run
-    from invdiff.samplers.registry import SAMPLERS, make_sampler
-
-    s = cell.problem.spec
-    problem = _gmm_problem(int(s["dim"]), int(s["observations"]), float(s["noise_sigma"]), int(s["instance_seed"]))
-    sampler = make_sampler(cell.sampler.name, max(cell.nfe, 1), "gmm", cell.sampler.settings)
-    n = cell.sampler.particles if SAMPLERS[cell.sampler.name].particles else 1
-    g = torch.Generator().manual_seed(cell.seed)
-    post = run(sampler, problem.measurement, problem.prior, n_particles=n, generator=g, progress=False)
-    return {"metrics": score_posterior(problem, post, g), "network_evals": int(post.diagnostics.network_evals),
-            "vjps": int(post.diagnostics.vjp_evals), "wall_time_s": float(post.diagnostics.wall_time), "setup_s": 0.0,
-            "family": "gmm"}
 
 
 def run_cell(cell: Cell, out: str | Path, device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
@@ -107,19 +140,18 @@ def run_cell(cell: Cell, out: str | Path, device: str = "cpu", threads: int | No
     path = _cell_file(out, cell)
     if path.is_file():
         return json.loads(path.read_text())
-    from invdiff.samplers.registry import SAMPLERS
-
     if threads:
         torch.set_num_threads(threads)
-    arrays = None
-    if cell.problem.kind == "gmm":
-        record = _run_gmm(cell)
-    else:
-        record, arrays = _run_image(cell, out, device)
+    start = time.perf_counter()
+    problem = load_problem(cell.problem, cell.data, out)
+    loaded = time.perf_counter() - start
+    record, arrays = evaluate(problem, cell.sampler.name, cell.nfe, {**cell.sampler.settings, **cell.tuned},
+                              cell.sampler.particles, cell.seed, cell.prior, device)
     record.update(problem=cell.problem.name, data=cell.data, sampler=cell.sampler.label,
                   sampler_name=cell.sampler.name, nfe=cell.nfe, seed=cell.seed,
                   particles=cell.sampler.particles if SAMPLERS[cell.sampler.name].particles else 1,
-                  settings=cell.sampler_settings, key=cell.key)
+                  settings=cell.sampler_settings, key=cell.key, tuned=dict(cell.tuned))
+    record["setup_s"] += loaded
     if arrays is not None:
         atomic_write(path.with_suffix(".npz"), lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
     atomic_write_json(path, record)

@@ -8,6 +8,7 @@ their product (data belong to a problem)::
     seeds = [0, 1, 2]          # the sampler's seed; the measurement of a problem is fixed
     nfe = [50, 100]            # network-evaluation budgets (steps)
     particles = 1              # default particles per item
+    tune = false               # true: tune each sampler on the problem's validation data, then test
 
     [[problem]]
     name = "ct-30"
@@ -16,6 +17,12 @@ their product (data belong to a problem)::
     views = 30
     slices = [0]               # optional: which slices of each input (default: all)
     prior = "ct_128"           # optional: a shipped prior or a prior.pt (default: the operator's)
+    validation = { data = ["ellipses:1:7"], slices = [0], seed = 1 }   # for tune = true
+
+    [[problem]]                # a named task of invdiff.problems.image_tasks: its test problem is
+    name = "mri-4x"            # scored, its validation problem tunes
+    kind = "task"
+    task = "mri-4x"
 
     [[problem]]                # the Gaussian-mixture exact-posterior suite
     name = "gmm-d8-m1"
@@ -24,15 +31,24 @@ their product (data belong to a problem)::
     observations = 1
     noise_sigma = 0.1
     instance_seed = 0          # draws the prior grid, operator and x0
+    validation = { instance_seed = 100 }   # an independent draw, for tune = true
 
     [[sampler]]
     name = "dps"               # a name of invdiff.samplers.registry.SAMPLERS
     label = "DPS"              # optional, default: name
     particles = 4              # optional, overrides the default
-    settings = { step_size = 0.03 }   # optional, overrides the registry defaults
+    settings = { step_size = 0.03 }   # optional, overrides the defaults (invdiff/problems/defaults.toml)
+    grid = { step_size = [0.01, 0.03, 0.1] }   # tune = true: searched on validation (default: the
+                                               # grid in defaults.toml for the problem's family)
+    extend = 2                 # a 1-D grid is extended this many times past an edge (0 for bounded ones)
+    nfe = [32]                 # optional: this sampler's budgets instead of the benchmark's
+    prior = "mri_brain_tokens_128"    # optional: this sampler's prior instead of the problem's
     only = ["ct-30"]           # optional: the problems it runs on
 
 Classical baselines (``uses_prior = False``) run once per problem, data and seed, at budget 0.
+With ``tune = true`` a sampler with a grid is first run on the problem's validation data for every
+grid point (the first seed; a 1-D grid is extended while its best value sits at an edge) and its
+test cells take the best setting (highest PSNR; lowest sliced Wasserstein distance for ``gmm``).
 """
 
 from __future__ import annotations
@@ -50,7 +66,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from invdiff.problems.inputs import ProblemSpec
+from invdiff.problems import FAMILY, ProblemSpec, default_entry, resolve_operator, sampler_settings
+from invdiff.problems.image_tasks import TASK_SPECS
+from invdiff.samplers.registry import SAMPLERS
 
 __all__ = ["BenchmarkConfig", "Cell", "ConfigError", "ProblemConfig", "SamplerConfig", "load_config"]
 
@@ -62,11 +80,24 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ProblemConfig:
     name: str
-    kind: str  # "image" (any reconstruct input) or "gmm"
+    kind: str  # "image" (any reconstruct input), "task" (a named image task) or "gmm"
     data: tuple[str, ...]
     spec: dict[str, Any]
     slices: tuple[int, ...] | None = None
     prior: str | None = None
+    validation: dict[str, Any] | None = None
+
+    @property
+    def tunable(self) -> bool:
+        return self.kind == "task" or self.validation is not None
+
+    def family(self, data: str) -> str:
+        """The sampler-defaults family on ``data`` (``mri``, ``ct``, ``image`` or ``gmm``)."""
+        if self.kind == "gmm":
+            return "gmm"
+        if self.kind == "task":
+            return FAMILY[TASK_SPECS[self.spec["task"]].operator]
+        return FAMILY[resolve_operator(data, self.spec.get("operator", "auto"))]
 
 
 @dataclass(frozen=True)
@@ -76,41 +107,57 @@ class SamplerConfig:
     particles: int
     settings: dict[str, Any] = field(default_factory=dict)
     only: tuple[str, ...] | None = None
+    grid: dict[str, list] | None = None
+    nfe: tuple[int, ...] | None = None
+    prior: str | None = None
+    extend: int = 2
+
+    def tuning_grid(self, family: str) -> dict[str, list]:
+        """The grid to search on validation: the config's, else the defaults file's for ``family``."""
+        if self.grid is not None:
+            return self.grid
+        entry = default_entry(self.name, family)
+        return {} if entry is None else {k: v for k, v in entry.grid.items() if k not in self.settings}
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: a sampler on one datum of one problem, at one seed and budget."""
+    """One unit of work: a sampler on one datum of one problem, at one seed and budget; ``tuned`` holds
+    the settings chosen on validation data (empty without tuning)."""
 
     problem: ProblemConfig
     data: str
     sampler: SamplerConfig
     nfe: int
     seed: int
+    tuned: dict[str, Any] = field(default_factory=dict)
 
     @property
     def family(self) -> str:
         """The sampler-defaults family of the problem (``mri``, ``ct``, ``image`` or ``gmm``)."""
-        from invdiff.problems.inputs import FAMILY, resolve_operator
-
-        if self.problem.kind == "gmm":
-            return "gmm"
-        return FAMILY[resolve_operator(self.data, self.problem.spec.get("operator", "auto"))]
+        return self.problem.family(self.data)
 
     @property
     def sampler_settings(self) -> dict[str, Any]:
-        """The sampler's settings: the registry's defaults for the family, updated by the config's."""
-        from invdiff.samplers.registry import sampler_settings
+        """The sampler's settings: its defaults for the family (:mod:`invdiff.problems.defaults`), updated by
+        the config's, then by the tuned ones."""
+        return sampler_settings(self.sampler.name, self.family, {**self.sampler.settings, **self.tuned})
 
-        return sampler_settings(self.sampler.name, self.family, self.sampler.settings)
+    @property
+    def prior(self) -> str | None:
+        """The prior named by the sampler or the problem (``None``: the problem's default)."""
+        return self.sampler.prior or self.problem.prior
 
     @property
     def fingerprint(self) -> str:
         """8 hex digits of a hash of everything that defines the cell's result beyond its name: the
         problem's settings, slices and prior, the datum, and the sampler's name, resolved settings
-        (defaults included, so a changed default is a new cell) and particles."""
+        (defaults included, so a changed default is a new cell), particles and prior."""
+        sampler = [self.sampler.name, self.sampler_settings, self.sampler.particles]
+        if self.sampler.prior is not None:
+            sampler.append(self.sampler.prior)
         what = {"problem": [self.problem.kind, self.problem.spec, self.problem.slices, self.problem.prior],
-                "data": self.data, "sampler": [self.sampler.name, self.sampler_settings, self.sampler.particles]}
+                "data": self.data, "sampler": sampler}
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     @property
@@ -131,19 +178,27 @@ class BenchmarkConfig:
     problems: tuple[ProblemConfig, ...]
     samplers: tuple[SamplerConfig, ...]
     gpus_per_task: float = 0.0
+    tune: bool = False
 
-    def cells(self) -> list[Cell]:
-        """The grid, in a fixed order (problem, data, sampler, budget, seed)."""
-        from invdiff.samplers.registry import SAMPLERS
+    def budgets(self, sampler: SamplerConfig) -> tuple[int, ...]:
+        """The budgets ``sampler`` runs at (0 for the classical baselines)."""
+        if not SAMPLERS[sampler.name].uses_prior:
+            return (0,)
+        return sampler.nfe or self.nfe
 
+    def pairs(self) -> list[tuple[ProblemConfig, SamplerConfig]]:
+        """The (problem, sampler) pairs of the grid, in order."""
+        return [(p, s) for p in self.problems for s in self.samplers if s.only is None or p.name in s.only]
+
+    def cells(self, tuned: dict[tuple[str, str, int], dict[str, Any]] | None = None) -> list[Cell]:
+        """The grid, in a fixed order (problem, data, sampler, budget, seed); ``tuned`` maps
+        ``(problem, sampler label, budget)`` to the settings chosen on validation."""
+        tuned = tuned or {}
         out = []
-        for p in self.problems:
+        for p, s in self.pairs():
             for d in p.data:
-                for s in self.samplers:
-                    if s.only is not None and p.name not in s.only:
-                        continue
-                    budgets = self.nfe if SAMPLERS[s.name].uses_prior else (0,)
-                    out += [Cell(p, d, s, n, seed) for n in budgets for seed in self.seeds]
+                for n in self.budgets(s):
+                    out += [Cell(p, d, s, n, seed, tuned.get((p.name, s.label, n), {})) for seed in self.seeds]
         return out
 
 
@@ -159,6 +214,30 @@ def _ints(path: Path, key: str, value: Any, minimum: int) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _resolve_data(path: Path, data: list[str]) -> list[str]:
+    return [d if d in ("demo", "shepp-logan") or ":" in d or Path(d).is_absolute() else
+            str((path.parent / d).resolve()) if (path.parent / d).exists() else d for d in data]
+
+
+def _validation(path: Path, where: str, name: str, kind: str, raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    allowed = {"instance_seed"} if kind == "gmm" else {"data", "slices", "seed"}
+    if not isinstance(raw, dict) or set(raw) - allowed or not raw:
+        raise ConfigError(f"{where} ({name}): 'validation' must be a table of {sorted(allowed)}, got {raw!r}")
+    out = dict(raw)
+    if kind != "gmm":
+        data = out.get("data")
+        if isinstance(data, str):
+            data = [data]
+        if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], str):
+            raise ConfigError(f"{where} ({name}): validation.data must name one input, got {data!r}")
+        out["data"] = _resolve_data(path, data)[0]
+        if "slices" in out:
+            out["slices"] = list(_ints(path, f"{where}.validation.slices", out["slices"], 0))
+    return out
+
+
 def _problem(path: Path, i: int, raw: dict) -> ProblemConfig:
     where = f"{path}: problem[{i}]"
     raw = dict(raw)
@@ -166,21 +245,28 @@ def _problem(path: Path, i: int, raw: dict) -> ProblemConfig:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9.-]+", name):
         raise ConfigError(f"{where}: 'name' must be letters, digits, '.' or '-', got {name!r}")
     kind = raw.pop("kind", "image")
+    validation = _validation(path, where, name, kind, raw.pop("validation", None))
     if kind == "gmm":
         unknown = set(raw) - _GMM_KEYS
         if unknown or not {"dim", "observations", "noise_sigma"} <= set(raw):
-            raise ConfigError(f"{where} ({name}): a gmm problem takes dim, observations, noise_sigma and "
-                              f"instance_seed; unknown {sorted(unknown)}, given {sorted(raw)}")
-        return ProblemConfig(name, kind, ("exact",), {"instance_seed": 0, **raw})
+            raise ConfigError(f"{where} ({name}): a gmm problem takes dim, observations, noise_sigma, "
+                              f"instance_seed and validation; unknown {sorted(unknown)}, given {sorted(raw)}")
+        return ProblemConfig(name, kind, ("exact",), {"instance_seed": 0, **raw}, validation=validation)
+    if kind == "task":
+        task = raw.pop("task", None)
+        prior = raw.pop("prior", None)
+        if task not in TASK_SPECS or raw:
+            raise ConfigError(f"{where} ({name}): a task problem takes task (one of {sorted(TASK_SPECS)}) and prior; "
+                              f"got task {task!r} and {sorted(raw)}")
+        return ProblemConfig(name, kind, ("test",), {"task": task}, prior=prior)
     if kind != "image":
-        raise ConfigError(f"{where} ({name}): kind must be 'image' or 'gmm', got {kind!r}")
+        raise ConfigError(f"{where} ({name}): kind must be 'image', 'task' or 'gmm', got {kind!r}")
     data = raw.pop("data", None)
     if isinstance(data, str):
         data = [data]
     if not isinstance(data, list) or not data or not all(isinstance(d, str) for d in data):
         raise ConfigError(f"{where} ({name}): 'data' must be a list of inputs, got {data!r}")
-    data = [d if d in ("demo", "shepp-logan") or Path(d).is_absolute() else str((path.parent / d).resolve())
-            if (path.parent / d).exists() else d for d in data]
+    data = _resolve_data(path, data)
     slices = raw.pop("slices", None)
     prior = raw.pop("prior", None)
     if prior is not None and not isinstance(prior, str):
@@ -190,18 +276,16 @@ def _problem(path: Path, i: int, raw: dict) -> ProblemConfig:
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
         raise ConfigError(f"{where} ({name}): unknown keys {sorted(unknown)}; a problem takes name, data, slices, "
-                          f"prior, kind and {sorted(_SPEC_KEYS)}")
+                          f"prior, kind, validation and {sorted(_SPEC_KEYS)}")
     try:
         ProblemSpec(**raw)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where} ({name}): {err}") from None
     return ProblemConfig(name, kind, tuple(data), raw,
-                         None if slices is None else _ints(path, f"problem[{i}].slices", slices, 0), prior)
+                         None if slices is None else _ints(path, f"problem[{i}].slices", slices, 0), prior, validation)
 
 
 def _sampler(path: Path, i: int, raw: dict, particles: int) -> SamplerConfig:
-    from invdiff.samplers.registry import SAMPLERS
-
     where = f"{path}: sampler[{i}]"
     raw = dict(raw)
     name = raw.pop("name", None)
@@ -213,12 +297,24 @@ def _sampler(path: Path, i: int, raw: dict, particles: int) -> SamplerConfig:
         raise ConfigError(f"{where} ({label}): particles must be an integer >= 1, got {n!r}")
     settings = raw.pop("settings", {})
     only = raw.pop("only", None)
+    grid = raw.pop("grid", None)
+    nfe = raw.pop("nfe", None)
+    prior = raw.pop("prior", None)
+    extend = raw.pop("extend", 2)
     if raw:
         raise ConfigError(f"{where} ({label}): unknown keys {sorted(raw)}; a sampler takes name, label, particles, "
-                          "settings and only")
+                          "settings, grid, extend, nfe, prior and only")
+    if not isinstance(extend, int) or extend < 0:
+        raise ConfigError(f"{where} ({label}): extend must be an integer >= 0, got {extend!r}")
     if not isinstance(settings, dict):
         raise ConfigError(f"{where} ({label}): settings must be a table, got {settings!r}")
-    return SamplerConfig(name, label, n, settings, None if only is None else tuple(only))
+    if grid is not None and (not isinstance(grid, dict) or not grid
+                             or not all(isinstance(v, list) and v for v in grid.values())):
+        raise ConfigError(f"{where} ({label}): grid must be a table of non-empty lists, got {grid!r}")
+    if prior is not None and (path.parent / prior).is_file():
+        prior = str((path.parent / prior).resolve())
+    return SamplerConfig(name, label, n, settings, None if only is None else tuple(only), grid,
+                         None if nfe is None else _ints(path, f"sampler[{i}].nfe", nfe, 1), prior, extend)
 
 
 def load_config(path: str | Path) -> BenchmarkConfig:
@@ -248,8 +344,16 @@ def load_config(path: str | Path) -> BenchmarkConfig:
     for s in samplers:
         if s.only and set(s.only) - set(names):
             raise ConfigError(f"{path}: sampler {s.label!r}: 'only' names unknown problems {sorted(set(s.only) - set(names))}")
+    tune = head.get("tune", False)
+    if not isinstance(tune, bool):
+        raise ConfigError(f"{path}: benchmark.tune must be true or false, got {tune!r}")
+    if tune:
+        untunable = [p.name for p in problems if not p.tunable]
+        if untunable:
+            raise ConfigError(f"{path}: tune = true needs validation data for every problem; {untunable} have none "
+                              "(add validation = {...}, or use kind = \"task\")")
     return BenchmarkConfig(name=head.get("name", path.stem), path=path,
                            seeds=_ints(path, "benchmark.seeds", head.get("seeds", [0]), 0),
                            nfe=_ints(path, "benchmark.nfe", head.get("nfe", [100]), 1),
                            problems=problems, samplers=samplers,
-                           gpus_per_task=float(head.get("gpus_per_task", 0.0)))
+                           gpus_per_task=float(head.get("gpus_per_task", 0.0)), tune=tune)

@@ -1,30 +1,40 @@
-"""Benchmark reports from the finished cells: ``results.csv``, ``results.md`` and figure grids.
+"""Benchmark reports from the finished cells: ``results.csv``, ``results.md``, figures, results pages.
 
 ``results.csv`` has one row per cell. ``results.md`` has one table per problem, one row per sampler
 and budget, and ``mean ± std`` of every metric over data and seeds (the std of ``n = 1`` is shown as
 0), with the particles, the cell count, network evaluations, VJPs and wall time per cell, and a note on
-what coverage with few particles can resolve. ``figures/PROBLEM__DATA.png``
-is a grid per problem and datum: one row per budget, columns target, baseline and each sampler's
-posterior mean (the lowest seed, first slice), and a second grid of the posterior stds.
+what coverage with few particles can resolve; with tuning, a table of the settings chosen on validation
+data and their validation scores. ``figures/PROBLEM__DATA_mean.png`` is a grid per problem and datum:
+one row per budget, columns target, baseline and each sampler's posterior mean (the lowest seed, first
+slice), and ``..._std.png`` the posterior stds. :func:`publish` turns a run into a results page
+(``docs/results/NAME/README.md``): the command, the commit, the date, the report and its figures.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import io
+import json
+import platform
+import shutil
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from invdiff.io import atomic_write_text
+from invdiff.io import atomic_write, atomic_write_text
 from invdiff.plots import labelled_grid
 
-__all__ = ["markdown_tables", "write_reports"]
+__all__ = ["markdown_tables", "publish", "tuning_table", "write_reports"]
 
-IMAGE_METRICS = ("PSNR", "SSIM", "NMSE", "coverage_0.50", "coverage_0.90", "coverage_0.95")
+IMAGE_METRICS = ("PSNR", "SSIM", "NMSE", "coverage_0.50", "coverage_0.90", "coverage_0.95", "object_coverage_0.50",
+                 "object_coverage_0.90", "equal_weight_object_coverage_0.90", "ceiling_PSNR")
 GMM_METRICS = ("sw", "sw_exact", "mean_rel", "cov_rel", "mode_tv", "ess")
+RECORD_COLUMNS = {"ess_min_steps": "min ESS", "resampled_steps": "resampled steps"}
 
 
 COVERAGE_NOTE = ("Coverage: the fraction of pixels whose target lies inside the central credible interval of the "
@@ -53,12 +63,15 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
         groups: dict[tuple, list[dict]] = defaultdict(list)
         for r in prs:
             groups[(r["sampler"], r["nfe"])].append(r)
-        head = ["sampler", "NFE budget", "particles", "cells", *names, "network evals", "VJPs", "wall (s)"]
+        extra = [k for k in RECORD_COLUMNS if any(k in r for r in prs)]
+        head = ["sampler", "NFE budget", "particles", "cells", *names, *[RECORD_COLUMNS[k] for k in extra],
+                "network evals", "VJPs", "wall (s)"]
         lines = [f"### {problem}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         order = list(dict.fromkeys(r["sampler"] for r in prs))
         for (sampler, nfe), rs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
             cells = [sampler, str(nfe), "/".join(str(n) for n in sorted({r.get("particles", 1) for r in rs})), str(len(rs))]
             cells += [_fmt([r["metrics"][m] for r in rs if m in r["metrics"]]) for m in names]
+            cells += [_fmt([r[k] for r in rs if k in r]) for k in extra]
             cells += [f"{np.mean([r['network_evals'] for r in rs]):.0f}", f"{np.mean([r['vjps'] for r in rs]):.0f}",
                       f"{np.mean([r['wall_time_s'] for r in rs]):.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
@@ -105,13 +118,39 @@ def _grid(path: Path, rows: list[dict[str, Any]], cells_dir: Path, key: str) -> 
     labelled_grid(path, grid, "image" if key == "mean" else "std", vmax, f"{path.stem}: posterior {key}")
 
 
-def write_reports(rows: list[dict[str, Any]], out: str | Path) -> list[Path]:
-    """Write ``results.csv``, ``results.md`` and the figure grids into ``out``; return the paths."""
+def tuning_table(folder: Path) -> str:
+    """Markdown of the settings chosen on validation data (``OUT/tuning/*.json`` summaries)."""
+    rows = []
+    for path in sorted(Path(folder).glob("*__nfe*.json")):
+        d = json.loads(path.read_text())
+        if "chosen" not in d:
+            continue
+        scores = "; ".join(f"{_settings(s['settings'])}: {s['score']:.4g}" for s in d["scores"])
+        rows.append(f"| {d['problem']} | {d['sampler']} | {d['nfe']} | {_settings(d['chosen'])} | {scores} |")
+    if not rows:
+        return ""
+    return "\n".join(["### Settings chosen on validation data", "",
+                      "Each grid point ran on the problem's validation data; the best (highest PSNR, lowest sliced "
+                      "Wasserstein distance) went into the test cells above.", "",
+                      "| problem | sampler | NFE | chosen | validation score per setting |", "|---|---|---:|---|---|",
+                      *rows]) + "\n"
+
+
+def _settings(values: dict) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+
+def write_reports(rows: list[dict[str, Any]], out: str | Path, tuning: Path | None = None) -> list[Path]:
+    """Write ``results.csv``, ``results.md`` (with the tuning table when ``tuning`` holds summaries) and the
+    figure grids into ``out``; return the paths."""
     out = Path(out)
     if not rows:
         return []
-    written = [atomic_write_text(out / "results.csv", _csv(rows)),
-               atomic_write_text(out / "results.md", markdown_tables(rows))]
+    markdown = markdown_tables(rows)
+    if tuning is not None and tuning.is_dir():
+        table = tuning_table(tuning)
+        markdown += ("\n" + table) if table else ""
+    written = [atomic_write_text(out / "results.csv", _csv(rows)), atomic_write_text(out / "results.md", markdown)]
     by_data: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         if r.get("family") != "gmm":
@@ -124,3 +163,40 @@ def write_reports(rows: list[dict[str, Any]], out: str | Path) -> list[Path]:
             if path.exists():
                 written.append(path)
     return written
+
+
+def _commit(where: Path) -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" with uncommitted changes" if dirty else "")
+
+
+def publish(out: str | Path, dest: str | Path, config, command: str, total_cells: int) -> Path:
+    """A results page: ``dest/README.md`` (what ran, the command, the commit, the date, the machine, the
+    report), ``dest/results.csv``, ``dest/config.toml`` and ``dest/figures/``; every file written atomically.
+    Returns the page's path."""
+    out, dest = Path(out), Path(dest)
+    report = (out / "results.md").read_text()
+    done = len(list((out / "cells").glob("*.json")))
+    header = [f"# {config.name}", "",
+              f"Written by `{command}` at commit {_commit(Path(config.path).resolve().parent)}, "
+              f"{datetime.date.today().isoformat()}; {platform.machine()}, {torch.get_num_threads()} torch threads, "
+              f"torch {torch.__version__}. Configuration: [config.toml](config.toml) (a copy of `{config.path}`); "
+              f"every cell: [results.csv](results.csv). {done} finished cell file(s) for {total_cells} cells.", ""]
+    if config.tune:
+        header += ["Each sampler's settings were chosen on the problems' validation data and the test problems were "
+                   "run once with them (the table at the end).", ""]
+    figures = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    links = [f"![{p.stem}](figures/{p.name})" for p in figures]
+    atomic_write_text(dest / "README.md", "\n".join(header) + report + ("\n## Figures\n\n" + "\n\n".join(links) + "\n"
+                                                                        if links else ""))
+    atomic_write_text(dest / "results.csv", (out / "results.csv").read_text())
+    atomic_write_text(dest / "config.toml", Path(config.path).read_text())
+    for p in figures:
+        atomic_write(dest / "figures" / p.name, lambda tmp, p=p: shutil.copyfile(p, tmp))
+    return dest / "README.md"

@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import sys
 import time
+from pathlib import Path
 
 EPILOG = """examples:
   invdiff benchmark scripts/benchmarks/gmm-suite.toml --out outputs/bench/gmm
+  invdiff benchmark scripts/benchmarks/image-tasks.toml --publish docs/results/image-tasks   # tune = true
   invdiff benchmark scripts/benchmarks/ct-sparse-view.toml --out outputs/bench/ct --executor ray
   invdiff benchmark CONFIG.toml --out DIR --report-only      # tables and figures from finished cells
 
 Each cell (sampler x problem x datum x seed x budget) is written to DIR/cells as soon as it is done;
-rerunning the command skips finished cells, so an interrupted benchmark resumes."""
+rerunning the command skips finished cells, so an interrupted benchmark resumes. With tune = true in
+the config, each sampler's grid is first run on the problems' validation data (DIR/tuning, resumable
+too) and the test cells take the best setting. --publish writes the report, the figures, the command
+and the commit to a results page (docs/results/NAME)."""
 
 log = logging.getLogger("invdiff.benchmark")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="run a grid of samplers x problems x data x seeds x budgets from a TOML "
-                       "config, resumably, and write CSV/Markdown/figure reports",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       "config, resumably (optionally tuned on validation data first), and write CSV/Markdown/figure "
+                       "reports", formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Run the benchmark grid of CONFIG (see invdiff.benchmark.config for the format) "
                        "and write results.csv, results.md and figures/ into --out.", epilog=EPILOG)
     p.add_argument("config")
     p.add_argument("--out", default=None, help="output folder (default outputs/benchmark/NAME)")
+    p.add_argument("--publish", default=None, metavar="DIR",
+                   help="also write the report, figures, command and commit to this results page folder")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local instance)")
     p.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray: CPUs (and torch threads) per cell")
@@ -37,25 +46,28 @@ def add_parser(sub) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from invdiff.benchmark.cells import cell_done, load_results
     from invdiff.benchmark.config import ConfigError, load_config
     from invdiff.benchmark.executors import run_local, run_ray
-    from invdiff.benchmark.report import write_reports
+    from invdiff.benchmark.report import publish, write_reports
+    from invdiff.benchmark.tuning import tune_all
 
     try:
         config = load_config(args.config)
     except ConfigError as err:
         raise SystemExit(f"invdiff benchmark: {err}") from None
     out = Path(args.out or Path("outputs") / "benchmark" / config.name)
-    cells = config.cells()
+    start = time.perf_counter()
+    tuned = {}
+    if config.tune and not args.dry_run:
+        tuned = tune_all(config, out, args.device, log=log.info)
+    cells = config.cells(tuned)
     if args.dry_run:
         for c in cells:
             print(f"{'done' if cell_done(out, c) else 'todo'}  {c.key}")
-        print(f"{len(cells)} cells, {sum(cell_done(out, c) for c in cells)} done")
+        note = " (before tuning: tuned samplers' keys change once their settings are chosen)" if config.tune else ""
+        print(f"{len(cells)} cells, {sum(cell_done(out, c) for c in cells)} done{note}")
         return 0
-    start = time.perf_counter()
     failures = {}
     if not args.report_only:
         log.info(f"{config.name}: {len(cells)} cells -> {out}")
@@ -67,9 +79,13 @@ def run_command(args: argparse.Namespace) -> int:
             failures = run_local(cells, out, args.device, progress=not args.quiet)
     order = {c.key: i for i, c in enumerate(cells)}
     rows = sorted((r for r in load_results(out) if r["key"] in order), key=lambda r: order[r["key"]])
-    written = write_reports(rows, out)
+    written = write_reports(rows, out, tuning=out / "tuning" if config.tune else None)
     if rows:
         print((out / "results.md").read_text())
+    if args.publish and rows:
+        command = "invdiff " + " ".join(shlex.quote(a) for a in (getattr(args, "argv", None) or sys.argv[1:]))
+        page = publish(out, args.publish, config, command, len(cells))
+        print(f"results page: {page}")
     print(f"{len(rows)} of {len(cells)} cells done ({time.perf_counter() - start:.1f} s); reports: "
           + ", ".join(str(p) for p in written))
     if failures:

@@ -7,7 +7,8 @@ import logging
 import time
 from dataclasses import asdict
 
-from invdiff.problems.inputs import OPERATORS, ProblemSpec
+from invdiff.cli.settings import parse_overrides
+from invdiff.problems.spec import OPERATORS, ProblemSpec
 
 EPILOG = """examples:
   invdiff reconstruct demo --out outputs/recon                       # the embedded scan, RED-Diff, 4x
@@ -74,10 +75,8 @@ def add_parser(sub) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from invdiff.problems.inputs import open_input
-    from invdiff.reconstruct.job import ReconSettings, reconstruct
-    from invdiff.reconstruct.outputs import format_summary, write_outputs
-    from invdiff.samplers.registry import parse_overrides
+    from invdiff.problems import open_source, sampler_settings
+    from invdiff.reconstruct import ReconSettings, format_summary, reconstruct, write_outputs
 
     start = time.perf_counter()
     try:
@@ -88,7 +87,7 @@ def run_command(args: argparse.Namespace) -> int:
         settings = ReconSettings(sampler=args.sampler, nfe=args.steps, particles=args.particles, seed=args.seed,
                                  overrides=parse_overrides(args.set), prior=args.prior, slices=args.slices,
                                  batch_slices=args.batch_slices, device=args.device)
-        inp = open_input(args.input, spec, args.out)
+        inp = open_source(args.input, spec, args.out)
     except (ValueError, KeyError, FileNotFoundError) as err:
         raise SystemExit(f"invdiff reconstruct: {err}") from None
     opened = time.perf_counter()
@@ -97,8 +96,6 @@ def run_command(args: argparse.Namespace) -> int:
                               progress=not args.quiet, log=log.info)
     except (ValueError, KeyError, FileNotFoundError) as err:
         raise SystemExit(f"invdiff reconstruct: {err}") from None
-    from invdiff.samplers.registry import sampler_settings
-
     recorded = {**asdict(settings), "slices": results.slices, "particles": results.particles,
                 "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides),
                 "prior": settings.prior or inp.prior_name, "problem": asdict(spec)}

@@ -13,9 +13,9 @@ from invdiff.priors.checkpoint import CheckpointError, read_checkpoint
 from invdiff.priors.gaussian_mixture import GaussianMixture, GaussianMixturePrior
 from invdiff.priors.loading import load_prior
 from invdiff.priors.pca_gmm import PCAGaussianMixturePrior, fit_pca_gmm
-from invdiff.priors.shipped import SHIPPED_PRIORS, shipped_prior, shipped_prior_path
+from invdiff.priors.shipped import SHIPPED_PRIORS, open_prior, shipped_prior, shipped_prior_path
 from invdiff.priors.unet import UNetConfig, UNetPrior, save_prior
 
 __all__ = ["SHIPPED_PRIORS", "AsDeepinvDenoiser", "CheckpointError", "DeepinvDenoiserPrior", "Denoiser", "GaussianMixture",
            "GaussianMixturePrior", "PCAGaussianMixturePrior", "UNetConfig", "UNetPrior", "adm_prior", "fit_pca_gmm",
-           "load_prior", "read_checkpoint", "save_prior", "shipped_prior", "shipped_prior_path"]
+           "load_prior", "open_prior", "read_checkpoint", "save_prior", "shipped_prior", "shipped_prior_path"]

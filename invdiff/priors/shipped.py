@@ -14,7 +14,7 @@ from invdiff.priors.loading import load_prior
 from invdiff.priors.tokens.image import ImageTokenPrior
 from invdiff.priors.unet import UNetPrior
 
-__all__ = ["SHIPPED_PRIORS", "shipped_prior", "shipped_prior_path"]
+__all__ = ["SHIPPED_PRIORS", "open_prior", "shipped_prior", "shipped_prior_path"]
 
 _DATA = Path(__file__).resolve().parent / "data"
 
@@ -41,3 +41,13 @@ def shipped_prior(name: str, device: str | torch.device = "cpu") -> UNetPrior | 
     """Load a shipped prior (see :data:`SHIPPED_PRIORS`): a :class:`UNetPrior`, or for a token prior an
     :class:`~invdiff.priors.tokens.image.ImageTokenPrior`."""
     return load_prior(shipped_prior_path(name), device)
+
+
+def open_prior(spec: str, device: str | torch.device = "cpu") -> UNetPrior | ImageTokenPrior:
+    """A shipped prior by name (:data:`SHIPPED_PRIORS`), or a prior checkpoint file (``prior.pt``,
+    ``checkpoint.pt``) of any supported architecture."""
+    if spec in SHIPPED_PRIORS:
+        return shipped_prior(spec, device)
+    if not Path(spec).is_file():
+        raise FileNotFoundError(f"prior {spec!r}: neither a shipped prior ({sorted(SHIPPED_PRIORS)}) nor a file")
+    return load_prior(spec, device)

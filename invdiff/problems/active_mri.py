@@ -17,7 +17,8 @@ from invdiff.active.policy import AcquisitionPlan, Oracle
 from invdiff.datasets import FastMRIFile
 from invdiff.measurement import Measurement
 from invdiff.operators import MaskFunc, from_complex
-from invdiff.problems.fastmri import MRIProblem, mri_problem
+from invdiff.problems.base import Problem
+from invdiff.problems.fastmri import fastmri_problem
 
 __all__ = ["MRIActiveSetup", "mri_active_setup"]
 
@@ -26,17 +27,17 @@ FIXED_MASKS = ("equispaced_fraction", "random")
 
 @dataclass(frozen=True)
 class MRIActiveSetup:
-    """``fixed``: mask type -> its :class:`~invdiff.problems.fastmri.MRIProblem`; ``measurement``: the template
+    """``fixed``: mask type -> its :class:`~invdiff.problems.base.Problem`; ``measurement``: the template
     for :func:`~invdiff.active.policy_active` (maps, noise, units of the equispaced problem); ``oracle``,
     ``plan``: the centre lines of the fixed masks and their line budget."""
 
-    fixed: dict[str, MRIProblem]
+    fixed: dict[str, Problem]
     measurement: Measurement
     oracle: Oracle
     plan: AcquisitionPlan
 
     @property
-    def reference(self) -> MRIProblem:
+    def reference(self) -> Problem:
         return self.fixed["equispaced_fraction"]
 
 
@@ -44,19 +45,19 @@ def mri_active_setup(file: FastMRIFile, acceleration: int, center_fraction: floa
                      slices: list[int] | None = None, per_acquisition: int = 1,
                      window: tuple[float, float] = (0.0, 0.75)) -> MRIActiveSetup:
     """The fixed-mask problems and the active one for ``file`` (module docstring)."""
-    fixed = {kind: mri_problem(file, MaskFunc(kind, (center_fraction,), (acceleration,)), slices=slices)
+    fixed = {kind: fastmri_problem(file, MaskFunc(kind, (center_fraction,), (acceleration,)), slices=slices)
              for kind in FIXED_MASKS}
     ref = fixed["equispaced_fraction"]
     slices = list(range(file.num_slices)) if slices is None else list(slices)
     left, right = file.acquired_columns
     kspace = torch.stack([file.kspace(i) for i in slices])
-    y_full = from_complex(kspace) / ref.scale
+    y_full = from_complex(kspace) / ref.info["scale"]
     w = kspace.shape[-1]
-    num_low = ref.num_low_frequencies
+    num_low = ref.info["center_lines"]
     initial = torch.zeros(w, dtype=torch.bool)
     pad = (w - num_low + 1) // 2  # fastMRI's centre block
     initial[pad : pad + num_low] = True
-    budget = int(ref.mask.sum())
+    budget = ref.info["sampled_columns"]
     available = torch.zeros(w, dtype=torch.bool)
     available[left:right] = True
     if not bool(available[initial].all()):

@@ -1,6 +1,6 @@
-"""A multi-coil fastMRI volume as an inverse problem, with its classical baselines.
+"""A multi-coil fastMRI volume as a :class:`~invdiff.problems.base.Problem`, with its classical baselines.
 
-:func:`mri_problem` turns fully sampled (or already masked) k-space into a
+:func:`fastmri_problem` turns fully sampled (or already masked) k-space into a
 :class:`~invdiff.measurement.Measurement` a prior-based sampler can solve:
 
 * the mask: the file's own, or a fastMRI ``MaskFunc`` with fastMRI's per-file seed;
@@ -17,8 +17,6 @@ from zero, stopped after a fixed number of iterations, the usual regulariser).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -29,8 +27,9 @@ from invdiff.datasets.slices import slice_mask
 from invdiff.linalg import conjugate_gradient
 from invdiff.measurement import Measurement
 from invdiff.operators import MaskFunc, MultiCoilMRI, espirit_maps, from_complex, ifft2c
+from invdiff.problems.base import Problem
 
-__all__ = ["MRIProblem", "cg_sense", "estimate_noise_std", "mri_problem"]
+__all__ = ["cg_sense", "estimate_noise_std", "fastmri_problem"]
 
 
 def estimate_noise_std(kspace: Tensor, mask: Tensor, recon_height: int) -> float:
@@ -64,46 +63,22 @@ def estimate_noise_std(kspace: Tensor, mask: Tensor, recon_height: int) -> float
 
 def cg_sense(measurement: Measurement, iterations: int) -> Tensor:
     """``iterations`` CG steps on ``A^T A x = A^T y`` from zero (early stopping regularises)."""
-    p = measurement.physics
-    x, _ = conjugate_gradient(p.A_adjoint_A, p.A_adjoint(measurement.y), tol=0.0, max_iter=iterations)
+    x, _ = conjugate_gradient(measurement.normal, measurement.adjoint(measurement.y), tol=0.0, max_iter=iterations)
     return x
 
 
-@dataclass(frozen=True)
-class MRIProblem:
-    """One volume's undersampled reconstruction problem (module docstring), in scaled units.
+def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int] | None = None,
+                    calib_width: int | None = None, name: str | None = None) -> Problem:
+    """The problem for ``slices`` (default: all) of a multi-coil ``file`` (module docstring).
 
-    Attributes:
-        measurement: ``y`` (B slices, 2, C, H, W) and the operator; noise ``sigma`` per real entry.
-        scale: data units = ``scale`` x problem units.
-        mask: ``(W,)`` columns; ``acceleration`` and ``num_low_frequencies`` as drawn.
-        target: ``(B, h, w)`` fastMRI target (RSS of the fully sampled data), or ``None``.
-        zero_filled: ``(B, h, w)`` fastMRI's zero-filled RSS baseline, in data units.
-        noise_std_estimate: the estimated noise std per real k-space entry, in data units.
+    ``to_image`` maps ``(B, 2, h, w)`` complex images in problem units to ``(B, h, w)`` magnitudes in the
+    file's units, zero outside the coil maps' support: there ``A`` sees nothing, so the image is not
+    determined by the data (a SENSE reconstruction leaves it at zero; a prior sample would fill it with
+    the prior's guess). ``info`` records the mask, the centre lines, the coils, the estimated noise and
+    ``scale`` (file units = ``scale`` x problem units).
     """
-
-    measurement: Measurement
-    scale: float
-    mask: Tensor
-    acceleration: float
-    num_low_frequencies: int
-    target: np.ndarray | None
-    zero_filled: np.ndarray
-    noise_std_estimate: float
-
-    def magnitude(self, x: Tensor) -> np.ndarray:
-        """``(B, 2, h, w)`` complex images in problem units -> ``(B, h, w)`` magnitudes in data units, zero
-        outside the coil maps' support: there ``A`` sees nothing, so the image is not determined by the
-        data (a SENSE reconstruction leaves it at zero; a prior sample would fill it with the prior's guess)."""
-        support = self.measurement.physics.support().to(x.device)
-        return (self.scale * x.norm(dim=1) * support).detach().cpu().numpy().astype(np.float32)
-
-
-def mri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int] | None = None,
-                calib_width: int | None = None) -> MRIProblem:
-    """Build the problem for ``slices`` (default: all) of a multi-coil ``file`` (module docstring)."""
     if not file.multicoil:
-        raise ValueError(f"{file.path}: mri_problem needs multi-coil k-space")
+        raise ValueError(f"{file.path}: fastmri_problem needs multi-coil k-space")
     slices = list(range(file.kspace_shape[0])) if slices is None else list(slices)
     mask, num_low, acc = slice_mask(file, mask_func)
     kspace = torch.stack([file.kspace(i) for i in slices]) * mask  # (S, C, H, W) complex
@@ -121,9 +96,18 @@ def mri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int]
     if not scale > 0:
         raise ValueError(f"{file.path}: the measured data is zero")
     measurement = Measurement(op, y / scale, max(sigma, 1e-12) / scale)
-    zero_filled = torch.stack([rss_reconstruction(k, (h, w)) for k in kspace]).numpy()
+    zero_filled = torch.stack([rss_reconstruction(k, (h, w)) for k in kspace]).numpy().astype(np.float32)
     target = None
     if file.target_key is not None:
         target = np.stack([file.target(i).numpy() for i in slices])
-    return MRIProblem(measurement, scale, mask, acc, num_low, target, zero_filled.astype(np.float32), sigma)
+    support = op.support()
 
+    def to_image(x: Tensor) -> np.ndarray:
+        return (scale * x.norm(dim=1) * support.to(x.device)).detach().cpu().numpy().astype(np.float32)
+
+    info = {"operator": "multi-coil Cartesian MRI", "mask": "file's own" if file.mask is not None else
+            (mask_func.mask_type if mask_func is not None else None), "acceleration": float(acc),
+            "center_lines": int(num_low), "sampled_columns": int(mask.sum()), "columns": int(mask.numel()),
+            "coils": int(file.num_coils), "noise_std_estimate": float(sigma), "scale": scale}
+    return Problem(measurement, target, to_image, zero_filled, "zero-filled RSS", "mri", "mri_brain_128", info,
+                   name=name or file.path.stem, slices=tuple(slices))

@@ -19,49 +19,47 @@ seen through 12 weak (noise 1) or 2 strong (noise 0.05) observations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import numpy as np
 import torch
+from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.metrics import mode_weights, moment_errors, sliced_wasserstein
 from invdiff.operators import MatrixOperator
 from invdiff.posterior import Posterior
-from invdiff.priors import GaussianMixture, GaussianMixturePrior
+from invdiff.priors import GaussianMixturePrior
+from invdiff.problems.base import Problem
+
+__all__ = ["exact_as_posterior", "gmm_problem", "score_posterior", "standard_problems"]
 
 
-@dataclass(frozen=True)
-class GMMProblem:
-    """One exact-posterior problem (batch of one measured item)."""
-
-    name: str
-    prior: GaussianMixturePrior
-    measurement: Measurement
-    exact: GaussianMixture  # batch shape (1,)
-
-    @property
-    def dim(self) -> int:
-        return self.prior.dim
+def _vectors(x: Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
 
 
 def gmm_problem(dim: int, observations: int, noise_sigma: float, generator: torch.Generator,
-                name: str | None = None) -> GMMProblem:
-    """MCGdiff's grid mixture in ``dim`` dimensions seen through ``observations`` random projections."""
+                name: str | None = None) -> Problem:
+    """MCGdiff's grid mixture in ``dim`` dimensions seen through ``observations`` random projections: a
+    :class:`~invdiff.problems.base.Problem` of one item whose ``prior`` is the mixture, ``exact`` its
+    closed-form posterior (batch shape ``(1,)``) and ``target`` the drawn ``x0`` ``(1, dim)``."""
     prior = GaussianMixturePrior.grid(dim, generator)
     op = MatrixOperator.random(observations, dim, generator)
     x0 = prior.sample(1, generator)
     y = op.A(x0) + noise_sigma * torch.randn(1, observations, generator=generator, dtype=torch.float64)
     m = Measurement(op, y, noise_sigma)
-    return GMMProblem(name or f"d{dim}-m{observations}-s{noise_sigma:g}", prior, m, prior.exact_posterior(m))
+    info = {"operator": "MatrixOperator", "dim": dim, "observations": observations, "noise_sigma": noise_sigma,
+            "components": int(prior.mixture.weights.shape[-1])}
+    return Problem(m, _vectors(x0), _vectors, None, "", "gmm", prior, info,
+                   name=name or f"d{dim}-m{observations}-s{noise_sigma:g}", exact=prior.exact_posterior(m))
 
 
-def standard_problems(generator: torch.Generator) -> list[GMMProblem]:
+def standard_problems(generator: torch.Generator) -> list[Problem]:
     """The suite of the module docstring, drawn from ``generator`` in a fixed order."""
     specs = [(8, 1, 0.1), (8, 2, 0.1), (8, 4, 0.1), (80, 1, 0.1), (16, 12, 1.0), (16, 2, 0.05)]
     return [gmm_problem(d, m, s, generator) for d, m, s in specs]
 
 
-def score_posterior(problem: GMMProblem, posterior: Posterior, generator: torch.Generator,
+def score_posterior(problem: Problem, posterior: Posterior, generator: torch.Generator,
                     n_reference: int | None = None) -> dict[str, float]:
     """Scores of the module docstring for the first item of ``posterior`` (samples ``(1, N, d)``)."""
     samples = posterior.samples[0].reshape(posterior.samples.shape[1], -1).to(torch.float64)
@@ -84,7 +82,7 @@ def score_posterior(problem: GMMProblem, posterior: Posterior, generator: torch.
     }
 
 
-def exact_as_posterior(problem: GMMProblem, n: int, generator: torch.Generator) -> Posterior:
+def exact_as_posterior(problem: Problem, n: int, generator: torch.Generator) -> Posterior:
     """``n`` exact posterior samples as an equally weighted :class:`Posterior` (the reference)."""
     s = problem.exact.sample(n, generator)
     return Posterior(s, torch.zeros(1, n, dtype=torch.float64))

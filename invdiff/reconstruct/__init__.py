@@ -1,8 +1,9 @@
-"""``invdiff reconstruct``: inputs (fastMRI files, volumes, phantoms) as problems, the resumable job, its outputs."""
+"""The resumable reconstruct job (:mod:`~invdiff.reconstruct.job`) and what it writes
+(:mod:`~invdiff.reconstruct.outputs`): an input's slices solved group by group, each group saved as
+soon as it is done, then a fastMRI prediction file, NIfTI volumes, figures and a metrics JSON."""
 
-from invdiff.problems.inputs import ProblemSpec, ReconInput, ReconProblem, open_input
-from invdiff.reconstruct.job import ReconSettings, SliceResults, reconstruct, solve_problem
+from invdiff.reconstruct.job import ReconSettings, SliceResults, load_denoiser, reconstruct, solve_problem
 from invdiff.reconstruct.outputs import format_summary, write_outputs
 
-__all__ = ["ProblemSpec", "ReconInput", "ReconProblem", "ReconSettings", "SliceResults", "format_summary",
-           "open_input", "reconstruct", "solve_problem", "write_outputs"]
+__all__ = ["ReconSettings", "SliceResults", "format_summary", "load_denoiser", "reconstruct", "solve_problem",
+           "write_outputs"]

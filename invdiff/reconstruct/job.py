@@ -18,17 +18,23 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from invdiff.io import atomic_write, atomic_write_json
-from invdiff.measurement import Measurement
-from invdiff.problems.inputs import ReconInput, ReconProblem
+from invdiff.metrics import interval_coverage
+from invdiff.posterior import Posterior
+from invdiff.priors import Denoiser, open_prior
+from invdiff.problems import Problem, ProblemSource, configured_sampler
+from invdiff.samplers import Sampler, run
+from invdiff.samplers.registry import SAMPLERS
 
-__all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "particle_magnitudes", "reconstruct", "solve_problem"]
+__all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "load_denoiser", "object_region", "particle_images",
+           "reconstruct", "solve_problem"]
 
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 
@@ -49,8 +55,6 @@ class ReconSettings:
     device: str = "cpu"
 
     def __post_init__(self):
-        from invdiff.samplers.registry import SAMPLERS
-
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {sorted(SAMPLERS)}")
         for name in ("nfe", "particles"):
@@ -78,62 +82,71 @@ class SliceResults:
     particles: int = 1
 
 
-def load_prior_spec(spec: str, device: str):
-    """A shipped continuous prior by name, or a ``prior.pt``/``checkpoint.pt`` file of one. Token
-    priors (for APS, :mod:`invdiff.discrete`) are refused: these samplers need a denoiser."""
-    from invdiff.priors import Denoiser, shipped_prior
-    from invdiff.priors.loading import load_prior
-    from invdiff.priors.shipped import SHIPPED_PRIORS
-
-    if spec in SHIPPED_PRIORS:
-        prior = shipped_prior(spec, device)
-    elif not Path(spec).is_file():
-        raise FileNotFoundError(f"prior {spec!r}: neither a shipped prior ({sorted(SHIPPED_PRIORS)}) nor a file")
-    else:
-        prior = load_prior(spec, device)
+def load_denoiser(spec: str | Denoiser, device: str) -> Denoiser:
+    """A continuous prior: a shipped prior's name, a ``prior.pt``/``checkpoint.pt`` file, or a prior object.
+    Token priors (for APS) are refused: these samplers need a denoiser."""
+    prior = spec if isinstance(spec, Denoiser) else open_prior(spec, device)
     if not isinstance(prior, Denoiser):
         raise ValueError(f"prior {spec!r} is a {type(prior).__name__} (a masked token prior), not a diffusion "
-                         "denoiser; sample it with invdiff.discrete.APS (scripts/eval_aps_images.py)")
+                         "denoiser; sample it with invdiff.samplers.APS")
     return prior
 
 
-def _on_device(m: Measurement, device: str) -> Measurement:
-    if torch.device(device).type == "cpu":
-        return m
-    return Measurement(m.physics.to(device), m.y.to(device), m.sigma.to(device))
-
-
-def particle_magnitudes(magnitude: Callable[[Tensor], np.ndarray], samples: Tensor) -> Tensor:
-    """``(B, N, C, H, W)`` particles -> ``(B, N, h, w)`` magnitudes. One call per particle index: a
-    problem's ``magnitude`` takes one image per item, as its per-item parts (MRI's coil-map support)
+def particle_images(to_image: Callable[[Tensor], np.ndarray], samples: Tensor) -> Tensor:
+    """``(B, N, C, H, W)`` particles -> ``(B, N, h, w)`` images. One call per particle index: a
+    problem's ``to_image`` takes one image per item, as its per-item parts (MRI's coil-map support)
     are ``(B, ...)``."""
-    return torch.stack([torch.from_numpy(magnitude(samples[:, j])) for j in range(samples.shape[1])], 1)
+    return torch.stack([torch.from_numpy(to_image(samples[:, j])) for j in range(samples.shape[1])], 1)
 
 
-def solve_problem(problem: ReconProblem, sampler, prior, particles: int, generator: torch.Generator,
-                  device: str = "cpu", progress: bool = False) -> dict[str, Any]:
-    """Run ``sampler`` on ``problem``; return the magnitude mean/std ``(B, h, w)``, coverage sums and costs."""
-    from invdiff.metrics.calibration import interval_coverage
-    from invdiff.samplers import Posterior, run
+def object_region(target: np.ndarray, fraction: float = 0.05) -> Tensor:
+    """``(B, h, w)`` bool: the pixels whose target exceeds ``fraction`` of its slice's maximum (the object,
+    where coverage means something; outside it the target is noise or zero)."""
+    t = torch.from_numpy(np.asarray(target))
+    return t > fraction * t.flatten(1).amax(1).reshape(-1, *[1] * (t.dim() - 1))
 
-    post = run(sampler, _on_device(problem.measurement, device), prior, n_particles=particles,
-               generator=generator, progress=progress)
+
+def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
+                  generator: torch.Generator, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+    """Run ``sampler`` on ``problem`` and summarise its posterior in image units.
+
+    Returns the images' weighted mean and std ``(B, h, w)``, the costs, the final ESS per item and, for
+    weighted samplers, the smallest ESS over the steps and the number of steps that resampled. With a
+    target and several particles: the coverage of the central credible intervals at
+    :data:`COVERAGE_LEVELS`, as sums over all pixels and over the object (:func:`object_region`), and
+    for weighted samplers the same with the weights dropped (what the particles spread, a diagnostic).
+    Sums, so that slice groups add up.
+    """
+    post = run(sampler, problem.measurement.to(device), prior, n_particles=particles, generator=generator,
+               progress=progress)
     b, n = post.log_weights.shape
-    mean = problem.magnitude(post.mean)
+    mean = problem.to_image(post.mean)
     if not (bool(torch.isfinite(post.samples).all()) and np.isfinite(mean).all()):
         raise ValueError(f"{type(sampler).__name__} diverged on slices {list(problem.slices)}: its samples or "
                          "posterior mean contain NaN or Inf (try a smaller step size or more steps; "
                          "`invdiff reconstruct --set KEY=VALUE`)")
-    mags = particle_magnitudes(problem.magnitude, post.samples)
-    weighted = Posterior(mags, post.log_weights.cpu())
+    images = particle_images(problem.to_image, post.samples)
+    weighted = Posterior(images, post.log_weights.cpu())
+    diag = post.diagnostics
     out = {"mean": mean, "std": weighted.std.numpy().astype(np.float32), "coverage_sums": None,
-           "network_evals": int(post.diagnostics.network_evals), "vjps": int(post.diagnostics.vjp_evals),
-           "wall_time_s": float(post.diagnostics.wall_time), "ess": [float(e) for e in post.ess], "particles": n}
+           "network_evals": int(diag.network_evals), "vjps": int(diag.vjp_evals),
+           "wall_time_s": float(diag.wall_time), "ess": [float(e) for e in post.ess], "particles": n}
+    if diag.ess_history:
+        out["ess_min_steps"] = float(torch.stack(diag.ess_history).min())
+        out["resampled_steps"] = int(torch.stack(diag.resampled).any(1).sum()) if diag.resampled else 0
     if problem.target is not None and n > 1:
         truth = torch.from_numpy(problem.target)
-        cov = interval_coverage(mags, weighted.weights, truth, list(COVERAGE_LEVELS))
-        out["coverage_sums"] = {str(a): c * truth.numel() for a, c in cov.items()}
-        out["pixels"] = int(truth.numel())
+        region = object_region(problem.target)
+        levels = list(COVERAGE_LEVELS)
+        readings = {"": weighted.weights}
+        if bool((post.log_weights != post.log_weights[:, :1]).any()):
+            readings["equal_weight_"] = torch.full_like(weighted.weights, 1.0 / n)
+        for prefix, w in readings.items():
+            cov = interval_coverage(images, w, truth, levels)
+            obj = interval_coverage(images, w, truth, levels, region)
+            out[f"{prefix}coverage_sums"] = {str(a): c * truth.numel() for a, c in cov.items()}
+            out[f"{prefix}object_coverage_sums"] = {str(a): c * int(region.sum()) for a, c in obj.items()}
+        out["pixels"], out["object_pixels"] = int(truth.numel()), int(region.sum())
     return out
 
 
@@ -163,11 +176,9 @@ def _check_run_file(out: Path, fingerprint: dict, force: bool) -> None:
     atomic_write_json(run_file, fingerprint)
 
 
-def reconstruct(inp: ReconInput, settings: ReconSettings, out_dir: str | Path, *, problem_spec: dict | None = None,
+def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path, *, problem_spec: dict | None = None,
                 force: bool = False, progress: bool = True, log=print) -> SliceResults:
     """Solve ``settings.slices`` of ``inp`` (module docstring); parts are kept in ``out_dir/parts``."""
-    from invdiff.samplers.registry import SAMPLERS, make_sampler
-
     slices = list(range(inp.num_slices)) if settings.slices is None else list(settings.slices)
     bad = [s for s in slices if not 0 <= s < inp.num_slices]
     if bad or not slices:
@@ -177,8 +188,8 @@ def reconstruct(inp: ReconInput, settings: ReconSettings, out_dir: str | Path, *
                    "problem": problem_spec or {}}
     _check_run_file(out, json.loads(json.dumps(fingerprint)), force)
     spec = SAMPLERS[settings.sampler]
-    prior = load_prior_spec(settings.prior or inp.prior_name, settings.device) if spec.uses_prior else None
-    sampler = make_sampler(settings.sampler, settings.nfe, inp.family, settings.overrides)
+    prior = load_denoiser(settings.prior or inp.prior_name, settings.device) if spec.uses_prior else None
+    sampler = configured_sampler(settings.sampler, settings.nfe, inp.family, settings.overrides)
     particles = settings.particles if spec.particles else 1
     if particles < settings.particles:
         log(f"{settings.sampler} is deterministic: running 1 particle instead of {settings.particles}")

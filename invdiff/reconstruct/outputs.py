@@ -21,7 +21,7 @@ import numpy as np
 
 from invdiff.io import atomic_write_json
 from invdiff.plots import slice_figure
-from invdiff.problems.inputs import ReconInput
+from invdiff.problems import ProblemSource
 from invdiff.reconstruct.job import SliceResults
 
 __all__ = ["format_summary", "write_outputs"]
@@ -33,7 +33,7 @@ def _volume_metrics(target: np.ndarray | None, recon: np.ndarray) -> dict[str, f
     return None if target is None else fastmri_volume_metrics(target, recon)
 
 
-def write_outputs(results: SliceResults, inp: ReconInput, settings: dict[str, Any], out_dir: str | Path,
+def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str, Any], out_dir: str | Path,
                   timings: dict[str, float]) -> dict[str, Any]:
     """Write the files of the module table; return the JSON summary."""
     from invdiff.datasets import save_nifti, slices_to_volume, write_prediction

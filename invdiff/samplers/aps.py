@@ -42,6 +42,7 @@ from invdiff.measurement import Measurement
 from invdiff.posterior import Diagnostics, TokenPosterior
 from invdiff.priors.tokens.base import TokenPrior
 from invdiff.rng import BatchGenerator
+from invdiff.samplers.base import Sampler
 
 __all__ = ["APS", "DiscreteState", "GuidedRemasking", "masking_schedule", "quantized_expectation"]
 
@@ -102,8 +103,9 @@ class DiscreteState:
         return self.step >= self.num_steps
 
 
-class _MaskedSampler:
-    """Shared init/result and the remasking rule of the two samplers."""
+class _MaskedSampler(Sampler):
+    """Shared init/result and the remasking rule of the two samplers (on :func:`invdiff.samplers.run`'s
+    protocol; their state is a :class:`DiscreteState`)."""
 
     def __init__(self, num_steps: int, schedule: str = "cosine", order: str = "confidence"):
         if order not in ("confidence", "random"):

@@ -32,7 +32,7 @@ from invdiff.priors.base import Denoiser, sigma_per_sample
 from invdiff.rng import private_global_stream
 from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_sigmas
 
-__all__ = ["DeepinvSampler", "UnitRangeView", "ddrm_supports"]
+__all__ = ["DDRM", "DeepinvSampler", "DiffPIR", "UnitRangeView", "ddrm_supports"]
 
 Algorithm = Literal["diffpir", "ddrm", "dps"]
 
@@ -173,3 +173,17 @@ class DeepinvSampler(Sampler):
             state.diagnostics.vjp_evals += self.num_steps
         x = view.to_data(u.detach()).to(state.x.dtype)
         return dataclasses.replace(state, x=x, step=1)
+
+
+class DiffPIR(DeepinvSampler):
+    """deepinv's DiffPIR (Zhu et al. 2023) with an invdiff prior: ``DeepinvSampler("diffpir", ...)``."""
+
+    def __init__(self, num_steps: int = 100, **options):
+        super().__init__("diffpir", num_steps, **options)
+
+
+class DDRM(DeepinvSampler):
+    """deepinv's DDRM (Kawar et al. 2022) with an invdiff prior: ``DeepinvSampler("ddrm", ...)``."""
+
+    def __init__(self, num_steps: int = 100, **options):
+        super().__init__("ddrm", num_steps, **options)

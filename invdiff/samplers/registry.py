@@ -1,178 +1,105 @@
-"""Samplers by name, with the settings chosen on validation data, for the command line and benchmarks.
+"""Samplers by name: what each is, what it needs, and how to build it.
 
-:func:`make_sampler` builds a sampler from a name, a network-evaluation budget and optional
-overrides. Each name has default settings per problem *family*:
-
-* ``mri``: multi-coil MRI with the shipped MRI prior,
-* ``ct``: CT with the shipped CT prior (``A`` has norm ~60, so step sizes are smaller),
-* ``image``: deblurring and inpainting of brain slices with the MRI prior,
-* ``gmm``: the Gaussian-mixture exact-posterior suite.
-
-The ``mri``/``ct``/``image`` defaults are the settings :mod:`scripts.eval_image_tasks` chose by
-validation PSNR at 100 network evaluations (README, "Image tasks": mri-4x, ct-30 and deblur); they
-are a starting point, not tuned for other budgets or data.
+A :class:`SamplerSpec` holds a sampler's class, its description, the arguments that define the name
+(``fixed``: ``dps`` and ``dps-ddim`` are the same class with ``eta`` 1 and 0) and its capabilities.
+:func:`make_sampler` builds one from a name, a network-evaluation budget and settings. The settings
+tuned per problem family live as data with the problems (:mod:`invdiff.problems.defaults`), which is
+what ``invdiff reconstruct`` and ``invdiff benchmark`` call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from invdiff.samplers.aps import APS, GuidedRemasking
 from invdiff.samplers.base import Sampler
+from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, TotalVariation
+from invdiff.samplers.ddim import DDIM
+from invdiff.samplers.deepinv_bridge import DDRM, DiffPIR
+from invdiff.samplers.dps import DPS
+from invdiff.samplers.ensemble import ApproximationFreeEnsemble
+from invdiff.samplers.red_diff import REDDiff
+from invdiff.samplers.tds import TDS
 
-__all__ = ["FAMILIES", "SAMPLERS", "SamplerSpec", "make_sampler", "parse_overrides", "sampler_settings"]
-
-FAMILIES = ("mri", "ct", "image", "gmm")
+__all__ = ["SAMPLERS", "SamplerSpec", "make_sampler"]
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A named sampler: ``build(nfe, **settings)`` and its default settings per family.
+    """A named sampler.
 
-    ``uses_prior`` is False for the classical baselines (they ignore the prior and the budget);
-    ``particles`` is False for deterministic methods, whose particles would all be equal.
+    Attributes:
+        cls: the sampler class; ``cls(num_steps=nfe, **settings)`` for diffusion samplers,
+            ``cls(**settings)`` for the classical baselines (they take no budget).
+        description: one line.
+        fixed: the arguments that make this name (``eta`` of ``dps-ddim``, ``kind`` of ``fbp``).
+        uses_prior: False for the classical baselines (they ignore the prior and the budget).
+        token_prior: the prior is a masked token prior (:mod:`invdiff.priors.tokens`), not a denoiser.
+        particles: False for deterministic methods, whose particles would all be equal.
+        weighted: the particles carry importance weights (SMC).
+        needs_linear: the operator must be linear; ``needs_svd``: it must expose a real SVD.
+        vjp: each step back-propagates through the network.
     """
 
+    cls: type
     description: str
-    build: Callable[..., Sampler]
-    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
     uses_prior: bool = True
+    token_prior: bool = False
     particles: bool = True
+    weighted: bool = False
+    needs_linear: bool = False
+    needs_svd: bool = False
+    vjp: bool = False
 
-
-def _per_family(**settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    base = settings.pop("all", {})
-    return {fam: {**base, **settings.get(fam, settings.get("image", {}))} for fam in FAMILIES}
-
-
-def _dps(nfe, **s):
-    from invdiff.samplers.dps import DPS
-    return DPS(nfe, **s)
-
-
-def _red_diff(nfe, **s):
-    from invdiff.samplers.red_diff import REDDiff
-    return REDDiff(nfe, **s)
-
-
-def _ddim(nfe, **s):
-    from invdiff.samplers.ddim import DDIM
-    return DDIM(nfe, **s)
-
-
-def _deepinv(algorithm):
-    def build(nfe, **s):
-        from invdiff.samplers.deepinv_bridge import DeepinvSampler
-        return DeepinvSampler(algorithm, nfe, **s)
-    return build
-
-
-def _afe(nfe, **s):
-    from invdiff.samplers.ensemble import ApproximationFreeEnsemble
-    return ApproximationFreeEnsemble(nfe, **s)
-
-
-def _tds(nfe, **s):
-    from invdiff.samplers.tds import TDS
-    return TDS(nfe, **s)
-
-
-def _direct(nfe, **s):
-    from invdiff.samplers.classical import DirectReconstruction
-    return DirectReconstruction(**s)
-
-
-def _cg(nfe, **s):
-    from invdiff.samplers.classical import ConjugateGradient
-    return ConjugateGradient(**s)
-
-
-def _tv(nfe, **s):
-    from invdiff.samplers.classical import TotalVariation
-    return TotalVariation(**s)
+    def build(self, nfe: int, settings: dict[str, Any]) -> Sampler:
+        kwargs = {**self.fixed, **settings}
+        return self.cls(num_steps=nfe, **kwargs) if self.uses_prior else self.cls(**kwargs)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
-    "dps": SamplerSpec("DPS, ancestral (Chung et al. 2023)", _dps,
-                       _per_family(all={"eta": 1.0}, mri={"step_size": 3.0}, ct={"step_size": 0.03},
-                                   image={"step_size": 3.0}, gmm={"step_size": 1.0})),
-    "dps-ddim": SamplerSpec("DPS on the deterministic DDIM chain", _dps,
-                            _per_family(all={"eta": 0.0}, mri={"step_size": 0.3}, ct={"step_size": 0.003},
-                                        image={"step_size": 0.3}, gmm={"step_size": 1.0})),
-    "red-diff": SamplerSpec("RED-Diff (Mardani et al. 2024), a variational mode-seeker", _red_diff,
-                            _per_family(mri={"lam": 512.0, "lr": 0.1}, ct={"lam": 512.0, "lr": 0.03},
-                                        image={"lam": 128.0, "lr": 0.1}, gmm={"lam": 0.25, "lr": 0.1})),
-    "diffpir": SamplerSpec("deepinv's DiffPIR driven with an invdiff prior", _deepinv("diffpir"),
-                           _per_family(mri={"lambda_": 7.0}, ct={"lambda_": 0.0204}, image={"lambda_": 7.0},
-                                       gmm={"lambda_": 7.0})),
-    "ddrm": SamplerSpec("deepinv's DDRM (needs an SVD: inpainting, circular blur)", _deepinv("ddrm"),
-                        _per_family(all={"eta": 0.5})),
-    # the twist's tempering in units of ||A||^2 on images (CT: ||A||^2 ~ 3600; without it the first
-    # twisted step overshoots by orders of magnitude). CT, 30 views, 50 NFE, 4 particles: inflation 1
-    # scored 14.2 dB (the twist barely moves the prior samples), 0.1 scored 18.1 dB, 0.01 diverged.
-    # The Gaussian-mixture settings are issue 7's.
-    "tds": SamplerSpec("twisted diffusion sampler (Wu et al. 2023), weighted SMC", _tds,
-                       _per_family(all={"twist_inflation": 1.0, "operator_norm": True},
-                                   ct={"twist_inflation": 0.1}, gmm={"operator_norm": False})),
-    "afe": SamplerSpec("approximation-free ensemble, SDE (weighted SMC)", _afe,
-                       _per_family(all={"variant": "sde"})),
-    "afe-ode": SamplerSpec("approximation-free ensemble, ODE + Langevin corrector", _afe,
-                           _per_family(all={"variant": "ode"})),
-    "prior": SamplerSpec("unconditional ancestral prior samples (ignores the data)", _ddim,
-                         _per_family(all={"eta": 1.0})),
-    "zero-filled": SamplerSpec("adjoint A^T y (zero-filled for MRI)", _direct,
-                               _per_family(all={"kind": "adjoint"}), uses_prior=False, particles=False),
-    "fbp": SamplerSpec("the operator's own pseudo-inverse (filtered back-projection for CT)", _direct,
-                       _per_family(all={"kind": "physics"}), uses_prior=False, particles=False),
-    "cg": SamplerSpec("CG least squares (CG-SENSE for MRI), early stopped", _cg,
-                      _per_family(mri={"iterations": 40}, ct={"iterations": 40}, image={"iterations": 5},
-                                  gmm={"iterations": 40}), uses_prior=False, particles=False),
-    "tv": SamplerSpec("total variation, PDHG, 300 iterations", _tv,
-                      _per_family(all={"iterations": 300, "init": "scaled-adjoint"}, mri={"lam": 0.001}, ct={"lam": 0.1},
-                                  image={"lam": 0.01}), uses_prior=False, particles=False),
+    "dps": SamplerSpec(DPS, "DPS, ancestral (Chung et al. 2023)", {"eta": 1.0}, vjp=True),
+    "dps-ddim": SamplerSpec(DPS, "DPS on the deterministic DDIM chain", {"eta": 0.0}, vjp=True),
+    "red-diff": SamplerSpec(REDDiff, "RED-Diff (Mardani et al. 2024), a variational mode-seeker"),
+    "diffpir": SamplerSpec(DiffPIR, "deepinv's DiffPIR driven with an invdiff prior", needs_linear=True),
+    "ddrm": SamplerSpec(DDRM, "deepinv's DDRM (needs an SVD: inpainting, circular blur)",
+                        needs_linear=True, needs_svd=True),
+    "tds": SamplerSpec(TDS, "twisted diffusion sampler (Wu et al. 2023), weighted SMC", weighted=True, vjp=True),
+    "afe": SamplerSpec(ApproximationFreeEnsemble, "approximation-free ensemble, SDE (weighted SMC)",
+                       {"variant": "sde"}, weighted=True),
+    "afe-ode": SamplerSpec(ApproximationFreeEnsemble, "approximation-free ensemble, ODE + Langevin corrector",
+                           {"variant": "ode"}, weighted=True),
+    "aps": SamplerSpec(APS, "anchored posterior sampling with a masked token prior (Rout et al. 2025)",
+                       token_prior=True, vjp=True),
+    "guided-remasking": SamplerSpec(GuidedRemasking, "derivative-free guided remasking with a masked token prior",
+                                    token_prior=True),
+    "prior": SamplerSpec(DDIM, "unconditional ancestral prior samples (ignores the data)", {"eta": 1.0}),
+    "zero-filled": SamplerSpec(DirectReconstruction, "adjoint A^T y (zero-filled for MRI)", {"kind": "adjoint"},
+                               uses_prior=False, particles=False, needs_linear=True),
+    "fbp": SamplerSpec(DirectReconstruction, "the operator's own pseudo-inverse (filtered back-projection for CT)",
+                       {"kind": "physics"}, uses_prior=False, particles=False, needs_linear=True),
+    "cg": SamplerSpec(ConjugateGradient, "CG least squares (CG-SENSE for MRI), early stopped",
+                      uses_prior=False, particles=False, needs_linear=True),
+    "tv": SamplerSpec(TotalVariation, "total variation, PDHG, 300 iterations", {"iterations": 300, "init": "scaled-adjoint"},
+                      uses_prior=False, particles=False, needs_linear=True),
 }
 
 
-def sampler_settings(name: str, family: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The defaults of ``name`` for ``family`` updated by ``overrides`` (unknown names are the sampler's to refuse)."""
+def make_sampler(name: str, nfe: int, settings: dict[str, Any] | None = None) -> Sampler:
+    """Build sampler ``name`` with ``nfe`` steps (one network evaluation each for the diffusion samplers)
+    and ``settings`` on top of its fixed arguments.
+
+    Raises ``KeyError`` for an unknown name and ``ValueError`` for a budget below 1 or a setting the
+    sampler does not take, naming both.
+    """
     if name not in SAMPLERS:
         raise KeyError(f"unknown sampler {name!r}; choose from {sorted(SAMPLERS)}")
-    if family not in FAMILIES:
-        raise KeyError(f"unknown problem family {family!r}; choose from {FAMILIES}")
-    return {**SAMPLERS[name].defaults[family], **(overrides or {})}
-
-
-def make_sampler(name: str, nfe: int, family: str, overrides: dict[str, Any] | None = None) -> Sampler:
-    """Build sampler ``name`` with ``nfe`` steps (one network evaluation each for the diffusion samplers).
-
-    Raises ``KeyError`` for an unknown name or family and ``ValueError`` for a setting the sampler
-    does not take, naming both.
-    """
-    settings = sampler_settings(name, family, overrides)
     if nfe < 1:
         raise ValueError(f"sampler {name!r}: the network-evaluation budget must be >= 1, got {nfe}")
+    spec = SAMPLERS[name]
     try:
-        return SAMPLERS[name].build(nfe, **settings)
+        return spec.build(nfe, dict(settings or {}))
     except TypeError as err:
-        raise ValueError(f"sampler {name!r} does not take settings {sorted(settings)}: {err}") from None
-
-
-def _value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lam=512", "lr=0.1"]`` -> ``{"lam": 512, "lr": 0.1}`` (ints, floats, true/false, else strings)."""
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"sampler setting {item!r}: expected KEY=VALUE")
-        out[key.strip().replace("-", "_")] = _value(text.strip())
-    return out
+        raise ValueError(f"sampler {name!r} does not take settings {sorted({**spec.fixed, **(settings or {})})}: "
+                         f"{err}") from None

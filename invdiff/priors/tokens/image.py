@@ -5,7 +5,7 @@ for real images. Its decoder returns data units (``offset + scale * model space`
 continuous priors). :meth:`ImageTokenPrior.with_phase` lifts it to complex images in the
 2-channel (re, im) layout of the MRI problems: ``x = m * exp(i theta)`` with the decoded magnitude
 ``m`` and a fixed phase map ``theta`` (for MRI, the smoothed phase of a classical reconstruction,
-:func:`smooth_phase`; zero for real images).
+:func:`invdiff.problems.tokens.smooth_phase`; zero for real images).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from invdiff.priors.tokens.base import TokenPrior
 from invdiff.priors.tokens.token_model import MaskedTokenTransformer
 from invdiff.priors.tokens.tokenizer import PatchTokenizer
 
-__all__ = ["ImageTokenPrior", "PhaseLiftedTokenPrior", "smooth_phase"]
+__all__ = ["ImageTokenPrior", "PhaseLiftedTokenPrior"]
 
 
 @dataclass(eq=False)
@@ -120,31 +120,3 @@ class PhaseLiftedTokenPrior(TokenPrior):
             raise ValueError(f"{m.shape[0]} decoded rows do not split into the phase maps' {b} items")
         theta = self.phase.to(m.device, m.dtype).repeat_interleave(m.shape[0] // b, 0).unsqueeze(1)
         return torch.cat([m * torch.cos(theta), m * torch.sin(theta)], 1)
-
-
-def _hann(n: int, width: int) -> Tensor:
-    """A length-``n`` window: a Hann taper over the central ``width`` entries, zero elsewhere."""
-    width = min(width, n)
-    win = torch.zeros(n, dtype=torch.float64)
-    start = (n - width) // 2
-    win[start:start + width] = torch.hann_window(width + 2, periodic=False, dtype=torch.float64)[1:-1]
-    return win
-
-
-def smooth_phase(image: Tensor, width: int) -> Tensor:
-    """``(B, 2, H, W)`` complex images -> ``(B, H, W)`` phase of their low-pass: a separable Hann taper
-    of ``width`` central frequencies per axis in k-space. For MRI, applied to a classical
-    reconstruction (CG-SENSE), this is the smooth phase that phase-constrained reconstructions assume;
-    the magnitude is left to the prior.
-
-    (On the demo scan at 4x, the CG-SENSE (10 iterations) phase low-passed at width 48 with the
-    30-iteration CG-SENSE magnitude leaves 3.3x that reconstruction's data residual; the phase of
-    the calibration lines alone, 10 columns, leaves 40x.)"""
-    from invdiff.operators import fft2c, ifft2c, to_complex
-
-    if image.dim() != 4 or image.shape[1] != 2:
-        raise ValueError(f"expected complex images (B, 2, H, W), got {tuple(image.shape)}")
-    z = to_complex(image.detach())
-    h, w = z.shape[-2:]
-    taper = (_hann(h, width).unsqueeze(1) * _hann(w, width).unsqueeze(0)).to(z.real.dtype)
-    return torch.angle(ifft2c(fft2c(z) * taper)).to(image.dtype)
