@@ -40,11 +40,3 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def write_report(folder: str | Path, stem: str, rows, table: str) -> None:
-    """A benchmark's results: ``folder/stem.json`` (the rows) and ``folder/stem.md`` (the table), each
-    written atomically, and the table printed."""
-    atomic_write_json(Path(folder) / f"{stem}.json", rows)
-    atomic_write_text(Path(folder) / f"{stem}.md", table)
-    print(table)

@@ -59,3 +59,10 @@ class MatrixOperator(dinv.physics.DecomposablePhysics):
         c = y @ self.u_r
         pad = self.v_full.shape[0] - c.shape[1]
         return torch.nn.functional.pad(c, (0, pad)) if pad > 0 else c
+
+    def expand_batch(self, n: int) -> MatrixOperator:
+        """The operator for ``n`` particles per sample: itself, as its matrix is shared by every sample
+        (its buffers' leading dimensions are the matrix's, not a batch)."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        return self

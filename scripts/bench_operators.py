@@ -2,9 +2,9 @@
 
 For every row, forward + adjoint (or the stated operation) is timed as the median of ``--repeat``
 runs after one warm-up, in float32 on the CPU with the threads torch uses by default. Prints a
-Markdown table and writes it, with the raw figures, to ``--out`` (JSON and Markdown, atomically).
+Markdown table and writes it, with the raw figures, to the results page ``--out`` (atomically).
 
-    python scripts/bench_operators.py --out outputs/bench
+    python scripts/bench_operators.py [--out docs/results/bench-operators]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import deepinv as dinv
 import numpy as np
 import torch
 
-from invdiff.io import atomic_write_json, atomic_write_text
+from invdiff.benchmark.report import script_page
 from invdiff.operators import (Blur, CircularBlur, Downsampling, FanBeamCT, Inpainting, MultiCoilMRI, ParallelBeamCT,
                                SingleCoilMRI, gaussian_kernel, random_pixel_mask)
 from invdiff.testing import adjoint_relative_error
@@ -144,7 +144,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/bench-operators"))
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--only", choices=["ct", "mri", "blur"], action="append")
     args = parser.parse_args(argv)
@@ -154,12 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += benches[name](args.repeat)
     env = {"torch": torch.__version__, "deepinv": dinv.__version__, "threads": torch.get_num_threads(),
            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
-    table = markdown(rows)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "operators.json", {"environment": env, "rows": rows})
-    header = f"Environment: {json.dumps(env)}; median of {args.repeat} runs, float32, CPU.\n\n"
-    atomic_write_text(args.out / "operators.md", header + table)
+    script_page(args.out, "Operators against their peers", {"environment": env, "rows": rows}, markdown(rows),
+                f"Environment: {json.dumps(env)}; median of {args.repeat} runs, float32, CPU.")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ overheads are measured in), and a vector-Jacobian product through it (what DPS p
 Median of ``--repeat`` runs after one warm-up, float32, CPU, torch's default thread count (or
 ``--threads``). Prints a Markdown table and writes it with the raw figures to ``--out``.
 
-    python scripts/bench_priors.py --out outputs/bench
+    python scripts/bench_priors.py [--out docs/results/bench-priors]
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from invdiff.io import atomic_write_json, atomic_write_text
+from invdiff.benchmark.report import script_page
 from invdiff.priors.shipped import SHIPPED_PRIORS, shipped_prior
 from invdiff.timing import median_seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/bench-priors"))
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
@@ -53,10 +53,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['prior']} | {r['parameters'] / 1e6:.2f} M | {'x'.join(map(str, r['shape']))} | {r['batch']} "
                      f"| {1000 * r['eval_s']:.0f} ms | {1000 * r['eval_plus_vjp_s']:.0f} ms |")
-    table = "\n".join(lines) + "\n"
-    atomic_write_json(args.out / "bench_priors.json", {"meta": meta, "rows": rows})
-    atomic_write_text(args.out / "bench_priors.md", table)
-    print(table)
+    script_page(args.out, "Prior evaluation cost", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ original-DPS ``ddpm`` solver, ``"norm"`` guidance, driven through :class:`Deepin
 ``[0, 1]`` restatement) are each chosen by PSNR on the task's validation image from the same kind
 of geometric grid (extended while the best value sits at an edge), then both run once on the test image. Timings: median of ``--repeat`` full runs.
 
-    python scripts/bench_samplers.py [--tasks deblur mri-4x] [--nfe 100] [--threads 2] [--out outputs/bench_samplers]
+    python scripts/bench_samplers.py [--tasks deblur mri-4x] [--nfe 100] [--threads 2] [--out docs/results/bench-samplers]
 
 Run it on an otherwise idle machine: the figures are wall-clock times.
 """
@@ -18,15 +18,14 @@ Run it on an otherwise idle machine: the figures are wall-clock times.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 from pathlib import Path
 
 import torch
 
+from invdiff.benchmark.report import script_page
 from invdiff.benchmark.tuning import tune_on_grid
-from invdiff.io import atomic_write_json, atomic_write_text
 from invdiff.priors import shipped_prior
 from invdiff.problems.image_tasks import image_task
 from invdiff.samplers import DDIM, DPS, REDDiff, run
@@ -77,7 +76,7 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench_samplers"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/bench-samplers"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {"nfe": args.nfe, "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor(),
@@ -119,10 +118,7 @@ def main() -> None:
         lines.append(f"| {task} | {o['DDIM']['ratio']:.3f} | {o['RED-Diff']['ratio']:.3f} | {o['DPS']['ratio']:.3f} "
                      f"| {r['invdiff']['PSNR']:.2f} dB / {r['invdiff']['wall_s']:.1f} | {r['deepinv']['PSNR']:.2f} dB / "
                      f"{r['deepinv']['wall_s']:.1f} | {r['time_ratio']:.2f} |")
-    table = "\n".join(lines) + "\n"
-    atomic_write_json(args.out / "bench_samplers.json", json.loads(json.dumps(results, default=str)))
-    atomic_write_text(args.out / "bench_samplers.md", table)
-    print(table)
+    script_page(args.out, "Sampler overheads, and DPS against deepinv's", results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ the network (and for TDS its VJP), the measurement's operators, the weights and 
 ``--chunk-size`` bounds the images per network call (the samplers' ``chunk_size``): on a 2-core CPU the
 shipped UNets cost 48 ms per 128 x 128 image at batch 4 and 81 ms at batch 16, so large calls lose.
 
-Writes ``bench_smc.json`` and ``bench_smc.md`` under ``--out`` (atomically) and prints the table.
+Writes the results page ``--out`` (atomically) and prints the table.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from invdiff.io import write_report
+from invdiff.benchmark.report import script_page
 from invdiff.priors import shipped_prior
 from invdiff.problems.image_tasks import image_task
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench_smc"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/bench-smc"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     problem = image_task(args.task, "test")
@@ -69,7 +69,7 @@ def main() -> None:
     lines += [f"| {r['sampler']} | {r['particles']} | {r['tN_s']:.3f} | {r['particles'] * r['t1_s']:.3f} | {r['gain']:.2f} |"
               for r in rows]
     text = "\n".join(lines) + "\n"
-    write_report(args.out, "bench_smc", rows, text)
+    script_page(args.out, "SMC batching gain", rows, text)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ sampler seeds. A pixel experiment does
 the same for inpainting of the middle slice (5 % random pixels to start, 20 % at the end). The
 policy's cost per acquisition is reported against one network evaluation of all particles.
 
-    python scripts/eval_ads.py [--sampler dps] [--particles 4] [--steps 100] [--seeds 0 1] [--out outputs/ads]
+    python scripts/eval_ads.py [--sampler dps] [--particles 4] [--steps 100] [--seeds 0 1] [--out docs/results/ads]
 
-Writes ads.json, ads.md and figures (masks.png: the masks and the order ADS chose them in;
+Writes the results page (README.md, results.json) and figures (masks.png: the masks and the order ADS chose them in;
 recons.png) atomically; prints the table.
 """
 
@@ -33,14 +33,15 @@ import torch
 from invdiff.active import AcquisitionPlan, Oracle, run_active
 from invdiff.active.candidates import candidates_for
 from invdiff.datasets import FastMRIFile, demo_scan
-from invdiff.io import atomic_write, write_report
+from invdiff.benchmark.report import script_page
+from invdiff.io import atomic_write
 from invdiff.measurement import Measurement
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.operators import Inpainting
 from invdiff.priors import shipped_prior
+from invdiff.problems import configured_sampler
 from invdiff.problems.active_mri import mri_active_setup
 from invdiff.samplers import run
-from invdiff.samplers.registry import make_sampler
 from invdiff.timing import median_seconds
 
 
@@ -57,6 +58,12 @@ def equal_count_random(setup, seed: int) -> tuple[Measurement, torch.Tensor]:
     return setup.measurement.with_mask(cands.mask(acquired), y=setup.oracle.measure(cands, acquired)), mask
 
 
+def column_mask(problem) -> torch.Tensor:
+    """``(W,)`` bool: the k-space columns a fixed-mask MRI problem measures."""
+    m = problem.measurement
+    return m.physics.mask.reshape(-1, m.y.shape[-1])[0].bool()
+
+
 def mri_rows(args, prior, accelerations, seed: int) -> tuple[list[dict], dict]:
     rows, figs = [], {}
     file = FastMRIFile.open(demo_scan())
@@ -64,22 +71,22 @@ def mri_rows(args, prior, accelerations, seed: int) -> tuple[list[dict], dict]:
         setup = mri_active_setup(file, acc, slices=args.slices)
         masks = {}
         ref = setup.reference
-        problems = [(f"fixed {kind}", problem.measurement, problem.mask.bool(), problem)
+        problems = [(f"fixed {kind}", problem.measurement, column_mask(problem), problem)
                     for kind, problem in setup.fixed.items()]
         problems.append(("fixed random, equal count", *equal_count_random(setup, seed), ref))  # ref's maps and units
         for name, measurement, mask, problem in problems:
-            post = run(make_sampler(args.sampler, args.steps, "mri"), measurement, prior,
+            post = run(configured_sampler(args.sampler, args.steps, "mri"), measurement, prior,
                        n_particles=args.particles, generator=torch.Generator().manual_seed(seed), progress=True)
-            recon = problem.magnitude(post.mean)
+            recon = problem.to_image(post.mean)
             rows.append({"task": f"mri-{acc}x", "method": name, "lines": int(mask.sum()),
                          **fastmri_volume_metrics(ref.target, recon), "wall_s": post.diagnostics.wall_time})
             masks[name] = mask
             figs[(acc, name)] = recon
         for policy in ("entropy", "random"):
-            res = run_active(make_sampler(args.sampler, args.steps, "mri"), setup.measurement, prior, setup.oracle,
+            res = run_active(configured_sampler(args.sampler, args.steps, "mri"), setup.measurement, prior, setup.oracle,
                              setup.plan, n_particles=args.particles, generator=torch.Generator().manual_seed(seed),
                              policy=policy, progress=True)
-            recon = setup.reference.magnitude(res.posterior.mean)
+            recon = setup.reference.to_image(res.posterior.mean)
             name = "ADS" if policy == "entropy" else "ADS, random policy"
             n_acq = len(set(res.steps))
             rows.append({"task": f"mri-{acc}x", "method": name, "lines": int(res.acquired[0].sum()),
@@ -114,13 +121,13 @@ def pixel_rows(args, prior, seed: int) -> list[dict]:
     extra = torch.randperm(k, generator=g)
     fixed[extra[~initial[extra]][: budget - int(initial.sum())]] = True
     m = template.with_mask(fixed.reshape(1, 1, *x.shape[-2:]).float(), y=oracle.y_full * fixed.reshape(x.shape[-2:]))
-    post = run(make_sampler(args.sampler, args.steps, "image"), m, prior, n_particles=args.particles,
+    post = run(configured_sampler(args.sampler, args.steps, "image"), m, prior, n_particles=args.particles,
                generator=torch.Generator().manual_seed(seed), progress=True)
     truth = x.norm(dim=1).numpy()
     rows.append({"task": "inpaint-20%", "method": "fixed random pixels", "lines": budget,
                  **fastmri_volume_metrics(truth, post.mean.norm(dim=1).numpy()), "wall_s": post.diagnostics.wall_time})
     for policy in ("entropy", "random"):
-        res = run_active(make_sampler(args.sampler, args.steps, "image"), template, prior, oracle, plan,
+        res = run_active(configured_sampler(args.sampler, args.steps, "image"), template, prior, oracle, plan,
                          n_particles=args.particles, generator=torch.Generator().manual_seed(seed), policy=policy,
                          progress=True)
         rows.append({"task": "inpaint-20%", "method": "ADS" if policy == "entropy" else "ADS, random policy",
@@ -200,7 +207,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--accelerations", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--slices", type=int, nargs="+", default=[1, 2], help="demo-scan slices (default 1 2)")
-    parser.add_argument("--out", default="outputs/ads")
+    parser.add_argument("--out", default="docs/results/ads")
     args = parser.parse_args()
     out = Path(args.out)
     prior = shipped_prior("mri_brain_128")
@@ -226,8 +233,9 @@ def main() -> None:
     table += (f"\nSampler {args.sampler}, {args.particles} particles, {args.steps} steps, mean ± std over seeds "
               f"{args.seeds}; slices {args.slices} of the demo scan; policy cost in seconds and in units of one "
               f"network evaluation of the {len(args.slices) * args.particles} MRI particles ({nfe_s:.3f} s).\n")
-    write_report(out, "ads", {"rows": rows, "summary": summary, "network_eval_s": nfe_s, "settings": vars(args)},
-                 table)
+    script_page(out, "Active subsampling against fixed masks", {"rows": rows, "summary": summary, "network_eval_s": nfe_s,
+                                                                "settings": vars(args)}, table,
+                "![masks and the order ADS chose them in](masks.png)\n\n![reconstructions](recons.png)")
     figures(out, figs, args.accelerations)
 
 

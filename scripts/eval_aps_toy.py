@@ -8,7 +8,7 @@ reports the total-variation distance of their histogram to it (0: exact, 1: disj
 over problems, beside the same distance for ``N`` exact posterior draws (the floor) and for ``N``
 prior draws (no guidance).
 
-    python scripts/eval_aps_toy.py [--problems 8] [--samples 2000] [--out outputs/aps_toy]
+    python scripts/eval_aps_toy.py [--problems 8] [--samples 2000] [--out docs/results/aps-toy]
 
 Writes aps_toy.json and aps_toy.md atomically and prints the table.
 """
@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from invdiff.io import write_report
+from invdiff.benchmark.report import script_page
 from invdiff.measurement import Measurement
 from invdiff.operators.matrix import MatrixOperator
 from invdiff.priors.tokens import EnumerableTokenPrior, tv_distance
@@ -59,7 +58,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2)
     parser.add_argument("--sigma", type=float, default=0.3)
     parser.add_argument("--concentration", type=float, default=1.0)
-    parser.add_argument("--out", default="outputs/aps_toy")
+    parser.add_argument("--out", default="docs/results/aps-toy")
     args = parser.parse_args()
     steps = args.positions
     methods = {
@@ -104,7 +103,7 @@ def main() -> None:
     table += (f"\n{args.problems} problems: K = {args.codes} codes at L = {args.positions} positions "
               f"({args.codes ** args.positions} grids), D = {args.dim}, P = {args.pixels} pixels, {args.rows} "
               f"measurements at σ = {args.sigma}; {args.samples} samples per method (all particles in one batch).\n")
-    write_report(Path(args.out), "aps_toy", {"settings": vars(args), "summary": summary, "rows": rows}, table)
+    script_page(args.out, "APS against an enumerable exact posterior", {"settings": vars(args), "summary": summary, "rows": rows}, table)
 
 
 if __name__ == "__main__":

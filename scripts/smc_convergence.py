@@ -9,7 +9,7 @@ particles *without interaction* — no resampling, weights dropped — which is 
 single-particle runs return (without resampling the particles of a batch never meet).
 
     python scripts/smc_convergence.py [--steps 500] [--particles 16 64 256] [--repeats 3] [--samplers TDS ...]
-        [--out outputs/smc_convergence]
+        [--out docs/results/smc-convergence]
 
 Writes ``smc_convergence.json`` and ``smc_convergence.md`` (atomically) and prints the table.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from invdiff.io import write_report
+from invdiff.benchmark.report import script_page
 from invdiff.problems.gmm import score_posterior, standard_problems
 from invdiff.samplers import run
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samplers", nargs="+", default=None, help="a subset of the sampler names (default: all)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/smc_convergence"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/smc-convergence"))
     args = parser.parse_args()
     names = args.samplers or list(samplers(args.steps))
     unknown = sorted(set(names) - set(samplers(args.steps)))
@@ -87,7 +87,7 @@ def main() -> None:
                      f"| {one['sw_exact']:.3f} | {one['mean_rel']:.3f} / {ind['mean_rel']:.3f} "
                      f"| {one['cov_rel']:.3f} / {ind['cov_rel']:.3f} | {one['mode_tv']:.3f} / {ind['mode_tv']:.3f} |")
     table = "\n".join(lines) + "\n"
-    write_report(args.out, "smc_convergence", rows, table)
+    script_page(args.out, "SMC samplers against exact posteriors", rows, table)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ if it stays, it is the method's own weight variance at this dimension.
 
     python scripts/smc_weight_spread.py [--task ct-30] [--sampler afe] [--steps 25 50 100 200] [--particles 8]
 
-Writes ``weight_spread.json`` and ``weight_spread.md`` under ``--out`` (atomically) and prints the table.
+Writes the results page ``--out`` (atomically) and prints the table.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from invdiff.io import write_report
+from invdiff.benchmark.report import script_page
 from invdiff.priors import shipped_prior
-from invdiff.problems.image_tasks import image_task
+from invdiff.problems import configured_sampler, image_task
 from invdiff.samplers import run
-from invdiff.samplers.registry import make_sampler
 
 SAMPLERS = ("afe", "tds")  # registry names, with their per-family settings and no resampling
 
@@ -35,14 +34,14 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("outputs/smc_weight_spread"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/smc-weight-spread"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     problem = image_task(args.task, "test")
     prior = shipped_prior(problem.prior_name)
     rows = []
     for k in args.steps:
-        sampler = make_sampler(args.sampler, k, problem.family, {"resample_threshold": 0.0})
+        sampler = configured_sampler(args.sampler, k, problem.family, {"resample_threshold": 0.0})
         post = run(sampler, problem.measurement, prior, n_particles=args.particles,
                    generator=torch.Generator().manual_seed(args.seed))
         spread = float(post.log_weights.std(dim=1).mean())
@@ -53,7 +52,7 @@ def main() -> None:
     lines = [f"Log-weight spread on {args.task}, {args.sampler} without resampling, {args.particles} particles per item",
              "", "| steps | std of final log-weights (nats) | final ESS | PSNR of the weighted mean |", "|---:|---:|---:|---:|"]
     lines += [f"| {r['steps']} | {r['log_weight_std']:.4g} | {r['ess_final']:.2f} | {r['PSNR']:.2f} |" for r in rows]
-    write_report(args.out, "weight_spread", rows, "\n".join(lines) + "\n")
+    script_page(args.out, "SMC log-weight spread on images", rows, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -51,28 +51,6 @@ def test_too_few_steps_is_detected(prior, exact):
     assert float(sliced_wasserstein(post.samples[0], exact[0])) > 3 * float(sliced_wasserstein(exact[0], exact[1]))
 
 
-def test_same_seed_same_sample_for_batch_1_and_8(prior):
-    g = torch.Generator().manual_seed(5)
-    op = MatrixOperator.random(2, 8, g)
-    y = torch.randn(8, 2, dtype=torch.float64, generator=g)
-    sampler = DDIM(num_steps=20, eta=1.0)
-    big = run(sampler, Measurement(op, y, 0.1), prior, n_particles=3, generator=torch.Generator().manual_seed(9),
-              progress=False)
-    small = run(sampler, Measurement(op, y[:1], 0.1), prior, n_particles=3,
-                generator=torch.Generator().manual_seed(9), progress=False)
-    torch.testing.assert_close(big.samples[:1], small.samples, rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(big.samples[0], big.samples[1])
-
-
-def test_determinism_and_seed_dependence(prior):
-    def sample(seed):
-        return run(DDIM(num_steps=10, eta=0.5), None, prior, n_particles=4,
-                   generator=torch.Generator().manual_seed(seed), progress=False).samples
-
-    assert torch.equal(sample(3), sample(3))
-    assert not torch.equal(sample(3), sample(4))
-
-
 def test_runner_callback_and_shape_check(prior):
     seen = []
     run(DDIM(num_steps=5), None, prior, n_particles=2, generator=torch.Generator().manual_seed(0),

@@ -39,7 +39,8 @@ their product (data belong to a problem)::
     particles = 4              # optional, overrides the default
     settings = { step_size = 0.03 }   # optional, overrides the defaults (invdiff/problems/defaults.toml)
     grid = { step_size = [0.01, 0.03, 0.1] }   # tune = true: searched on validation (default: the
-                                               # grid in defaults.toml for the problem's family)
+                                               # grid in defaults.toml for the problem's family;
+                                               # {} keeps the defaults)
     extend = 2                 # a 1-D grid is extended this many times past an edge (0 for bounded ones)
     nfe = [32]                 # optional: this sampler's budgets instead of the benchmark's
     prior = "mri_brain_tokens_128"    # optional: this sampler's prior instead of the problem's
@@ -308,9 +309,8 @@ def _sampler(path: Path, i: int, raw: dict, particles: int) -> SamplerConfig:
         raise ConfigError(f"{where} ({label}): extend must be an integer >= 0, got {extend!r}")
     if not isinstance(settings, dict):
         raise ConfigError(f"{where} ({label}): settings must be a table, got {settings!r}")
-    if grid is not None and (not isinstance(grid, dict) or not grid
-                             or not all(isinstance(v, list) and v for v in grid.values())):
-        raise ConfigError(f"{where} ({label}): grid must be a table of non-empty lists, got {grid!r}")
+    if grid is not None and (not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values())):
+        raise ConfigError(f"{where} ({label}): grid must be a table of non-empty lists ({{}}: no tuning), got {grid!r}")
     if prior is not None and (path.parent / prior).is_file():
         prior = str((path.parent / prior).resolve())
     return SamplerConfig(name, label, n, settings, None if only is None else tuple(only), grid,

@@ -29,7 +29,7 @@ import torch
 from invdiff.io import atomic_write, atomic_write_text
 from invdiff.plots import labelled_grid
 
-__all__ = ["markdown_tables", "publish", "tuning_table", "write_reports"]
+__all__ = ["markdown_tables", "publish", "script_page", "tuning_table", "write_reports"]
 
 IMAGE_METRICS = ("PSNR", "SSIM", "NMSE", "coverage_0.50", "coverage_0.90", "coverage_0.95", "object_coverage_0.50",
                  "object_coverage_0.90", "equal_weight_object_coverage_0.90", "ceiling_PSNR")
@@ -176,6 +176,25 @@ def _commit(where: Path) -> str:
     return head + (" with uncommitted changes" if dirty else "")
 
 
+def _provenance(command: str, where: Path) -> str:
+    return (f"Written by `{command}` at commit {_commit(where)}, {datetime.date.today().isoformat()}; "
+            f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}.")
+
+
+def script_page(folder: str | Path, title: str, rows: Any, table: str, notes: str = "") -> Path:
+    """The results page of a measurement script: ``folder/README.md`` (title, the command and commit that
+    produced it, ``notes``, the table) and ``folder/results.json`` (the rows), written atomically; the
+    table is printed. Returns the page's path."""
+    import sys
+
+    folder = Path(folder)
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    atomic_write_text(folder / "results.json", json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
+    page = [f"# {title}", "", _provenance(command, Path.cwd()), ""] + ([notes.strip(), ""] if notes else []) + [table]
+    print(table)
+    return atomic_write_text(folder / "README.md", "\n".join(page).rstrip() + "\n")
+
+
 def publish(out: str | Path, dest: str | Path, config, command: str, total_cells: int) -> Path:
     """A results page: ``dest/README.md`` (what ran, the command, the commit, the date, the machine, the
     report), ``dest/results.csv``, ``dest/config.toml`` and ``dest/figures/``; every file written atomically.
@@ -184,10 +203,9 @@ def publish(out: str | Path, dest: str | Path, config, command: str, total_cells
     report = (out / "results.md").read_text()
     done = len(list((out / "cells").glob("*.json")))
     header = [f"# {config.name}", "",
-              f"Written by `{command}` at commit {_commit(Path(config.path).resolve().parent)}, "
-              f"{datetime.date.today().isoformat()}; {platform.machine()}, {torch.get_num_threads()} torch threads, "
-              f"torch {torch.__version__}. Configuration: [config.toml](config.toml) (a copy of `{config.path}`); "
-              f"every cell: [results.csv](results.csv). {done} finished cell file(s) for {total_cells} cells.", ""]
+              _provenance(command, Path(config.path).resolve().parent) + f" Configuration: [config.toml](config.toml) "
+              f"(a copy of `{config.path}`); every cell: [results.csv](results.csv). {done} finished cell file(s) for "
+              f"{total_cells} cells.", ""]
     if config.tune:
         header += ["Each sampler's settings were chosen on the problems' validation data and the test problems were "
                    "run once with them (the table at the end).", ""]

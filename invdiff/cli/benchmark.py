@@ -60,7 +60,10 @@ def run_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     tuned = {}
     if config.tune and not args.dry_run:
-        tuned = tune_all(config, out, args.device, log=log.info)
+        try:
+            tuned = tune_all(config, out, args.device, log=log.info)
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            raise SystemExit(f"invdiff benchmark: tuning on validation data: {err}") from None
     cells = config.cells(tuned)
     if args.dry_run:
         for c in cells:

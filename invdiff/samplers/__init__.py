@@ -12,7 +12,7 @@ from invdiff.posterior import Diagnostics, Posterior
 from invdiff.samplers.aps import APS, GuidedRemasking
 from invdiff.samplers.base import Sampler, SamplerState, run
 from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, TotalVariation
-from invdiff.samplers.ddim import DDIM
+from invdiff.samplers.ddim import DDIM, ImportanceSampling
 from invdiff.samplers.deepinv_bridge import DDRM, DeepinvSampler, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
@@ -20,5 +20,5 @@ from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.tds import TDS
 
 __all__ = ["APS", "ApproximationFreeEnsemble", "ConjugateGradient", "DDIM", "DDRM", "DPS", "DeepinvSampler",
-           "Diagnostics", "DiffPIR", "DirectReconstruction", "GuidedRemasking", "Posterior", "REDDiff", "Sampler",
+           "Diagnostics", "DiffPIR", "DirectReconstruction", "GuidedRemasking", "ImportanceSampling", "Posterior", "REDDiff", "Sampler",
            "SamplerState", "TDS", "TotalVariation", "run"]

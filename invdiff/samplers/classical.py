@@ -170,7 +170,7 @@ class TotalVariation(_Deterministic):
     Minimises ``||A x - y||^2 / 2 + lam * sum_pixels ||grad x||_2`` per sample, with ``lam`` in units
     of ``y^2 / x`` (the data term carries no noise level, as in sigpy's and deepinv's TV solvers).
     The operator is ``K = [A / a; grad]`` with ``a = ||A|| / ||grad||`` so both blocks have unit-order
-    norm; steps ``tau = s = 0.99 / ||K||`` with ``||K||`` from 30 power iterations on a random start.
+    norm; steps ``tau = s = 0.99 / ||K||`` with ``||K||`` from 30 power iterations from a fixed start.
 
     Args:
         lam: regularisation weight.
@@ -204,7 +204,9 @@ class TotalVariation(_Deterministic):
         state = self._state(m, prior, n_particles, generator, self.iterations, x0, PDHGState)
         if aty.dim() < 3:
             raise ValueError(f"TotalVariation needs images (B, ..., H, W), got unknowns of shape {tuple(aty.shape)}")
-        start = state.rng.randn(*aty.shape[1:], dtype=aty.dtype)
+        # a fixed start, so the step (and the result after a finite number of iterations) depends on the
+        # problem only, not on the run's seed; row i is the same whatever the batch
+        start = torch.randn(aty.shape, generator=torch.Generator().manual_seed(0), dtype=aty.dtype).to(aty.device)
         a2 = m.operator_norm_sq(30, start) / 8.0  # ||grad||^2 <= 8 in 2-D
         a = a2.clamp_min(1e-30).sqrt()
         k2 = operator_norm_sq(lambda v: m.normal(v) / batch_view(a2, v)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
+from invdiff.posterior import Posterior
 from invdiff.samplers.base import Sampler, SamplerState
 from invdiff.schedule import VPSchedule
 
@@ -82,3 +83,24 @@ class DDIM(Sampler):
             noise = state.rng.randn_like(state.x, n)
         x = ddim_update(state.x, denoised, sigma, sigma_next, self.eta, noise)
         return dataclasses.replace(state, x=x, step=i + 1)
+
+
+class ImportanceSampling(DDIM):
+    """Prior samples (DDIM / ancestral, as :class:`DDIM`) importance-weighted by the likelihood.
+
+    The result's log-weights are ``log p(y | x)`` of each sample: self-normalised importance sampling
+    of the posterior with the (discretised) prior as proposal, exact as the particle count grows and
+    hopeless when the likelihood is sharp (its effective sample size is reported).
+    """
+
+    def __init__(self, num_steps: int = 50, schedule: VPSchedule | None = None, eta: float = 1.0,
+                 sigmas: Tensor | None = None):
+        super().__init__(num_steps, schedule, eta, sigmas)
+
+    def result(self, state: SamplerState) -> Posterior:
+        post = super().result(state)
+        if state.measurement is None:
+            raise ValueError("ImportanceSampling needs a measurement to weight by")
+        b, n = state.log_weights.shape
+        log_likelihood = state.measurement.expand(n).log_likelihood(state.x.to(state.measurement.y.real.dtype))
+        return post.reweighted(log_likelihood.reshape(b, n))

@@ -15,7 +15,7 @@ from typing import Any
 from invdiff.samplers.aps import APS, GuidedRemasking
 from invdiff.samplers.base import Sampler
 from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, TotalVariation
-from invdiff.samplers.ddim import DDIM
+from invdiff.samplers.ddim import DDIM, ImportanceSampling
 from invdiff.samplers.deepinv_bridge import DDRM, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
@@ -75,6 +75,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "guided-remasking": SamplerSpec(GuidedRemasking, "derivative-free guided remasking with a masked token prior",
                                     token_prior=True),
     "prior": SamplerSpec(DDIM, "unconditional ancestral prior samples (ignores the data)", {"eta": 1.0}),
+    "prior-is": SamplerSpec(ImportanceSampling, "ancestral prior samples importance-weighted by the likelihood",
+                            {"eta": 1.0}, weighted=True),
     "zero-filled": SamplerSpec(DirectReconstruction, "adjoint A^T y (zero-filled for MRI)", {"kind": "adjoint"},
                                uses_prior=False, particles=False, needs_linear=True),
     "fbp": SamplerSpec(DirectReconstruction, "the operator's own pseudo-inverse (filtered back-projection for CT)",
