@@ -13,7 +13,7 @@ from invdiff.operators.ct_geometry import (FanBeamGeometry, ParallelBeamGeometry
                                            sparse_view_angles)
 from invdiff.operators.downsampling import Downsampling
 from invdiff.operators.espirit import espirit_maps
-from invdiff.operators.fft import fft2c, from_complex, ifft2c, rss, to_complex
+from invdiff.operators.fft import center_crop, fft2c, from_complex, ifft2c, rss, to_complex
 from invdiff.operators.inpainting import Inpainting, box_mask, random_pixel_mask
 from invdiff.operators.kernels import gaussian_kernel, motion_kernels
 from invdiff.operators.masks import CartesianMask, MaskFunc, file_seed
@@ -24,7 +24,7 @@ from invdiff.operators.variable_density import gaussian_mask, poisson_disc_mask
 __all__ = [
     "CT", "Blur", "CartesianMask", "CircularBlur", "Downsampling", "FanBeamCT", "FanBeamGeometry", "Inpainting",
     "MaskFunc", "MatrixOperator", "MultiCoilMRI", "ParallelBeamCT", "ParallelBeamGeometry", "SingleCoilMRI",
-    "box_mask", "espirit_maps", "fft2c", "file_seed", "from_complex", "gaussian_kernel", "gaussian_mask",
+    "box_mask", "center_crop", "espirit_maps", "fft2c", "file_seed", "from_complex", "gaussian_kernel", "gaussian_mask",
     "ifft2c", "limited_angle_angles", "motion_kernels", "poisson_disc_mask", "ramp_filter", "random_pixel_mask",
     "rss", "sparse_view_angles", "to_complex",
 ]

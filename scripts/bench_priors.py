@@ -31,7 +31,7 @@ def main() -> None:
     rows = []
     for name in SHIPPED_PRIORS:
         prior = shipped_prior(name)
-        if not hasattr(prior, "denoise"):  # token priors are timed by scripts/eval_aps_images.py
+        if not hasattr(prior, "denoise"):  # token priors: their cost is in docs/results/aps-images
             continue
         params = sum(p.numel() for p in prior.net.parameters())
         for batch in (1, 16):

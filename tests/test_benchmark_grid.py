@@ -155,3 +155,71 @@ def test_example_configs_load():
     for path in folder.glob("*.toml"):
         config = load_config(path)
         assert config.cells() and config.name == path.stem
+
+
+def test_tune_mode_chooses_on_validation_and_runs_the_test_cells_with_the_choice(tmp_path):
+    """Each grid point runs on the validation draw only; the test cell takes the best and records it."""
+    import json as _json
+
+    from invdiff.benchmark.config import load_config
+    from invdiff.benchmark.report import publish, write_reports
+    from invdiff.benchmark.tuning import tune_all
+
+    path = tmp_path / "tuned.toml"
+    path.write_text("""
+[benchmark]
+name = "tuned"
+nfe = [10]
+particles = 16
+tune = true
+
+[[problem]]
+name = "d8-m2"
+kind = "gmm"
+dim = 8
+observations = 2
+noise_sigma = 0.1
+validation = { instance_seed = 100 }
+
+[[sampler]]
+name = "red-diff"
+grid = { lr = [0.01, 0.1] }
+extend = 0
+""")
+    config = load_config(path)
+    out = tmp_path / "out"
+    chosen = tune_all(config, out, log=lambda message: None)
+    summary = _json.loads((out / "tuning" / "d8-m2__red-diff__nfe10.json").read_text())
+    scores = {s["settings"]["lr"]: s["score"] for s in summary["scores"]}
+    assert set(scores) == {0.01, 0.1} and chosen[("d8-m2", "red-diff", 10)] == {"lr": min(scores, key=scores.get)}
+    # the validation runs scored a different draw than the test cell (instance seed 100, not 0)
+    cell = config.cells(chosen)[0]
+    assert cell.tuned == summary["chosen"] and cell.sampler_settings["lr"] == summary["chosen"]["lr"]
+    run_local([cell], out, progress=False)
+    rows = load_results(out)
+    assert rows[0]["tuned"] == summary["chosen"] and rows[0]["metrics"]["sw"] != min(scores.values())
+    # a rerun reuses the tuning without running a validation problem again
+    messages = []
+    assert tune_all(config, out, log=messages.append) == chosen
+    assert not [m for m in messages if "validation" in m]
+    write_reports(rows, out, tuning=out / "tuning")
+    assert "Settings chosen on validation data" in (out / "results.md").read_text()
+    page = publish(out, tmp_path / "page", config, "invdiff benchmark tuned.toml", 1)
+    text = page.read_text()
+    assert "Written by `invdiff benchmark tuned.toml` at commit" in text and (tmp_path / "page" / "config.toml").is_file()
+
+
+def test_tune_mode_needs_validation_data(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("""
+[benchmark]
+tune = true
+[[problem]]
+name = "ct"
+data = ["shepp-logan"]
+operator = "ct"
+[[sampler]]
+name = "tv"
+""")
+    with pytest.raises(ConfigError, match="validation"):
+        load_config(path)

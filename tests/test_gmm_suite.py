@@ -45,7 +45,7 @@ def suite():
 
 
 # Measured at 400 particles and 100 network evaluations (seeds 1 and 2; step sizes and RED-Diff's
-# lam/lr are those scripts/gmm_suite.py selects on its independent tuning draw):
+# lam/lr are those the tuned GMM suite selected on its independent tuning draw, scripts/benchmarks/gmm-tuned.toml):
 #   d8-m4:  DPS ancestral (zeta 0.1) SW 4.9-5.1, mode TV 0.53;  RED-Diff (0.25, 0.05) SW 0.74-0.75,
 #           mean error 0.28-0.29, mode TV 0.005;  prior samples SW 10.2-10.5;  exact vs exact 0.23-0.59.
 #   d16-m12 (weak): DPS ancestral (0.03) SW 0.50-0.52, mean error 0.27-0.31;  DDIM-DPS (0.03) SW 0.57;

@@ -37,7 +37,24 @@ from invdiff.reconstruct import load_denoiser, solve_problem
 from invdiff.samplers import run
 from invdiff.samplers.registry import SAMPLERS
 
-__all__ = ["cell_done", "evaluate", "load_problem", "load_results", "run_cell"]
+__all__ = ["cell_done", "code_version", "evaluate", "load_problem", "load_results", "run_cell"]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the installed invdiff (with ``+dirty`` for uncommitted changes to tracked files),
+    recorded in every cell, so a results page can say which code produced each number."""
+    import subprocess
+
+    where = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def _cell_file(out: Path, cell: Cell) -> Path:
@@ -150,7 +167,7 @@ def run_cell(cell: Cell, out: str | Path, device: str = "cpu", threads: int | No
     record.update(problem=cell.problem.name, data=cell.data, sampler=cell.sampler.label,
                   sampler_name=cell.sampler.name, nfe=cell.nfe, seed=cell.seed,
                   particles=cell.sampler.particles if SAMPLERS[cell.sampler.name].particles else 1,
-                  settings=cell.sampler_settings, key=cell.key, tuned=dict(cell.tuned))
+                  settings=cell.sampler_settings, key=cell.key, tuned=dict(cell.tuned), commit=code_version())
     record["setup_s"] += loaded
     if arrays is not None:
         atomic_write(path.with_suffix(".npz"), lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")

@@ -201,11 +201,13 @@ def publish(out: str | Path, dest: str | Path, config, command: str, total_cells
     Returns the page's path."""
     out, dest = Path(out), Path(dest)
     report = (out / "results.md").read_text()
-    done = len(list((out / "cells").glob("*.json")))
+    records = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    done = len(records)
+    versions = sorted({r.get("commit", "not recorded") for r in records})
     header = [f"# {config.name}", "",
               _provenance(command, Path(config.path).resolve().parent) + f" Configuration: [config.toml](config.toml) "
               f"(a copy of `{config.path}`); every cell: [results.csv](results.csv). {done} finished cell file(s) for "
-              f"{total_cells} cells.", ""]
+              f"{total_cells} cells, computed by the code at commit(s) {', '.join(versions)}.", ""]
     if config.tune:
         header += ["Each sampler's settings were chosen on the problems' validation data and the test problems were "
                    "run once with them (the table at the end).", ""]

@@ -115,7 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.prior_steps > 0:
         parser = argparse.ArgumentParser(prog="invdiff")
         reconstruct.add_parser(parser.add_subparsers())
-        # RED-Diff at the settings scripts/eval_mri_prior.py chose on validation data for 200 steps
+        # RED-Diff at the settings chosen on the ICBM152 validation volume for 200 steps (docs/results/earlier.md)
         recon = parser.parse_args(["reconstruct", "demo", "--out", str(out / "reconstruct"), "--sampler",
                                            "red-diff", "--steps", str(args.prior_steps), "--set", "lam=512",
                                            "--set", "lr=0.001", "--seed", str(args.seed), "--force"]
