@@ -20,7 +20,7 @@ import numpy as np
 
 from invdiff.io import atomic_write
 
-__all__ = ["calibration_curves", "gmm_scatter", "image_grid", "labelled_grid", "slice_figure"]
+__all__ = ["calibration_figure", "gmm_scatter", "image_grid", "labelled_grid", "slice_figure", "wrapped_rows"]
 
 
 def _figure(width: float, height: float):
@@ -37,6 +37,16 @@ def _top(image: np.ndarray) -> float:
     return max(float(np.percentile(image, 99.5)), 1e-12)
 
 
+def _panel(fig, ax, image: np.ndarray, kind: str, vmax: float) -> None:
+    """Grey on ``[0, vmax]`` for ``"image"``; magma from 0 to the panel's 99.5th percentile with a colour bar
+    otherwise."""
+    if kind == "image":
+        ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
+    else:
+        shown = ax.imshow(image, cmap="magma", vmin=0, vmax=_top(image))
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+
+
 def slice_figure(path: str | Path, panels: Sequence[tuple[str, np.ndarray, str]], title: str, dpi: int = 80) -> Path:
     """One row of panels ``(caption, image, kind)``; kind ``"image"`` (grey, a window shared by all image
     panels), ``"std"`` or ``"error"`` (magma from 0, with a colour bar)."""
@@ -45,11 +55,7 @@ def slice_figure(path: str | Path, panels: Sequence[tuple[str, np.ndarray, str]]
     fig = _figure(2.9 * len(panels), 2.9)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (caption, image, kind) in zip(axes, panels):
-        if kind == "image":
-            ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
-        else:
-            shown = ax.imshow(image, cmap="magma", vmin=0, vmax=_top(image))
-            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        _panel(fig, ax, image, kind, vmax)
         ax.set_title(caption, fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
@@ -90,11 +96,7 @@ def labelled_grid(path: str | Path, cells: Sequence[Sequence[tuple[str, np.ndarr
         for j, (caption, image) in enumerate(row):
             ax = axes[i, j]
             if image is not None:
-                if kind == "image":
-                    ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
-                else:
-                    shown = ax.imshow(image, cmap="magma", vmin=0, vmax=_top(image))
-                    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+                _panel(fig, ax, image, kind, vmax)
             ax.set_title(caption, fontsize=7)
         for ax in axes[i]:
             ax.axis("off")
@@ -119,14 +121,20 @@ def gmm_scatter(path: str | Path, prior_samples: np.ndarray, exact: np.ndarray, 
     return _save(fig, path, dpi)
 
 
-def calibration_curves(ax, coverage: dict[str, dict[float, float]]) -> None:
-    """Draw empirical against nominal coverage, one curve per reading, on ``ax``, with the diagonal."""
+def calibration_figure(path: str | Path, curves: dict[str, dict[float, float]], title: str, dpi: int = 90) -> Path:
+    """Empirical against nominal coverage of central credible intervals, one curve per label, beside the
+    diagonal a calibrated sampler follows."""
+    fig = _figure(5, 4.2)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
-    for reading, cov in coverage.items():
-        levels = sorted(float(k) for k in cov)
-        ax.plot(levels, [cov[k] for k in levels], "o-", label=reading)
+    for label, cov in curves.items():
+        levels = sorted(cov)
+        ax.plot(levels, [cov[k] for k in levels], "o-", label=label)
     ax.set_xlabel("nominal level of the central interval")
-    ax.set_ylabel("fraction of pixels covered")
+    ax.set_ylabel("fraction of object pixels covered")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi)

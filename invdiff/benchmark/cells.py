@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from invdiff.benchmark.config import Cell, ProblemConfig
+from invdiff.benchmark.report import code_version
 from invdiff.io import atomic_write, atomic_write_json
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.priors import open_prior
@@ -37,24 +38,7 @@ from invdiff.reconstruct import load_denoiser, solve_problem
 from invdiff.samplers import run
 from invdiff.samplers.registry import SAMPLERS
 
-__all__ = ["cell_done", "code_version", "evaluate", "load_problem", "load_results", "run_cell"]
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git commit of the installed invdiff (with ``+dirty`` for uncommitted changes to tracked files),
-    recorded in every cell, so a results page can say which code produced each number."""
-    import subprocess
-
-    where = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+__all__ = ["cell_done", "evaluate", "load_problem", "load_results", "run_cell"]
 
 
 def _cell_file(out: Path, cell: Cell) -> Path:

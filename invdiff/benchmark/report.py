@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from invdiff.io import atomic_write, atomic_write_text
-from invdiff.plots import labelled_grid
+from invdiff.plots import calibration_figure, labelled_grid
 
 __all__ = ["markdown_tables", "publish", "script_page", "tuning_table", "write_reports"]
 
@@ -140,6 +141,18 @@ def _settings(values: dict) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
 
 
+def _calibration(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[float, float]]]:
+    """problem -> sampler (and its equal-weight reading) -> {level: mean object coverage}."""
+    out: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        for key, value in r["metrics"].items():
+            for prefix, suffix in (("object_coverage_", ""), ("equal_weight_object_coverage_", ", weights dropped")):
+                if key.startswith(prefix):
+                    out[r["problem"]][r["sampler"] + suffix][float(key[len(prefix):])].append(value)
+    return {p: {s: {a: float(np.mean(v)) for a, v in levels.items()} for s, levels in curves.items()}
+            for p, curves in out.items()}
+
+
 def write_reports(rows: list[dict[str, Any]], out: str | Path, tuning: Path | None = None) -> list[Path]:
     """Write ``results.csv``, ``results.md`` (with the tuning table when ``tuning`` holds summaries) and the
     figure grids into ``out``; return the paths."""
@@ -155,6 +168,9 @@ def write_reports(rows: list[dict[str, Any]], out: str | Path, tuning: Path | No
     for r in rows:
         if r.get("family") != "gmm":
             by_data[(r["problem"], r["data"])].append(r)
+    for problem, curves in _calibration(rows).items():
+        written.append(calibration_figure(out / "figures" / f"{problem}_calibration.png", curves,
+                                          f"{problem}: coverage over the object (mean over cells)"))
     for (problem, data), rs in by_data.items():
         stem = f"{problem}__{rs[0]['key'].split('__')[1]}"
         for key in ("mean", "std"):
@@ -165,19 +181,23 @@ def write_reports(rows: list[dict[str, Any]], out: str | Path, tuning: Path | No
     return written
 
 
-def _commit(where: Path) -> str:
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the invdiff that runs, ``+dirty`` with uncommitted changes to tracked files
+    (``unknown`` outside a git checkout); recorded in every cell and on every results page."""
+    where = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True,
                               check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (" with uncommitted changes" if dirty else "")
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
-def _provenance(command: str, where: Path) -> str:
-    return (f"Written by `{command}` at commit {_commit(where)}, {datetime.date.today().isoformat()}; "
+def _provenance(command: str) -> str:
+    return (f"Written by `{command}` at commit {code_version()}, {datetime.date.today().isoformat()}; "
             f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}.")
 
 
@@ -190,7 +210,7 @@ def script_page(folder: str | Path, title: str, rows: Any, table: str, notes: st
     folder = Path(folder)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     atomic_write_text(folder / "results.json", json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
-    page = [f"# {title}", "", _provenance(command, Path.cwd()), ""] + ([notes.strip(), ""] if notes else []) + [table]
+    page = [f"# {title}", "", _provenance(command), ""] + ([notes.strip(), ""] if notes else []) + [table]
     print(table)
     return atomic_write_text(folder / "README.md", "\n".join(page).rstrip() + "\n")
 
@@ -205,7 +225,7 @@ def publish(out: str | Path, dest: str | Path, config, command: str, total_cells
     done = len(records)
     versions = sorted({r.get("commit", "not recorded") for r in records})
     header = [f"# {config.name}", "",
-              _provenance(command, Path(config.path).resolve().parent) + f" Configuration: [config.toml](config.toml) "
+              _provenance(command) + f" Configuration: [config.toml](config.toml) "
               f"(a copy of `{config.path}`); every cell: [results.csv](results.csv). {done} finished cell file(s) for "
               f"{total_cells} cells, computed by the code at commit(s) {', '.join(versions)}.", ""]
     if config.tune:
