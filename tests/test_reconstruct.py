@@ -119,6 +119,8 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert "slices: expected" in capsys.readouterr().err
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_overrides(["lam"])
+    with pytest.raises(SystemExit, match="masked token prior.*aps-images"):
+        main(["reconstruct", "demo", "--sampler", "aps", "--out", str(tmp_path / "a")])
 
 
 def test_every_registered_sampler_builds_for_every_family():

@@ -17,9 +17,10 @@ EPILOG = """examples:
   invdiff reconstruct ct_series/ --operator ct --views 30 --sampler diffpir
   invdiff reconstruct shepp-logan --operator ct --views 60 --angle-range 120   # limited angle
 
-samplers: dps, dps-ddim, red-diff, diffpir, ddrm, tds, afe, afe-ode, prior, and the baselines
-zero-filled, fbp, cg, tv. Each has default settings per problem family (mri, ct, image) chosen on
-validation data at 100 network evaluations; change one with --set KEY=VALUE (e.g. --set lam=128).
+samplers: dps, dps-ddim, red-diff, diffpir, ddrm, tds, afe, afe-ode, prior, prior-is, and the baselines
+zero-filled, fbp, cg, tv. Each has default settings per problem family (mri, ct, image), chosen on
+validation data and recorded with their provenance in invdiff/problems/defaults.toml; change one with
+--set KEY=VALUE (e.g. --set lam=128).
 An interrupted run resumes: run the same command again."""
 
 log = logging.getLogger("invdiff.reconstruct")

@@ -57,6 +57,9 @@ class ReconSettings:
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {sorted(SAMPLERS)}")
+        if SAMPLERS[self.sampler].token_prior:
+            raise ValueError(f"{self.sampler} samples a masked token prior, which reconstruct does not lift to its "
+                             "inputs; run it with invdiff benchmark (scripts/benchmarks/aps-images.toml)")
         for name in ("nfe", "particles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
