@@ -76,12 +76,40 @@ def _files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path
     return [Path(p) for p in source]
 
 
+def series_affine(volume: CTVolume) -> np.ndarray | None:
+    """The 4x4 RAS+ voxel-to-world affine (mm) of ``volume.hu`` stored as a NIfTI array ``(cols, rows,
+    slices)`` (``hu.transpose(2, 1, 0)``), from the first slice's ImagePositionPatient and
+    ImageOrientationPatient, PixelSpacing and the slice positions; ``None`` when the files lack them."""
+    import pydicom
+
+    if volume.pixel_spacing_mm is None or not volume.paths:
+        return None
+    try:
+        ds = pydicom.dcmread(volume.paths[0], stop_before_pixels=True)
+        orient = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+        origin = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+    except (AttributeError, ValueError, TypeError, OSError):
+        return None
+    row_dir, col_dir = orient[:3], orient[3:]  # along a row (column index grows), along a column
+    normal = np.cross(row_dir, col_dir)
+    positions = volume.slice_positions_mm
+    step = float(np.median(np.diff(positions))) if positions and len(positions) > 1 else float(
+        ds.get("SliceThickness", 1.0) or 1.0)
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * volume.pixel_spacing_mm[1]
+    lps[:3, 1] = col_dir * volume.pixel_spacing_mm[0]
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's LPS world to NIfTI's RAS
+
+
 def load_ct_series(source: str | os.PathLike | Iterable[str | os.PathLike]) -> CTVolume:
     """Read a CT series (a folder, one file, or a list of files; multi-frame files allowed) as HU.
 
     Raises:
-        DataFormatError: a file that is not DICOM, not CT, has no pixel data or no rescale pair, or
-            whose image size differs from the others'. The message names the file.
+        DataFormatError: a file that is not DICOM, not CT, has no pixel data or no rescale pair,
+            whose image size differs from the others', or whose slice position repeats another
+            file's. The message names the file.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -114,6 +142,13 @@ def load_ct_series(source: str | os.PathLike | Iterable[str | os.PathLike]) -> C
         odd = next(s[3] for s in slices if s[2].shape != slices[0][2].shape)
         raise DataFormatError(f"{odd}: image size differs from the rest of the series ({sorted(shapes)})")
     have_positions = all(s[0] is not None for s in slices) and len({s[0] for s in slices}) == len(slices)
+    if all(s[0] is not None for s in slices) and not have_positions:
+        seen: dict[float, Path] = {}
+        for position, _, _, path in slices:
+            if position in seen and seen[position] != path:  # frames of one multi-frame file may share one
+                raise DataFormatError(f"{path}: slice position {position:g} mm repeats {seen[position]} (two series "
+                                      "in one folder, or a duplicated file); keep one series per folder")
+            seen.setdefault(position, path)
     slices.sort(key=(lambda s: s[0]) if have_positions else (lambda s: s[1]))
     hu = np.stack([s[2] for s in slices]).astype(np.float32)
     positions = tuple(s[0] for s in slices) if have_positions else None

@@ -50,7 +50,7 @@ def load_nifti(path: str | os.PathLike, volume_index: int | None = None) -> Nift
 
     Args:
         path: the file.
-        volume_index: which volume of a 4-D file; required for 4-D data.
+        volume_index: which volume of a 4-D file; required for 4-D data with more than one volume.
 
     Raises:
         DataFormatError: unreadable file, not 3-D (or 4-D without ``volume_index``), or NaN/Inf voxels.
@@ -62,8 +62,11 @@ def load_nifti(path: str | os.PathLike, volume_index: int | None = None) -> Nift
     except Exception as err:  # nibabel raises many types for unreadable files
         raise DataFormatError(f"{path}: cannot read as NIfTI: {err}") from None
     if data.ndim == 4:
+        if volume_index is None and data.shape[3] == 1:
+            volume_index = 0
         if volume_index is None:
-            raise DataFormatError(f"{path}: 4-D data {data.shape}; choose a volume with volume_index")
+            raise DataFormatError(f"{path}: 4-D data {data.shape} holds {data.shape[3]} volumes; choose one with "
+                                  "volume_index (invdiff reconstruct --volume-index K)")
         if not -data.shape[3] <= volume_index < data.shape[3]:
             raise DataFormatError(f"{path}: volume_index {volume_index} out of range for {data.shape[3]} volumes")
         data = data[..., volume_index]

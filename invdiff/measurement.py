@@ -217,8 +217,16 @@ class Measurement:
 
     # ----- likelihood --------------------------------------------------------------------------
     def residual(self, x: Tensor) -> Tensor:
-        """``y - A(x)``, shaped like ``y``."""
+        """``y - A(x)``, shaped like ``y``; ``x`` has the measurement's batch (no broadcasting)."""
+        self._check_batch(x, "x")
         return self._y - self._physics.A(x)
+
+    def _check_batch(self, x: Tensor, what: str) -> None:
+        if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[0] != self._y.shape[0]:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{what} of shape {shape} does not match the measurement's batch of "
+                             f"{self._y.shape[0]} (y {tuple(self._y.shape)}); for N particles per item use "
+                             "measurement.expand(N)")
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         """Gaussian log-likelihood per sample, ``(B,)``: ``-||y - A(x)||^2 / (2 sigma^2)``.
@@ -282,6 +290,16 @@ class Measurement:
         below ``rtol * max|s|`` count as zero (a truncated-SVD pseudo-inverse for large ``rtol``).
         """
         return self._pinv_of(self._y, method, tol, max_iter, rtol)
+
+    def fbp(self, filter: str = "ramp") -> Tensor:
+        """Filtered back-projection of ``y`` (the analytic CT reconstruction), x-shaped: for operators with
+        an ``fbp(y, filter)`` method (:class:`~operators.ParallelBeamCT`, :class:`~operators.FanBeamCT`);
+        :class:`CapabilityError` otherwise. Unlike :meth:`pinv` it is no least-squares solve."""
+        fbp = getattr(self._physics, "fbp", None)
+        if not callable(fbp):
+            raise CapabilityError(f"{type(self._physics).__name__} has no filtered back-projection (fbp is for CT "
+                                  "operators); use pinv or the adjoint")
+        return fbp(self._y, filter)
 
     def _pinv_of(self, y: Tensor, method: str, tol: float, max_iter: int, rtol: float = 1e-6) -> Tensor:
         self._require_linear("pinv")

@@ -136,6 +136,9 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
             coil_maps = coil_maps.unsqueeze(0)
         if coil_maps.dim() != 4:
             raise ValueError(f"coil_maps must be (C, H, W) or (B, C, H, W), got shape {tuple(coil_maps.shape)}")
+        if not bool(torch.isfinite(coil_maps).all()):
+            bad = int((~torch.isfinite(coil_maps)).sum())
+            raise ValueError(f"coil_maps contain {bad} NaN or Inf entries (shape {tuple(coil_maps.shape)})")
         self.kspace_size = tuple(int(s) for s in coil_maps.shape[-2:])
         self.image_size = self.kspace_size if image_size is None else tuple(int(s) for s in image_size)
         if len(self.image_size) != 2 or not all(0 < i <= k for i, k in zip(self.image_size, self.kspace_size)):

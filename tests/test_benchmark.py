@@ -78,7 +78,7 @@ def test_grid_is_the_product_with_baselines_once_per_seed(tmp_path):
     (SMOKE.replace("seeds = [0, 1]", "seeds = [0, -1]"), "benchmark.seeds must be"),
     (SMOKE.replace('label = "DPS"', 'label = "prior samples"'), "labels must be unique"),
     (SMOKE.replace('only = ["gmm"]', 'only = ["gmmm"]'), "'only' names unknown problems"),
-    (SMOKE.replace("views = 20", "views = 0"), r"ct-20\): need views >= 1"),
+    (SMOKE.replace("views = 20", "views = 0"), r"ct-20\): views \(--views\) must lie in \[1, 4096\], got 0"),
     ("[benchmark\n", "not valid TOML"),
 ])
 def test_bad_configs_name_the_file_and_key(tmp_path, text, message):

@@ -13,7 +13,7 @@ from invdiff.metrics import evaluate_predictions
 
 def test_demo_writes_outputs_close_to_the_exact_posterior(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--particles", "4096", "--steps", "50", "--prior-steps", "30",
-                 "--quiet"]) == 0
+                 "--uncertainty-steps", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "exact" in out and "sampled" in out and "gmm_posterior.json" in out
     summary = json.loads((tmp_path / "gmm_posterior.json").read_text())
@@ -36,8 +36,13 @@ def test_demo_writes_outputs_close_to_the_exact_posterior(tmp_path, capsys):
     (targets / "demo_brain.h5").symlink_to(demo_scan())
     scores = evaluate_predictions(targets, tmp_path / "reconstruct" / "reconstructions")["mean"]
     assert scores == {k: pytest.approx(v, rel=1e-9) for k, v in rd["metrics"]["mean"].items()}
+    # the uncertainty run: 4 DiffPIR particles on one slice give a spread (no black std panel) and coverage
+    un = json.loads((tmp_path / "uncertainty" / "demo_brain.json").read_text())
+    assert un["settings"]["particles"] == 4 and un["input"]["slices"] == [2]
+    assert un["metrics"]["credible_interval_coverage"]["0.9"] > 0
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bad_options_are_rejected(capsys):
     assert main(["demo", "--particles", "0"]) == 2
-    assert "--particles must be >= 1" in capsys.readouterr().err
+    assert "argument --particles: must be >= 1" in capsys.readouterr().err

@@ -105,7 +105,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
             load_prior(tmp_path / name)
         assert name in str(err.value)
     (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match="not an invdiff prior \\(corrupt, or unsafe to load"):
         load_prior(tmp_path / "truncated.pt")
     with pytest.raises(FileNotFoundError, match="absent.pt"):
         load_prior(tmp_path / "absent.pt")

@@ -24,6 +24,7 @@ from invdiff.samplers.registry import SAMPLERS
 #: the kind of problem each registry name runs on in these tests (a new name must be placed here)
 KIND = {name: "tokens" if spec.token_prior else "vector" for name, spec in SAMPLERS.items()}
 KIND.update({"tv": "image", "diffpir": "image", "ddrm": "image"})  # TV needs images, deepinv a data range
+KIND.update({"fbp": "ct"})  # filtered back-projection needs a CT operator
 #: samplers that draw from one stream over the whole batch (deepinv's), so an item depends on its mates
 BATCH_COUPLED = {"diffpir", "ddrm"}
 
@@ -53,6 +54,17 @@ def _image_problem(batch: int):
     return prior, Measurement(op, y[:batch], 0.02)
 
 
+def _ct_problem(batch: int):
+    """The image prior's 8 x 8 images seen through 6 parallel-beam views."""
+    from invdiff.operators import ParallelBeamCT
+
+    prior, _ = _image_problem(batch)
+    op = ParallelBeamCT(8, torch.linspace(0.0, 150.0, 6).tolist()).to(torch.float64)
+    x0 = prior.sample(3, torch.Generator().manual_seed(5))
+    y = op.A(x0) + 0.05 * torch.randn(op.A(x0).shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    return prior, Measurement(op, y[:batch], 0.05)
+
+
 def _token_problem(batch: int):
     g = torch.Generator().manual_seed(0)
     prior = EnumerableTokenPrior.random(3, 4, 2, 8, g, concentration=1.0)
@@ -62,13 +74,13 @@ def _token_problem(batch: int):
     return prior, Measurement(MatrixOperator(a), y[:batch], 0.5)
 
 
-PROBLEMS = {"vector": _vector_problem, "image": _image_problem, "tokens": _token_problem}
+PROBLEMS = {"vector": _vector_problem, "image": _image_problem, "ct": _ct_problem, "tokens": _token_problem}
 
 
 def _run(name: str, batch: int, seed: int, n: int = 6, nfe: int = 8):
     prior, m = PROBLEMS[KIND[name]](batch)
     nfe = min(nfe, prior.num_positions) if KIND[name] == "tokens" else nfe  # one token per step at most
-    sampler = configured_sampler(name, nfe, "image" if KIND[name] == "image" else "gmm")
+    sampler = configured_sampler(name, nfe, {"image": "image", "ct": "ct"}.get(KIND[name], "gmm"))
     used = prior if SAMPLERS[name].uses_prior else None
     return run(sampler, m, used, n_particles=n, generator=torch.Generator().manual_seed(seed), progress=False), prior
 

@@ -35,11 +35,26 @@ def ct_measurement():
 def test_direct_reconstructions_are_the_operators_own(ct_measurement):
     m, _ = ct_measurement
     for kind, expected in (("adjoint", m.physics.A_adjoint(m.y)), ("physics", m.physics.A_dagger(m.y)),
-                           ("pinv", m.pinv())):
+                           ("pinv", m.pinv()), ("fbp", m.physics.fbp(m.y, "ramp"))):
         post = _run(DirectReconstruction(kind), m, n=3)
         assert post.samples.shape == (2, 3, 1, 24, 24)
         torch.testing.assert_close(post.samples[:, 2], expected, rtol=1e-6, atol=1e-8)
         assert post.diagnostics.network_evals == 0
+
+
+def test_fbp_is_filtered_back_projection_and_lsq_is_not(ct_measurement):
+    """``fbp`` is the ramp-filtered back-projection, ``lsq`` deepinv's least-squares A_dagger: two
+    different reconstructions (``fbp`` named the second until they were told apart)."""
+    from invdiff.measurement import CapabilityError
+    from invdiff.samplers.registry import make_sampler
+
+    m, _ = ct_measurement
+    fbp, lsq = _run(make_sampler("fbp", 1), m).mean, _run(make_sampler("lsq", 1), m).mean
+    torch.testing.assert_close(fbp, m.physics.fbp(m.y), rtol=1e-6, atol=1e-8)
+    assert float((fbp - lsq).norm() / lsq.norm()) > 0.05
+    blur = Measurement(MatrixOperator(torch.eye(4, dtype=torch.float64)), torch.ones(1, 4, dtype=torch.float64), 0.1)
+    with pytest.raises(CapabilityError, match="MatrixOperator has no filtered back-projection"):
+        _run(make_sampler("fbp", 1), blur)
 
 
 def test_cg_steps_match_the_batched_solver_and_converge_to_least_squares(ct_measurement):

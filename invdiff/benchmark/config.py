@@ -69,7 +69,7 @@ else:  # pragma: no cover
 
 from invdiff.problems import FAMILY, ProblemSpec, default_entry, resolve_operator, sampler_settings
 from invdiff.problems.image_tasks import TASK_SPECS
-from invdiff.samplers.registry import SAMPLERS
+from invdiff.samplers.registry import SAMPLERS, check_settings
 
 __all__ = ["BenchmarkConfig", "Cell", "ConfigError", "ProblemConfig", "SamplerConfig", "load_config"]
 
@@ -220,6 +220,16 @@ def _resolve_data(path: Path, data: list[str]) -> list[str]:
             str((path.parent / d).resolve()) if (path.parent / d).exists() else d for d in data]
 
 
+def _check_inputs(where: str, name: str, data: list[str]) -> None:
+    """Every input that names a file or folder exists (named inputs such as ``shepp-logan`` and
+    ``anatomy:NAME`` are checked when they are opened)."""
+    for d in data:
+        if d in ("demo", "shepp-logan") or d.startswith(("ellipses:", "anatomy:")):
+            continue
+        if not Path(d).exists():
+            raise ConfigError(f"{where} ({name}): data {d!r}: no such file or folder")
+
+
 def _validation(path: Path, where: str, name: str, kind: str, raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
@@ -234,6 +244,7 @@ def _validation(path: Path, where: str, name: str, kind: str, raw: Any) -> dict[
         if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], str):
             raise ConfigError(f"{where} ({name}): validation.data must name one input, got {data!r}")
         out["data"] = _resolve_data(path, data)[0]
+        _check_inputs(f"{where}.validation", name, [out["data"]])
         if "slices" in out:
             out["slices"] = list(_ints(path, f"{where}.validation.slices", out["slices"], 0))
     return out
@@ -268,6 +279,7 @@ def _problem(path: Path, i: int, raw: dict) -> ProblemConfig:
     if not isinstance(data, list) or not data or not all(isinstance(d, str) for d in data):
         raise ConfigError(f"{where} ({name}): 'data' must be a list of inputs, got {data!r}")
     data = _resolve_data(path, data)
+    _check_inputs(where, name, data)
     slices = raw.pop("slices", None)
     prior = raw.pop("prior", None)
     if prior is not None and not isinstance(prior, str):
@@ -313,6 +325,13 @@ def _sampler(path: Path, i: int, raw: dict, particles: int) -> SamplerConfig:
         raise ConfigError(f"{where} ({label}): grid must be a table of non-empty lists ({{}}: no tuning), got {grid!r}")
     if prior is not None and (path.parent / prior).is_file():
         prior = str((path.parent / prior).resolve())
+    try:
+        check_settings(name, settings)
+        for key, values in (grid or {}).items():
+            for value in values:
+                check_settings(name, {**settings, key: value})
+    except ValueError as err:
+        raise ConfigError(f"{where} ({label}): {err}") from None
     return SamplerConfig(name, label, n, settings, None if only is None else tuple(only), grid,
                          None if nfe is None else _ints(path, f"sampler[{i}].nfe", nfe, 1), prior, extend)
 

@@ -1,13 +1,20 @@
 """The ``invdiff`` command: one module per subcommand (``demo``, ``train-prior``, ``reconstruct``,
 ``benchmark``), each with ``add_parser(sub)`` and ``run_command(args)``.
 
-The command is the only place that selects a matplotlib backend (Agg: files, no screen).
+One error path (:func:`main`): the library's typed errors (``ValueError`` and its subclasses such as
+``DataFormatError``, ``KeyError``, ``CapabilityError``) and the operating system's (a folder that is
+not writable, a missing file) print one line naming the file or option and exit 1; Ctrl-C prints how
+to resume and exits 130; ``--debug`` shows the traceback instead. The command is the only place that
+selects a matplotlib backend (Agg: files, no screen).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+#: the errors a user's input can cause: reported in one line, never as a traceback
+USER_ERRORS = (ValueError, KeyError, OSError, NotImplementedError, MemoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,10 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging level (default INFO)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (demo, train_prior, reconstruct, benchmark):
         command.add_parser(sub)
     return parser
+
+
+def error_line(err: BaseException) -> str:
+    """The one line a user sees for ``err`` (a ``KeyError``'s message without its quotes)."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(text):
+        text = f"{err.filename}: {err.strerror or text}"
+    elif isinstance(err, OSError) and err.filename:
+        text = f"{err.filename}: {err.strerror or text}"
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,18 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # the command writes PNG files; it never opens a window
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse: --help (0) or a bad option (2, its message already printed)
+        return exit.code if isinstance(exit.code, int) else 2
     logging.basicConfig(level=args.log_level, format="%(message)s")
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if getattr(args, "prior_steps", 0) < 0:
-        print("invdiff: --prior-steps must be >= 0", file=sys.stderr)
-        return 2
-    for name in ("particles", "steps", "batch_slices"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            print(f"invdiff: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"invdiff {args.command}: interrupted. Finished parts are kept: run the same command again to "
+              "resume.", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"invdiff {args.command}: {error_line(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

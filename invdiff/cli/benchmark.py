@@ -47,15 +47,12 @@ def add_parser(sub) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from invdiff.benchmark.cells import cell_done, load_results
-    from invdiff.benchmark.config import ConfigError, load_config
+    from invdiff.benchmark.config import load_config
     from invdiff.benchmark.executors import run_local, run_ray
     from invdiff.benchmark.report import publish, write_reports
     from invdiff.benchmark.tuning import tune_all
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as err:
-        raise SystemExit(f"invdiff benchmark: {err}") from None
+    config = load_config(args.config)  # a ConfigError names the file and the key
     out = Path(args.out or Path("outputs") / "benchmark" / config.name)
     start = time.perf_counter()
     tuned = {}
@@ -63,7 +60,7 @@ def run_command(args: argparse.Namespace) -> int:
         try:
             tuned = tune_all(config, out, args.device, log=log.info)
         except (ValueError, KeyError, FileNotFoundError) as err:
-            raise SystemExit(f"invdiff benchmark: tuning on validation data: {err}") from None
+            raise ValueError(f"tuning on validation data: {err}") from None
     cells = config.cells(tuned)
     if args.dry_run:
         for c in cells:

@@ -2,7 +2,11 @@
 
 1. ``invdiff reconstruct demo``: the embedded multi-coil demo scan at 4x, RED-Diff with the shipped MRI
    prior, written to ``OUT/reconstruct`` (prediction file, NIfTI, figures, metrics JSON).
-2. A Gaussian-mixture posterior beside its closed form: MCGdiff's 25-component mixture in dimension 8
+2. Uncertainty: one slice of the same scan with DiffPIR, a stochastic sampler, at 4 particles
+   (``OUT/uncertainty``): the particles' mean and pixel-wise std, and the coverage of their intervals.
+   ``OUT/summary.png`` is the page to open first: target, zero-filled, the RED-Diff mean, the DiffPIR
+   mean, its std and its error, with the scores.
+3. A Gaussian-mixture posterior beside its closed form: MCGdiff's 25-component mixture in dimension 8
    seen through a random 1 x 8 operator whose singular values lie in (0, 1); ancestral DDIM draws from
    the diffusion prior (exact mixture denoiser), importance-weighted by the likelihood: an
    asymptotically exact sampler that exercises the prior, schedule, sampler protocol, ``Measurement``
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from invdiff.cli.options import nonnegative_int, positive_int
 from invdiff.io import atomic_write_json
 from invdiff.measurement import Measurement
 from invdiff.metrics import mode_weights, moment_errors, sliced_wasserstein
@@ -96,34 +101,74 @@ def add_parser(sub) -> None:
     demo = sub.add_parser("demo", help="reconstruct the embedded demo scan with the shipped prior, and sample a "
                           "Gaussian-mixture posterior beside its exact answer",
                           description="Reconstruct the embedded demo scan (4x, RED-Diff, shipped MRI prior) into "
-                          "OUT/reconstruct, then sample a Gaussian-mixture posterior and print it beside the exact one.")
+                          "OUT/reconstruct, one slice with 4 DiffPIR particles into OUT/uncertainty, draw OUT/summary.png, "
+                          "then sample a Gaussian-mixture posterior and print it beside the exact one.")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
-    demo.add_argument("--particles", type=int, default=16384, help="Gaussian-mixture particles (default: 16384)")
-    demo.add_argument("--steps", type=int, default=100, help="Gaussian-mixture diffusion steps (default: 100)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument("--prior-steps", type=int, default=200,
+    demo.add_argument("--particles", type=positive_int, default=16384,
+                      help="Gaussian-mixture particles (default: 16384)")
+    demo.add_argument("--steps", type=positive_int, default=100, help="Gaussian-mixture diffusion steps (default: 100)")
+    demo.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--prior-steps", type=nonnegative_int, default=200,
                       help="RED-Diff steps on the demo scan (default 200; 0 skips the reconstruction)")
+    demo.add_argument("--uncertainty-steps", type=nonnegative_int, default=100,
+                      help="DiffPIR steps of the 4-particle uncertainty run (default 100; 0 skips it)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=run_command)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """The demo scan reconstructed by RED-Diff with the shipped prior, then the Gaussian-mixture posterior."""
+def _reconstruct_args(out: Path, sampler: str, steps: int, seed: int, quiet: bool, extra: list[str]):
     from invdiff.cli import reconstruct
+
+    parser = argparse.ArgumentParser(prog="invdiff")
+    reconstruct.add_parser(parser.add_subparsers())
+    return parser.parse_args(["reconstruct", "demo", "--out", str(out), "--sampler", sampler, "--steps", str(steps),
+                              "--seed", str(seed), "--force", *extra] + (["--quiet"] if quiet else []))
+
+
+def summary_page(path: Path, main, uncertain) -> Path:
+    """``OUT/summary.png``: the slice the uncertainty run solved, from both runs (``(inp, results, summary)``)."""
+    from invdiff.plots import slice_figure
+
+    (_, res, summ), (_, unc, usumm) = main, uncertain
+    s = unc.slices[0]
+    i = res.slices.index(s)
+    psnr = {k: v["PSNR"] for k, v in summ["metrics"].items() if isinstance(v, dict) and "PSNR" in v}
+    upsnr = usumm["metrics"]["mean"]["PSNR"]
+    cov = usumm["metrics"]["credible_interval_coverage"] or {}
+    baseline = res.info["baseline"]
+    panels = [("target (RSS)", res.target[i], "image"),
+              (f"{baseline}: {psnr[baseline]:.1f} dB (volume)", res.baseline[i], "image"),
+              (f"RED-Diff mean: {psnr['mean']:.1f} dB (volume)", res.mean[i], "image"),
+              (f"DiffPIR mean, {unc.particles} particles: {upsnr:.1f} dB", unc.mean[0], "image"),
+              ("DiffPIR posterior std", unc.std[0], "std"),
+              ("|DiffPIR mean - target|", abs(unc.mean[0] - unc.target[0]), "error")]
+    cover = ", ".join(f"{float(a):.0%} interval covers {v:.0%}" for a, v in cov.items())
+    title = (f"invdiff demo: the embedded multi-coil brain scan at 4x, slice {s}, shipped MRI prior"
+             + (f"\nDiffPIR's pixel-wise credible intervals: {cover} of the pixels" if cover else ""))
+    return slice_figure(path, panels, title, dpi=90)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The demo scan reconstructed by RED-Diff with the shipped prior, one slice's uncertainty from DiffPIR,
+    the summary page, then the Gaussian-mixture posterior."""
+    from invdiff.cli.reconstruct import run_job
+    from invdiff.reconstruct import format_summary as recon_lines
 
     out = Path(args.out)
     if args.prior_steps > 0:
-        parser = argparse.ArgumentParser(prog="invdiff")
-        reconstruct.add_parser(parser.add_subparsers())
         # RED-Diff at the settings chosen on the ICBM152 validation volume for 200 steps (docs/results/earlier.md)
-        recon = parser.parse_args(["reconstruct", "demo", "--out", str(out / "reconstruct"), "--sampler",
-                                           "red-diff", "--steps", str(args.prior_steps), "--set", "lam=512",
-                                           "--set", "lr=0.001", "--seed", str(args.seed), "--force"]
-                                          + (["--quiet"] if args.quiet else []))
-        reconstruct.run_command(recon)
+        main = run_job(_reconstruct_args(out / "reconstruct", "red-diff", args.prior_steps, args.seed, args.quiet,
+                                         ["--set", "lam=512", "--set", "lr=0.001"]))
+        print(recon_lines(main[2]))
+        if args.uncertainty_steps > 0:
+            uncertain = run_job(_reconstruct_args(out / "uncertainty", "diffpir", args.uncertainty_steps, args.seed,
+                                                  args.quiet, ["--particles", "4", "--slices", "2"]))
+            print(recon_lines(uncertain[2]))
+            print(f"summary page: {summary_page(out / 'summary.png', main, uncertain)}")
         print()
     summary = gaussian_mixture_demo(out, n_particles=args.particles, num_steps=args.steps,
                                     seed=args.seed, progress=not args.quiet)
     print(format_summary(summary))
-    print(f"\noutputs in {out}: reconstruct/ (the demo scan), gmm_posterior.json, gmm_posterior.png")
+    print(f"\noutputs in {out}: summary.png, reconstruct/ (the demo scan), uncertainty/ (one slice, 4 particles), "
+          "gmm_posterior.json, gmm_posterior.png")
     return 0

@@ -7,8 +7,16 @@ import logging
 import time
 from dataclasses import asdict
 
+from invdiff.cli.options import (
+    check_device,
+    check_output_folder,
+    finite_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 from invdiff.cli.settings import parse_overrides
-from invdiff.problems.spec import OPERATORS, ProblemSpec
+from invdiff.problems.spec import OPERATORS, ProblemSpec, resolve_operator
 
 EPILOG = """examples:
   invdiff reconstruct demo --out outputs/recon                       # the embedded scan, RED-Diff, 4x
@@ -18,23 +26,32 @@ EPILOG = """examples:
   invdiff reconstruct shepp-logan --operator ct --views 60 --angle-range 120   # limited angle
 
 samplers: dps, dps-ddim, red-diff, diffpir, ddrm, tds, afe, afe-ode, prior, prior-is, and the baselines
-zero-filled, fbp, cg, tv. Each has default settings per problem family (mri, ct, image), chosen on
+zero-filled, fbp (filtered back-projection, CT), lsq (least squares), cg, tv. Each has default settings per problem family (mri, ct, image), chosen on
 validation data and recorded with their provenance in invdiff/problems/defaults.toml; change one with
 --set KEY=VALUE (e.g. --set lam=128).
-An interrupted run resumes: run the same command again."""
+An interrupted run resumes: run the same command again. Finished slice groups are reused only when the
+input's bytes and every problem and sampler setting match; otherwise the run is refused without --force."""
 
 log = logging.getLogger("invdiff.reconstruct")
 
 
 def slice_list(text: str) -> tuple[int, ...]:
-    """``"3"``, ``"0,2,5"`` or ``"2:6"`` (a half-open range)."""
+    """``"3"``, ``"0,2,5"`` or ``"2:6"`` (a half-open range): distinct slice indices >= 0."""
     try:
         if ":" in text:
             a, b = text.split(":")
-            return tuple(range(int(a), int(b)))
-        return tuple(int(v) for v in text.split(","))
+            slices = tuple(range(int(a), int(b)))
+        else:
+            slices = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"slices: expected 'K', 'K,L,...' or 'A:B', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected 'K', 'K,L,...' or 'A:B', got {text!r}") from None
+    if not slices:
+        raise argparse.ArgumentTypeError(f"{text!r} names no slice")
+    if min(slices) < 0:
+        raise argparse.ArgumentTypeError(f"slice indices are >= 0, got {text!r}")
+    if len(set(slices)) != len(slices):
+        raise argparse.ArgumentTypeError(f"{text!r} names a slice twice")
+    return slices
 
 
 def add_parser(sub) -> None:
@@ -49,26 +66,31 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("sampler")
     g.add_argument("--sampler", default="red-diff", help="sampler name (default red-diff; see below)")
     g.add_argument("--prior", default=None, help="shipped prior name or prior.pt (default: the operator's shipped prior)")
-    g.add_argument("--steps", type=int, default=100, help="steps = network evaluations (default 100)")
-    g.add_argument("--particles", type=int, default=1, help="particles per slice (default 1)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=positive_int, default=100, help="steps = network evaluations (default 100)")
+    g.add_argument("--particles", type=positive_int, default=1, help="particles per slice (default 1)")
+    g.add_argument("--seed", type=nonnegative_int, default=0)
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a sampler setting (repeatable)")
     m = p.add_argument_group("measurement")
     m.add_argument("--operator", choices=OPERATORS, default="auto",
                    help="auto: mri for .h5/NIfTI, ct for DICOM and shepp-logan")
     m.add_argument("--mask", choices=["equispaced_fraction", "equispaced", "random"], default="equispaced_fraction")
-    m.add_argument("--acceleration", type=float, default=4.0)
-    m.add_argument("--center-fraction", type=float, default=0.08)
-    m.add_argument("--views", type=int, default=60, help="CT views (default 60)")
+    m.add_argument("--acceleration", type=finite_float, default=4.0, help="MRI acceleration, 1 to 32 (default 4)")
+    m.add_argument("--center-fraction", type=finite_float, default=0.08, help="fully sampled centre (default 0.08)")
+    m.add_argument("--views", type=positive_int, default=60, help="CT views (default 60)")
     m.add_argument("--geometry", choices=["parallel", "fan"], default="parallel")
-    m.add_argument("--angle-range", type=float, default=180.0, help="CT angular range in degrees; < 180 is limited-angle")
-    m.add_argument("--noise-sigma", type=float, default=None, help="simulated noise std (default 0.1 CT, 0.02 blur/inpaint)")
-    m.add_argument("--blur-std", type=float, default=2.0)
-    m.add_argument("--box", type=int, default=32, help="inpainting: side of the removed centre square")
-    m.add_argument("--snr-db", type=float, default=30.0, help="simulated MRI k-space SNR")
+    m.add_argument("--angle-range", type=finite_float, default=180.0, help="CT angular range in degrees; < 180 is limited-angle")
+    m.add_argument("--noise-sigma", type=positive_float, default=None, help="simulated noise std (default 0.1 CT, 0.02 blur/inpaint)")
+    m.add_argument("--blur-std", type=positive_float, default=2.0)
+    m.add_argument("--box", type=positive_int, default=32, help="inpainting: side of the removed centre square")
+    m.add_argument("--snr-db", type=finite_float, default=30.0, help="simulated MRI k-space SNR in dB (default 30)")
+    m.add_argument("--volume-index", type=nonnegative_int, default=None,
+                   help="the volume of a 4-D NIfTI file (one-volume files need none)")
     r = p.add_argument_group("run")
     r.add_argument("--slices", type=slice_list, default=None, help="'K', 'K,L' or 'A:B' (default: all)")
-    r.add_argument("--batch-slices", type=int, default=None, help="slices per sampler run (default: all at once)")
+    r.add_argument("--batch-slices", type=positive_int, default=None,
+                   help="slices per sampler run and checkpoint (default: what --max-memory holds, at most 8)")
+    r.add_argument("--max-memory", type=positive_float, default=None, metavar="GIB",
+                   help="memory budget in GiB checked before any work (default: 90%% of the memory free now)")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     r.add_argument("--force", action="store_true", help="discard a previous run in --out with other settings")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -76,32 +98,43 @@ def add_parser(sub) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from invdiff.problems import open_source, sampler_settings
-    from invdiff.reconstruct import ReconSettings, format_summary, reconstruct, write_outputs
+    """Check every value, then open, solve and write; errors reach :func:`invdiff.cli.main` as one line."""
+    from invdiff.reconstruct import format_summary
 
-    start = time.perf_counter()
-    try:
-        spec = ProblemSpec(operator=args.operator, mask=args.mask, acceleration=args.acceleration,
-                           center_fraction=args.center_fraction, views=args.views, geometry=args.geometry,
-                           angle_range=args.angle_range, noise_sigma=args.noise_sigma, blur_std=args.blur_std,
-                           box=args.box, snr_db=args.snr_db, seed=args.seed)
-        settings = ReconSettings(sampler=args.sampler, nfe=args.steps, particles=args.particles, seed=args.seed,
-                                 overrides=parse_overrides(args.set), prior=args.prior, slices=args.slices,
-                                 batch_slices=args.batch_slices, device=args.device)
-        inp = open_source(args.input, spec, args.out)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        raise SystemExit(f"invdiff reconstruct: {err}") from None
-    opened = time.perf_counter()
-    try:
-        results = reconstruct(inp, settings, args.out, problem_spec=asdict(spec), force=args.force,
-                              progress=not args.quiet, log=log.info)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        raise SystemExit(f"invdiff reconstruct: {err}") from None
-    recorded = {**asdict(settings), "slices": results.slices, "particles": results.particles,
-                "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides),
-                "prior": settings.prior or inp.prior_name, "problem": asdict(spec)}
-    summary = write_outputs(results, inp, recorded, args.out,
-                            {"open_s": round(opened - start, 2), "total_s": round(time.perf_counter() - start, 2)})
+    _, _, summary = run_job(args)
     print(format_summary(summary))
     print(f"outputs in {args.out}: " + ", ".join(summary["outputs"]))
     return 0
+
+
+def run_job(args: argparse.Namespace):
+    """The job of :func:`run_command`: returns the opened input, the :class:`~invdiff.reconstruct.SliceResults`
+    and the JSON summary written."""
+    from invdiff.problems import open_source, sampler_settings
+    from invdiff.reconstruct import ReconSettings, reconstruct, write_outputs
+    from invdiff.reconstruct.budget import available_memory_gib, check_budget, ct_projector_bytes
+    from invdiff.samplers.registry import check_settings
+
+    start = time.perf_counter()
+    spec = ProblemSpec(operator=args.operator, mask=args.mask, acceleration=args.acceleration,
+                       center_fraction=args.center_fraction, views=args.views, geometry=args.geometry,
+                       angle_range=args.angle_range, noise_sigma=args.noise_sigma, blur_std=args.blur_std,
+                       box=args.box, snr_db=args.snr_db, seed=args.seed)
+    settings = ReconSettings(sampler=args.sampler, nfe=args.steps, particles=args.particles, seed=args.seed,
+                             overrides=parse_overrides(args.set), prior=args.prior, slices=args.slices,
+                             batch_slices=args.batch_slices, device=check_device(args.device))
+    check_settings(settings.sampler, settings.overrides)  # names and kinds, before any file is read
+    out = check_output_folder(args.out)
+    budget = int((args.max_memory or 0.9 * available_memory_gib()) * 2**30)
+    if resolve_operator(args.input, spec.operator) == "ct" and not args.input.endswith(".h5") and args.input != "demo":
+        check_budget({"CT projector": ct_projector_bytes(spec)}, budget, "use fewer --views")
+    inp = open_source(args.input, spec, out, volume_index=args.volume_index)
+    opened = time.perf_counter()
+    results = reconstruct(inp, settings, out, problem_spec=asdict(spec), force=args.force,
+                          progress=not args.quiet, log=log.info, max_memory_bytes=budget)
+    recorded = {**asdict(settings), "slices": results.slices, "particles": results.particles,
+                "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides),
+                "prior": settings.prior or inp.prior_name, "problem": asdict(spec)}
+    summary = write_outputs(results, inp, recorded, out,
+                            {"open_s": round(opened - start, 2), "total_s": round(time.perf_counter() - start, 2)})
+    return inp, results, summary

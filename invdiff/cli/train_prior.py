@@ -83,11 +83,13 @@ def run_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     channels = 2 if args.complex else 1
+    if args.kind == "token" and args.complex:
+        raise ValueError("a token prior models magnitudes; drop --complex")
     if args.complex and args.modality != "MR":
-        raise SystemExit("invdiff train-prior: --complex is for MR data")
+        raise ValueError("--complex is for MR data")
     attention = args.attention or tuple(i == len(args.unet_channels) - 1 for i in range(len(args.unet_channels)))
     if len(attention) != len(args.unet_channels):
-        raise SystemExit("invdiff train-prior: --attention needs one 0/1 per --unet-channels level")
+        raise ValueError("--attention needs one 0/1 per --unet-channels level")
     unet = UNetConfig(in_channels=channels, channels=args.unet_channels, attention_levels=tuple(map(bool, attention)),
                       num_res_blocks=args.res_blocks, num_head_channels=args.head_channels)
     config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, channels=channels, crop=args.crop,
@@ -112,11 +114,9 @@ def _train_token_prior(args: argparse.Namespace, data, provenance: dict) -> int:
     from invdiff.priors.tokens.tokenizer import TokenizerConfig
     from invdiff.training.tokens import TokenTrainingConfig, train_token_prior
 
-    if args.complex:
-        raise SystemExit("invdiff train-prior: a token prior models magnitudes; drop --complex")
     levels = len(args.tokenizer_channels)
     if data.size % 2 ** levels:
-        raise SystemExit(f"invdiff train-prior: --size {data.size} is not a multiple of the patch size {2 ** levels}")
+        raise ValueError(f"--size {data.size} is not a multiple of the patch size {2 ** levels}")
     tokenizer = TokenizerConfig(image_size=data.size, channels=args.tokenizer_channels, num_codes=args.codes,
                                 code_dim=args.code_dim)
     model = TokenModelConfig(num_positions=tokenizer.grid ** 2, num_codes=args.codes, dim=args.token_dim,

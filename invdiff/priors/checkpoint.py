@@ -77,7 +77,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors, truncated zip archives, foreign formats
-        raise CheckpointError(f"{path}: not a loadable checkpoint (weights_only=True): {err}") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise CheckpointError(f"{path}: not an invdiff prior (corrupt, or unsafe to load: it was read with "
+                              f"weights_only=True and refused; {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: not an invdiff prior checkpoint (format {found!r}, expected {FORMAT!r})")

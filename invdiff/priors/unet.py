@@ -44,6 +44,20 @@ class UNetConfig:
     norm_num_groups: int = 16
     num_head_channels: int = 32
 
+    def __post_init__(self):
+        """The architecture's constraints, checked before any data is read (MONAI's own messages come late)."""
+        if not self.channels or any(not isinstance(c, int) or c < 1 for c in self.channels):
+            raise ValueError(f"unet channels must be positive integers, got {self.channels}")
+        if len(self.attention_levels) != len(self.channels):
+            raise ValueError(f"unet attention levels {self.attention_levels} need one entry per channel level "
+                             f"{self.channels}")
+        if any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(f"unet channels {tuple(self.channels)} must be multiples of the group-norm groups "
+                             f"({self.norm_num_groups}), e.g. 16,32,64")
+        if any(c % self.num_head_channels for c, a in zip(self.channels, self.attention_levels) if a):
+            raise ValueError(f"unet channels with attention must be multiples of --head-channels "
+                             f"{self.num_head_channels}, got {tuple(self.channels)}")
+
     def build(self) -> nn.Module:
         from monai.networks.nets import DiffusionModelUNet
 

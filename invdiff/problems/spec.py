@@ -19,6 +19,7 @@ draws the simulated noise (with the slice index, so a slice's noise does not dep
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,14 +53,55 @@ class ProblemSpec:
     seed: int = 0
 
     def __post_init__(self):
+        """Every field checked up front; a message names the field (the CLI option with dashes) and its range."""
         if self.operator not in OPERATORS:
             raise ValueError(f"operator must be one of {OPERATORS}, got {self.operator!r}")
         if self.geometry not in ("parallel", "fan"):
             raise ValueError(f"geometry must be 'parallel' or 'fan', got {self.geometry!r}")
-        if self.views < 1 or not 0 < self.angle_range <= 360:
-            raise ValueError(f"need views >= 1 and 0 < angle_range <= 360, got {self.views}, {self.angle_range}")
-        if self.noise_sigma is not None and not self.noise_sigma > 0:
-            raise ValueError(f"noise_sigma must be > 0, got {self.noise_sigma}")
+        if self.mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {self.mask!r}")
+        _number("acceleration", self.acceleration, 1.0, MAX_ACCELERATION)
+        _number("center_fraction", self.center_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if self.mask == "equispaced_fraction" and self.center_fraction * self.acceleration >= 1:
+            raise ValueError(f"center_fraction x acceleration must be < 1 for the equispaced_fraction mask (the "
+                             f"centre alone would exceed the budget), got {self.center_fraction} x {self.acceleration}")
+        _integer("views", self.views, 1, MAX_VIEWS)
+        _number("angle_range", self.angle_range, 0.0, 360.0, low_open=True)
+        if self.noise_sigma is not None:
+            _number("noise_sigma", self.noise_sigma, 0.0, float("inf"), low_open=True)
+        _number("blur_std", self.blur_std, 0.0, self.size / 4, low_open=True)
+        _integer("box", self.box, 1, self.size - 1)
+        _integer("coils", self.coils, 1, 64)
+        _number("snr_db", self.snr_db, -40.0, 120.0)
+        _integer("size", self.size, 8, 4096)
+        _integer("seed", self.seed, 0, 2**62)
+
+
+#: the masks of :class:`~operators.MaskFunc` a spec may name
+MASKS = ("equispaced_fraction", "equispaced", "random")
+#: bounds that keep a run meaningful: an acceleration above 32 leaves a handful of k-space lines; more
+#: views than this are not sparse-view CT and their projector alone would take gigabytes
+MAX_ACCELERATION = 32.0
+MAX_VIEWS = 4096
+
+
+def _option(name: str) -> str:
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _number(name: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{_option(name)} must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{_option(name)} must lie in {lo}{low:g}, {high:g}{hi}, got {value:g}")
+
+
+def _integer(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{_option(name)} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{_option(name)} must lie in [{low}, {high}], got {value}")
 
 
 def resolve_operator(source: str, operator: str) -> str:

@@ -1,9 +1,10 @@
 """The reconstruction job: an input, a sampler and a prior in; a volume's posterior summaries out.
 
 :func:`reconstruct` solves the chosen slices in groups of ``batch_slices`` (one batch per sampler
-run). Each finished group is saved atomically to ``OUT/parts/``; a rerun with the same settings
+run; by default as many as the memory budget holds, at most 8, :mod:`invdiff.reconstruct.budget`). Each finished group is saved atomically to ``OUT/parts/``; a rerun with the same settings
 loads finished groups instead of recomputing them, so an interrupted run resumes where it stopped.
-A rerun with other settings is refused (``run.json`` holds them) unless ``force`` clears the parts.
+A rerun with another input (its bytes, not its name), other problem or sampler settings is refused
+(``run.json`` holds them) unless ``force`` clears the parts; a run that finished no part is replaced.
 
 Per slice it keeps the posterior mean's magnitude (the reconstruction), the weighted pixel-wise
 standard deviation of the particles' magnitudes, and, with a target and at least two particles, the
@@ -29,11 +30,12 @@ from invdiff.io import atomic_write, atomic_write_json
 from invdiff.metrics import interval_coverage
 from invdiff.posterior import Posterior
 from invdiff.priors import Denoiser, open_prior
-from invdiff.problems import Problem, ProblemSource, configured_sampler
+from invdiff.problems import Problem, ProblemSource, configured_sampler, sampler_settings
+from invdiff.reconstruct.budget import available_memory_gib, check_budget, group_bytes, slice_group_size
 from invdiff.samplers import Sampler, run
 from invdiff.samplers.registry import SAMPLERS
 
-__all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "load_denoiser", "object_region", "particle_images",
+__all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "check_prior_fits", "load_denoiser", "object_region", "particle_images",
            "reconstruct", "solve_problem"]
 
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
@@ -153,8 +155,7 @@ def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
     return out
 
 
-def _groups(slices: list[int], size: int | None) -> list[list[int]]:
-    size = size or len(slices)
+def _groups(slices: list[int], size: int) -> list[list[int]]:
     return [slices[i : i + size] for i in range(0, len(slices), size)]
 
 
@@ -166,11 +167,20 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _check_run_file(out: Path, fingerprint: dict, force: bool) -> None:
+    """Refuse ``out`` when it holds finished parts of another run (other input bytes, problem or sampler
+    settings) unless ``force``; a previous run that finished no part is simply replaced."""
     run_file = out / "run.json"
     if run_file.exists():
-        previous = json.loads(run_file.read_text())
+        try:
+            previous = json.loads(run_file.read_text())
+        except (OSError, ValueError):
+            previous = None
+        finished = any((out / "parts").glob("group_*.pt"))
         if previous != fingerprint:
-            if not force:
+            if not force and finished and previous is None:
+                raise ValueError(f"{run_file}: unreadable, and {out / 'parts'} holds finished parts of an unknown "
+                                 "run; use another output folder, or --force to start over")
+            if not force and finished:
                 changed = sorted(k for k in set(_flat(previous)) | set(_flat(fingerprint))
                                  if _flat(previous).get(k) != _flat(fingerprint).get(k))
                 raise ValueError(f"{out} holds a run with other settings ({', '.join(changed)} differ); "
@@ -179,25 +189,53 @@ def _check_run_file(out: Path, fingerprint: dict, force: bool) -> None:
     atomic_write_json(run_file, fingerprint)
 
 
+def check_prior_fits(prior, inp: ProblemSource, name: str) -> None:
+    """``ValueError`` when ``prior`` serves images of another size than ``inp``'s unknown: raised before
+    any costly set-up (coil-map estimation, projector), naming both shapes."""
+    if prior is None or inp.image_shape is None:
+        return
+    serves = tuple(int(s) for s in prior.event_shape[-2:])
+    if serves != tuple(inp.image_shape):
+        raise ValueError(f"prior {name!r} serves {serves[0]} x {serves[1]} images; {inp.name}'s unknown is "
+                         f"{inp.image_shape[0]} x {inp.image_shape[1]}; pass a prior trained at that size (--prior PATH)")
+
+
 def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path, *, problem_spec: dict | None = None,
-                force: bool = False, progress: bool = True, log=print) -> SliceResults:
-    """Solve ``settings.slices`` of ``inp`` (module docstring); parts are kept in ``out_dir/parts``."""
+                force: bool = False, progress: bool = True, log=print, max_memory_bytes: int | None = None
+                ) -> SliceResults:
+    """Solve ``settings.slices`` of ``inp`` (module docstring); parts are kept in ``out_dir/parts``.
+
+    ``max_memory_bytes`` (default: 90 % of the memory available now) bounds the estimated working set
+    of a slice group (:mod:`invdiff.reconstruct.budget`): without ``batch_slices`` the groups are as
+    large as fits, at most 8 slices; a ``batch_slices`` that does not fit is refused before any work.
+    """
     slices = list(range(inp.num_slices)) if settings.slices is None else list(settings.slices)
     bad = [s for s in slices if not 0 <= s < inp.num_slices]
     if bad or not slices:
         raise ValueError(f"{inp.name}: slices {bad or slices} out of range; it has {inp.num_slices} slice(s)")
-    out = Path(out_dir)
-    fingerprint = {"input": inp.name, "settings": {**asdict(settings), "slices": slices},
-                   "problem": problem_spec or {}}
-    _check_run_file(out, json.loads(json.dumps(fingerprint)), force)
+    if len(set(slices)) != len(slices):
+        raise ValueError(f"{inp.name}: slices {slices} name a slice twice")
     spec = SAMPLERS[settings.sampler]
-    prior = load_denoiser(settings.prior or inp.prior_name, settings.device) if spec.uses_prior else None
     sampler = configured_sampler(settings.sampler, settings.nfe, inp.family, settings.overrides)
+    prior = load_denoiser(settings.prior or inp.prior_name, settings.device) if spec.uses_prior else None
+    check_prior_fits(prior, inp, settings.prior or inp.prior_name)
     particles = settings.particles if spec.particles else 1
+    budget = max_memory_bytes or int(available_memory_gib() * 0.9 * 2**30)
+    per_slice = group_bytes(inp.image_shape or (1, 1), 1, particles, spec.vjp, inp.coils, inp.kspace_shape)
+    group = settings.batch_slices or slice_group_size(len(slices), per_slice, budget)
+    check_budget({f"{group} slice(s) x {particles} particle(s)": group * per_slice}, budget,
+                 "use fewer --batch-slices or --particles")
+    groups = _groups(slices, group)
+    out = Path(out_dir)
+    fingerprint = {"input": inp.name, "input_key": inp.content_key, "settings": {**asdict(settings), "slices": slices},
+                   "groups": groups,
+                   "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides),
+                   "problem": problem_spec or {}}
+    _check_run_file(out, json.loads(json.dumps(fingerprint, default=str)), force)
     if particles < settings.particles:
         log(f"{settings.sampler} is deterministic: running 1 particle instead of {settings.particles}")
     parts = []
-    for k, group in enumerate(_groups(slices, settings.batch_slices)):
+    for k, group in enumerate(groups):
         part_file = out / "parts" / f"group_{k:04d}.pt"
         if part_file.exists():
             log(f"slices {group}: done in an earlier run ({part_file.name})")

@@ -4,11 +4,16 @@
 ``reconstructions/NAME.h5``        fastMRI prediction file (``reconstruction``: the posterior
                                    mean's magnitude, ``(S, h, w)``), named like the input so
                                    fastMRI's ``evaluate.py`` and :func:`evaluate_predictions` pair it
-``NAME_mean.nii.gz``               the same slices as a NIfTI volume (axial, RAS+; voxel size of
-``NAME_std.nii.gz``                the resampled grid), and the pixel-wise posterior std
-``figures/NAME_slice_K.png``       target (when known), baseline, mean, std, |error|
+``NAME_mean.nii.gz``               the mean as a NIfTI volume, and the pixel-wise posterior std: for
+``NAME_std.nii.gz``                NIfTI and DICOM inputs on the input's own grid and affine (resampled
+                                   back from the prior's size; slices not solved are 0), so they
+                                   overlay the input; otherwise axial RAS+ on the solved grid
+``figures/NAME_slice_K.png``       target (when known), baseline, mean, std (several particles),
+                                   |error|, with colour bars on the std and error panels
 ``NAME.json``                      metrics (fastMRI definitions) of the mean and the baseline,
-                                   coverage, settings, costs and timings
+                                   coverage, settings, costs, timings and ``warnings``: a mean that
+                                   scores below the baseline, a budget outside the range the
+                                   sampler's defaults were tuned at
 =================================  ===========================================================
 """
 
@@ -23,8 +28,9 @@ from invdiff.io import atomic_write_json
 from invdiff.plots import slice_figure
 from invdiff.problems import ProblemSource
 from invdiff.reconstruct.job import SliceResults
+from invdiff.samplers.registry import SAMPLERS
 
-__all__ = ["format_summary", "write_outputs"]
+__all__ = ["format_summary", "run_warnings", "write_outputs"]
 
 
 def _volume_metrics(target: np.ndarray | None, recon: np.ndarray) -> dict[str, float] | None:
@@ -44,23 +50,31 @@ def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str,
                      attrs={"method": f"invdiff {sampler}", "slices": np.asarray(results.slices)})
     affine = np.diag([*inp.voxel_mm, 1.0])
     for key, arr in (("mean", results.mean), ("std", results.std)):
-        save_nifti(out / f"{name}_{key}.nii.gz", slices_to_volume(arr, "axial"), affine=affine)
+        path = out / f"{name}_{key}.nii.gz"
+        if inp.grid is not None:
+            stack = np.zeros((inp.num_slices, *inp.grid.slice_shape), dtype=np.float32)
+            stack[results.slices] = inp.grid.from_resampled(arr)
+            inp.grid.write(path, stack)
+        else:
+            save_nifti(path, slices_to_volume(arr, "axial"), affine=affine)
     for i, s in enumerate(results.slices):
         panels = [] if results.target is None else [("target", results.target[i], "image")]
-        std_caption = "posterior std" if settings["particles"] > 1 else "std (1 particle: none)"
-        panels += [(results.info["baseline"], results.baseline[i], "image"), (f"{sampler} mean", results.mean[i], "image"),
-                   (std_caption, results.std[i], "std")]
+        panels += [(results.info["baseline"], results.baseline[i], "image"), (f"{sampler} mean", results.mean[i], "image")]
+        if results.particles > 1:
+            panels.append((f"posterior std ({results.particles} particles)", results.std[i], "std"))
         if results.target is not None:
             panels.append(("|mean - target|", np.abs(results.mean[i] - results.target[i]), "error"))
         slice_figure(out / "figures" / f"{name}_slice_{s:03d}.png", panels, f"{name} slice {s}: {sampler}")
+    metrics = {"mean": _volume_metrics(results.target, results.mean),
+               results.info["baseline"]: _volume_metrics(results.target, results.baseline)}
     summary = {
         "input": {"name": name, "path": None if inp.path is None else str(inp.path), "operator": inp.operator,
-                  "slices": results.slices, "voxel_mm": list(inp.voxel_mm)},
+                  "slices": results.slices, "voxel_mm": list(inp.voxel_mm), "content_key": inp.content_key,
+                  "volumes_on": "the input's grid and affine" if inp.grid is not None else "the solved grid"},
         "measurement": results.info,
         "settings": settings,
-        "metrics": {"mean": _volume_metrics(results.target, results.mean),
-                    results.info["baseline"]: _volume_metrics(results.target, results.baseline),
-                    "credible_interval_coverage": results.coverage},
+        "metrics": {**metrics, "credible_interval_coverage": results.coverage},
+        "warnings": run_warnings(metrics, results.info["baseline"], settings, inp.family),
         "costs": {"network_evals": results.network_evals, "vjps": results.vjps,
                   "sampler_wall_time_s": round(results.wall_time_s, 2), "ess": results.ess, **timings},
         "outputs": sorted({str(p.relative_to(out)) for p in out.rglob("*")
@@ -69,6 +83,25 @@ def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str,
     }
     atomic_write_json(out / f"{name}.json", summary)
     return summary
+
+
+def run_warnings(metrics: dict[str, Any], baseline: str, settings: dict[str, Any], family: str) -> list[str]:
+    """What a person should know before trusting a result: a diffusion sampler's mean that scores below
+    the classical baseline (PSNR against the target), and a budget outside half to four times the one the sampler's
+    defaults were tuned at (when the run does not set its own)."""
+    from invdiff.problems import default_entry
+
+    warnings = []
+    mean, base = metrics.get("mean"), metrics.get(baseline)
+    if mean and base and mean["PSNR"] < base["PSNR"] and SAMPLERS[settings["sampler"]].uses_prior:
+        warnings.append(f"the {settings['sampler']} mean scores {mean['PSNR']:.2f} dB PSNR, below the {baseline} "
+                        f"baseline's {base['PSNR']:.2f} dB: check its settings (--set) and budget (--steps)")
+    entry = default_entry(settings["sampler"], family)
+    if entry is not None and entry.nfe and not settings.get("overrides") and not (
+            entry.nfe / 2 <= settings["nfe"] <= 4 * entry.nfe):
+        warnings.append(f"{settings['sampler']}'s settings for {family} problems were tuned at {entry.nfe} network "
+                        f"evaluations; this run used {settings['nfe']}, outside [{entry.nfe // 2}, {4 * entry.nfe}]")
+    return warnings
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -84,4 +117,5 @@ def format_summary(summary: dict[str, Any]) -> str:
     if m["credible_interval_coverage"]:
         cov = ", ".join(f"{float(a):.0%}: {v:.3f}" for a, v in m["credible_interval_coverage"].items())
         lines.append(f"  credible-interval coverage (nominal: observed) {cov}")
+    lines += [f"  warning: {w}" for w in summary.get("warnings", [])]
     return "\n".join(lines)

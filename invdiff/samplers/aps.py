@@ -42,7 +42,7 @@ from invdiff.measurement import Measurement
 from invdiff.posterior import Diagnostics, TokenPosterior
 from invdiff.priors.tokens.base import TokenPrior
 from invdiff.rng import BatchGenerator
-from invdiff.samplers.base import Sampler
+from invdiff.samplers.base import Sampler, check_num_steps
 
 __all__ = ["APS", "DiscreteState", "GuidedRemasking", "masking_schedule", "quantized_expectation"]
 
@@ -110,7 +110,7 @@ class _MaskedSampler(Sampler):
     def __init__(self, num_steps: int, schedule: str = "cosine", order: str = "confidence"):
         if order not in ("confidence", "random"):
             raise ValueError(f"order must be 'confidence' or 'random', got {order!r}")
-        self.num_steps = num_steps
+        self.num_steps = check_num_steps(num_steps)
         self.schedule = schedule
         self.order = order
 

@@ -125,8 +125,24 @@ def extend_state(state: SamplerState, cls: type[SamplerState], **changes) -> Sam
     return cls(**{**fields, **changes})
 
 
+def check_num_steps(num_steps, least: int = 1) -> int:
+    """``num_steps`` as an int, or ``ValueError`` when it is not an integer ``>= least`` (bools refused)."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int,)) and not (
+            isinstance(num_steps, float) and num_steps.is_integer()):
+        raise ValueError(f"num_steps must be an integer >= {least}, got {num_steps!r}")
+    if num_steps < least:
+        raise ValueError(f"num_steps must be >= {least}, got {num_steps}")
+    return int(num_steps)
+
+
 class Sampler(ABC):
-    """A posterior (or prior) sampler as an explicit step kernel over :class:`SamplerState`."""
+    """A posterior (or prior) sampler as an explicit step kernel over :class:`SamplerState`.
+
+    ``uses_prior`` is False for samplers that ignore the prior (the classical baselines): :func:`run`
+    refuses ``prior=None`` for the others.
+    """
+
+    uses_prior: bool = True
 
     @abstractmethod
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
@@ -160,8 +176,9 @@ class Sampler(ABC):
         ``prior`` may be ``None`` for samplers that use none (the classical baselines). ``chunk_size``
         bounds the particles per network call (see :class:`CountingDenoiser`).
         """
-        if not isinstance(n_particles, int) or n_particles < 1:
+        if not isinstance(n_particles, int) or isinstance(n_particles, bool) or n_particles < 1:
             raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
+        check_num_steps(num_steps)
         if measurement is None:
             b, device = 1, torch.device("cpu")
         else:
@@ -206,6 +223,17 @@ def run(sampler: Sampler, measurement: Measurement | None, prior: Denoiser, *, n
     hook). ``progress=False`` silences the progress bar. Steps run under ``torch.no_grad()``: a step that
     differentiates (through the denoiser, say) enables gradients itself, so no graph is kept across steps.
     """
+    if isinstance(sampler, type):
+        raise TypeError(f"run needs a sampler instance, got the class {sampler.__name__}; "
+                        f"construct it first, e.g. {sampler.__name__}(num_steps=100)")
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"run needs an invdiff Sampler, got {type(sampler).__name__}")
+    if prior is None and sampler.uses_prior:
+        raise ValueError(f"{type(sampler).__name__} samples a diffusion prior: pass one (invdiff.priors.open_prior), "
+                         "not None")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), "
+                        f"got {type(generator).__name__}")
     start = time.perf_counter()
     state = sampler.init(measurement, prior, n_particles, generator)
     with torch.no_grad(), tqdm(total=state.num_steps, desc=type(sampler).__name__,

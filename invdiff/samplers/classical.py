@@ -5,8 +5,10 @@ item are identical copies. Each iteration is one :meth:`~Sampler.step`, so the s
 progress and a run can be stopped at any iteration count.
 
 * :class:`DirectReconstruction`: one step; ``"adjoint"`` is ``A^T y`` (zero-filled / coil-combined
-  for MRI), ``"physics"`` the operator's own ``A_dagger`` (filtered back-projection for CT),
-  ``"pinv"`` the exact minimum-norm least-squares solution (:meth:`Measurement.pinv`).
+  for MRI), ``"fbp"`` filtered back-projection (CT operators, :meth:`Measurement.fbp`), ``"physics"``
+  the operator's own ``A_dagger`` (deepinv's iterative least-squares solve where the operator defines
+  none, as invdiff's CT operators do), ``"pinv"`` the exact minimum-norm least-squares solution
+  (:meth:`Measurement.pinv`).
 * :class:`ConjugateGradient`: CG on the normal equations ``(A^T A + damping I) x = A^T y`` from zero,
   per sample; for multi-coil MRI this is CG-SENSE, whose iteration count is the regulariser.
 * :class:`TotalVariation`: ``argmin_x ||A x - y||^2 / 2 + lam TV(x)`` with isotropic TV (the
@@ -44,6 +46,8 @@ def _needs_linear(measurement: Measurement | None, name: str) -> Measurement:
 
 class _Deterministic(Sampler):
     """Shared set-up: the iteration runs on the ``B`` items, the result is copied to the particles."""
+
+    uses_prior = False
 
     def _state(self, measurement: Measurement, prior: Denoiser | None, n_particles: int, generator: torch.Generator,
                num_steps: int, x0: Tensor, cls: type[DeterministicState]) -> DeterministicState:
@@ -88,12 +92,13 @@ class PDHGState(DeterministicState):
 
 
 class DirectReconstruction(_Deterministic):
-    """One-step reconstruction: ``"adjoint"`` (``A^T y``), ``"physics"`` (``A_dagger``, FBP for CT) or
-    ``"pinv"`` (exact least squares, CG to ``tol`` for operators without an SVD)."""
+    """One-step reconstruction: ``"adjoint"`` (``A^T y``), ``"fbp"`` (filtered back-projection, ramp
+    filter; CT only), ``"physics"`` (the operator's ``A_dagger``) or ``"pinv"`` (exact least squares,
+    CG to ``tol`` for operators without an SVD)."""
 
-    def __init__(self, kind: Literal["adjoint", "physics", "pinv"] = "adjoint", max_iter: int = 500):
-        if kind not in ("adjoint", "physics", "pinv"):
-            raise ValueError(f"kind must be 'adjoint', 'physics' or 'pinv', got {kind!r}")
+    def __init__(self, kind: Literal["adjoint", "fbp", "physics", "pinv"] = "adjoint", max_iter: int = 500):
+        if kind not in ("adjoint", "fbp", "physics", "pinv"):
+            raise ValueError(f"kind must be 'adjoint', 'fbp', 'physics' or 'pinv', got {kind!r}")
         self.kind, self.max_iter = kind, max_iter
 
     def init(self, measurement: Measurement | None, prior: Denoiser | None, n_particles: int,
@@ -106,6 +111,8 @@ class DirectReconstruction(_Deterministic):
         m = state.measurement
         if self.kind == "adjoint":
             x = m.adjoint(m.y)
+        elif self.kind == "fbp":
+            x = m.fbp()
         elif self.kind == "physics":
             x = m.pinv("physics")
         else:

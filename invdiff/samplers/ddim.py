@@ -22,7 +22,7 @@ from torch import Tensor
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.posterior import Posterior
-from invdiff.samplers.base import Sampler, SamplerState
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps
 from invdiff.schedule import VPSchedule
 
 
@@ -56,7 +56,7 @@ class DDIM(Sampler):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if sigmas is None:
-            sigmas = (schedule or VPSchedule.linear()).sampling_sigmas(num_steps)
+            sigmas = (schedule or VPSchedule.linear()).sampling_sigmas(check_num_steps(num_steps))
         sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
         if sigmas.dim() != 1 or sigmas.numel() < 2 or sigmas[-1] != 0 or bool((sigmas[:-1] <= sigmas[1:]).any()):
             raise ValueError("sigmas must be strictly decreasing and end with 0")

@@ -30,7 +30,7 @@ from invdiff.measurement import Measurement
 from invdiff.priors.adapters import AsDeepinvDenoiser
 from invdiff.priors.base import Denoiser, sigma_per_sample
 from invdiff.rng import private_global_stream
-from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_sigmas
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_sigmas
 
 __all__ = ["DDRM", "DeepinvSampler", "DiffPIR", "UnitRangeView", "ddrm_supports"]
 
@@ -132,9 +132,7 @@ class DeepinvSampler(Sampler):
     def __init__(self, algorithm: Algorithm, num_steps: int = 100, **options):
         if algorithm not in ("diffpir", "ddrm", "dps"):
             raise ValueError(f"algorithm must be 'diffpir', 'ddrm' or 'dps', got {algorithm!r}")
-        if num_steps < 2:
-            raise ValueError(f"num_steps must be >= 2, got {num_steps}")
-        self.algorithm, self.num_steps, self.options = algorithm, int(num_steps), options
+        self.algorithm, self.num_steps, self.options = algorithm, check_num_steps(num_steps, 2), options
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:

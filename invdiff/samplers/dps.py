@@ -29,7 +29,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_scale, resolve_sigmas
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale, resolve_sigmas
 from invdiff.samplers.ddim import ddim_update
 from invdiff.schedule import VPSchedule
 
@@ -64,6 +64,7 @@ class DPS(Sampler):
 
     def __init__(self, num_steps: int = 1000, step_size: float = 1.0, eta: float = 1.0,
                  schedule: VPSchedule | None = None, sigmas: Tensor | None = None, clip: bool = True):
+        num_steps = check_num_steps(num_steps)
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if not step_size >= 0:

@@ -70,7 +70,7 @@ from invdiff.linalg import batch_dot, batch_view
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.rng import BatchGenerator
-from invdiff.samplers.base import Sampler, SamplerState, extend_state, resolve_sigmas
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas
 from invdiff.samplers.ddim import ddim_update
 from invdiff.samplers.smc import adaptive_resample, validate_resampling
 from invdiff.schedule import VPSchedule
@@ -159,7 +159,7 @@ class ApproximationFreeEnsemble(Sampler):
         if hutchinson_probes < 1:
             raise ValueError(f"hutchinson_probes must be >= 1, got {hutchinson_probes}")
         validate_resampling(resample_threshold, resampling)
-        self.num_steps, self.variant, self.likelihood_drift = num_steps, variant, float(likelihood_drift)
+        self.num_steps, self.variant, self.likelihood_drift = check_num_steps(num_steps), variant, float(likelihood_drift)
         self.corrector_steps, self.corrector_ratio = int(corrector_steps), float(corrector_ratio)
         self.resample_threshold, self.resampling = float(resample_threshold), resampling
         self.hutchinson_probes, self.chunk_size = int(hutchinson_probes), chunk_size

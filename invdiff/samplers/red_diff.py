@@ -31,7 +31,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, extend_state, prior_sigmas
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_sigmas
 from invdiff.schedule import VPSchedule
 
 Weighting = Literal["linear", "sqrt", "constant"]
@@ -72,7 +72,7 @@ class REDDiff(Sampler):
             raise ValueError(f"init must be 'pinv' or 'zeros', got {init!r}")
         if lam < 0 or lr <= 0:
             raise ValueError(f"need lam >= 0 and lr > 0, got {lam}, {lr}")
-        self.num_steps, self.lam, self.lr, self.weighting, self.init_kind = num_steps, lam, lr, weighting, init
+        self.num_steps, self.lam, self.lr, self.weighting, self.init_kind = check_num_steps(num_steps), lam, lr, weighting, init
         self.schedule, self.sigma_max, self.pinv_rtol = schedule, sigma_max, float(pinv_rtol)
 
     def sigmas_for(self, prior: Denoiser) -> Tensor:

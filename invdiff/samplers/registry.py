@@ -9,6 +9,9 @@ what ``invdiff reconstruct`` and ``invdiff benchmark`` call.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +25,7 @@ from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.tds import TDS
 
-__all__ = ["SAMPLERS", "SamplerSpec", "make_sampler"]
+__all__ = ["SAMPLERS", "SamplerSpec", "check_settings", "make_sampler"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class SamplerSpec:
         token_prior: the prior is a masked token prior (:mod:`invdiff.priors.tokens`), not a denoiser.
         particles: False for deterministic methods, whose particles would all be equal.
         weighted: the particles carry importance weights (SMC).
-        needs_linear: the operator must be linear; ``needs_svd``: it must expose a real SVD.
+        needs_linear: the operator must be linear; ``needs_svd``: it must expose a real SVD;
+            ``needs_fbp``: it must have a filtered back-projection (the CT operators).
         vjp: each step back-propagates through the network.
     """
 
@@ -51,6 +55,7 @@ class SamplerSpec:
     weighted: bool = False
     needs_linear: bool = False
     needs_svd: bool = False
+    needs_fbp: bool = False
     vjp: bool = False
 
     def build(self, nfe: int, settings: dict[str, Any]) -> Sampler:
@@ -79,7 +84,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
                             {"eta": 1.0}, weighted=True),
     "zero-filled": SamplerSpec(DirectReconstruction, "adjoint A^T y (zero-filled for MRI)", {"kind": "adjoint"},
                                uses_prior=False, particles=False, needs_linear=True),
-    "fbp": SamplerSpec(DirectReconstruction, "the operator's own pseudo-inverse (filtered back-projection for CT)",
+    "fbp": SamplerSpec(DirectReconstruction, "filtered back-projection, ramp filter (CT operators only)",
+                       {"kind": "fbp"}, uses_prior=False, particles=False, needs_linear=True, needs_fbp=True),
+    "lsq": SamplerSpec(DirectReconstruction, "least squares by the operator's A_dagger (deepinv's iterative "
+                       "solve for CT; named fbp before it was told apart from filtered back-projection)",
                        {"kind": "physics"}, uses_prior=False, particles=False, needs_linear=True),
     "cg": SamplerSpec(ConjugateGradient, "CG least squares (CG-SENSE for MRI), early stopped",
                       uses_prior=False, particles=False, needs_linear=True),
@@ -100,8 +108,71 @@ def make_sampler(name: str, nfe: int, settings: dict[str, Any] | None = None) ->
     if nfe < 1:
         raise ValueError(f"sampler {name!r}: the network-evaluation budget must be >= 1, got {nfe}")
     spec = SAMPLERS[name]
+    check_settings(name, settings or {})
     try:
         return spec.build(nfe, dict(settings or {}))
     except TypeError as err:
         raise ValueError(f"sampler {name!r} does not take settings {sorted({**spec.fixed, **(settings or {})})}: "
                          f"{err}") from None
+
+
+def check_settings(name: str, settings: dict[str, Any]) -> None:
+    """``ValueError`` naming the setting when ``settings`` holds a name sampler ``name`` does not take (with
+    the names it does take) or a value of the wrong kind for the default it replaces (a number for a
+    number, an integer for an ``int`` parameter, true/false for a flag, text for text); ``NaN`` and
+    infinite numbers are refused."""
+    spec = SAMPLERS[name]
+    params = {k: v for k, v in inspect.signature(spec.cls.__init__).parameters.items()
+              if k not in ("self", "num_steps") and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
+    takes_any = any(v.kind == v.VAR_KEYWORD for v in inspect.signature(spec.cls.__init__).parameters.values())
+    for key, value in settings.items():
+        if key not in params:
+            if takes_any:
+                continue
+            raise ValueError(f"sampler {name!r} has no setting {key!r}; it takes {sorted(params)}")
+        expected = _expected_kind(params[key])
+        if expected is None or (value is None and params[key].default is None):
+            continue
+        kind, choices = expected
+        if kind == "flag":
+            ok, what = isinstance(value, bool), "true or false"
+        elif kind in ("integer", "number"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+                kind == "number" or float(value).is_integer())
+            what = "an integer" if kind == "integer" else "a finite number"
+        else:
+            ok = isinstance(value, str) and (choices is None or value in choices)
+            what = f"one of {list(choices)}" if choices else "text"
+        default = params[key].default
+        if not ok:
+            shown = "" if default is inspect.Parameter.empty else f" (default {default!r})"
+            raise ValueError(f"sampler {name!r}: setting {key} must be {what}{shown}, got {value!r}")
+
+
+def _expected_kind(param: inspect.Parameter) -> tuple[str, tuple | None] | None:
+    """``("flag" | "integer" | "number" | "text", choices)`` from a constructor parameter's annotation
+    (or its default when the annotation says nothing simple); ``None``: not checked here."""
+    ann = str(param.annotation).strip("'\"")
+    if param.annotation is not inspect.Parameter.empty:
+        if ann.startswith("Literal["):
+            try:
+                return "text", tuple(ast.literal_eval("(" + ann[len("Literal["):-1] + ",)"))
+            except (ValueError, SyntaxError):
+                return None
+        types = {part.strip() for part in ann.split("|")} - {"None"}
+        for names, kind in (({"bool"}, "flag"), ({"int"}, "integer"), ({"float"}, "number"),
+                            ({"float", "int"}, "number"), ({"str"}, "text")):
+            if types == names:
+                return kind, None
+        if types & {"float", "int", "str", "bool"} == set() and types:
+            return None
+    default = param.default
+    if isinstance(default, bool):
+        return "flag", None
+    if isinstance(default, int):
+        return "integer", None
+    if isinstance(default, float):
+        return "number", None
+    if isinstance(default, str):
+        return "text", None
+    return None

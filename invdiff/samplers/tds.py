@@ -33,7 +33,7 @@ from invdiff.linalg import batch_dot
 from invdiff.measurement import Measurement
 from invdiff.particles import effective_sample_size
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, extend_state, resolve_sigmas
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas
 from invdiff.samplers.smc import adaptive_resample, denoise_and_grad, validate_resampling
 from invdiff.schedule import VPSchedule
 
@@ -73,7 +73,7 @@ class TDS(Sampler):
         if not twist_inflation >= 0:
             raise ValueError(f"twist_inflation must be >= 0, got {twist_inflation}")
         validate_resampling(resample_threshold, resampling)
-        self.num_steps, self.twist_inflation = num_steps, float(twist_inflation)
+        self.num_steps, self.twist_inflation = check_num_steps(num_steps), float(twist_inflation)
         self.resample_threshold, self.resampling, self.chunk_size = float(resample_threshold), resampling, chunk_size
         self.schedule, self._sigmas, self.operator_norm = schedule, sigmas, bool(operator_norm)
 
