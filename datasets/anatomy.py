@@ -156,8 +156,10 @@ def load_anatomy(name: str, size: int | None = None, min_foreground: float = 0.0
     source = ANATOMY_SOURCES[name]
     path = source.path()
     if path is None:
-        raise FileNotFoundError(f"anatomy source {name!r} needs {source.package} installed "
-                                f"(looked for {source.root}/{source.relpath})")
+        hint = (f"pip install {source.root[4:]}, or pip install -e '.[anatomy]'" if source.root.startswith("pip:")
+                else "see docs/guide/datasets.md")
+        raise FileNotFoundError(f"anatomy source {name!r} needs {source.package} installed ({hint}; looked for "
+                                f"{source.root}/{source.relpath})")
     images = np.rot90(_read(source, path), k=source.quarter_turns, axes=(1, 2))
     if images.ndim != 3 or not np.all(np.isfinite(images)):
         raise DataFormatError(f"{path}: expected finite 2-D slices, got shape {images.shape}")

@@ -19,7 +19,7 @@ RESULTS = ROOT / "docs" / "results" / "image-tasks" / "results.csv"
 START = "<!-- headline: filled from docs/results/image-tasks/results.csv by scripts/headline.py -->"
 END = "<!-- /headline -->"
 TASKS = ["mri-4x", "mri-8x", "ct-30", "ct-60", "deblur", "inpaint"]
-BASELINES = ("adjoint (zero-filled)", "FBP")
+BASELINES = ("adjoint (zero-filled)", "FBP (ramp)")
 CLASSICAL = ("CG least squares", "TV (PDHG, 300 it.)")
 COLUMNS = {"DPS": "DPS (ancestral)", "RED-Diff": "RED-Diff", "DiffPIR": "DiffPIR (deepinv)"}
 
@@ -32,7 +32,7 @@ def table(path: Path = RESULTS) -> str:
     lines = ["| task | classical baseline | best classical (tuned) | DPS | RED-Diff | DiffPIR |",
              "|---|---:|---:|---:|---:|---:|"]
     for task in TASKS:
-        base = next((f"{psnr[(task, b)]:.2f} ({'zero-filled' if b != 'FBP' else 'FBP'})"
+        base = next((f"{psnr[(task, b)]:.2f} ({'FBP' if b.startswith('FBP') else 'zero-filled'})"
                      for b in BASELINES if (task, b) in psnr), "")
         tuned = [(psnr[(task, c)], c.split(" (")[0]) for c in CLASSICAL if (task, c) in psnr]
         best = max(tuned) if tuned else None

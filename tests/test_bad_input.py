@@ -392,3 +392,15 @@ def test_run_names_the_misuse():
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         run(DPS(4), m, prior, generator=None, progress=False)
     assert run(ConjugateGradient(2), m, None, generator=g, progress=False).samples.shape == (1, 1, 3)
+
+
+def test_benchmark_cells_are_keyed_by_the_data_files_bytes(tmp_path):
+    from invdiff.benchmark.config import load_config
+
+    data = _nifti(tmp_path / "head.nii.gz", _head(0))
+    config = tmp_path / "c.toml"
+    config.write_text(BENCH.replace("DATA", '"head.nii.gz"').replace("SETTINGS", "{ lam = 0.1 }"))
+    first = [c.key for c in load_config(config).cells()]
+    _nifti(data, _head(1))  # same name, other bytes
+    second = [c.key for c in load_config(config).cells()]
+    assert len(first) == len(second) == 1 and first != second

@@ -59,6 +59,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from invdiff.io import content_hash
 from invdiff.problems import FAMILY, ProblemSpec, default_entry, resolve_operator, sampler_settings
 from invdiff.problems.image_tasks import TASK_SPECS
 from invdiff.samplers.registry import SAMPLERS, check_settings
@@ -152,13 +154,15 @@ class Cell:
     @property
     def fingerprint(self) -> str:
         """8 hex digits of a hash of everything that defines the cell's result beyond its name: the
-        problem's settings, slices and prior, the datum, and the sampler's name, resolved settings
-        (defaults included, so a changed default is a new cell), particles and prior."""
+        problem's settings, slices and prior, the datum (and a file's content hash), and the sampler's name,
+        resolved settings (defaults included, so a changed default is a new cell), particles and prior."""
         sampler = [self.sampler.name, self.sampler_settings, self.sampler.particles]
         if self.sampler.prior is not None:
             sampler.append(self.sampler.prior)
         what = {"problem": [self.problem.kind, self.problem.spec, self.problem.slices, self.problem.prior],
                 "data": self.data, "sampler": sampler}
+        if _is_path(self.data):  # a file's bytes, not its name, identify it (named inputs are fixed)
+            what["data_sha256"] = _content_hash(self.data, *_stamp(self.data))
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     @property
@@ -220,13 +224,29 @@ def _resolve_data(path: Path, data: list[str]) -> list[str]:
             str((path.parent / d).resolve()) if (path.parent / d).exists() else d for d in data]
 
 
+def _is_path(datum: str) -> bool:
+    return datum not in ("demo", "shepp-logan") and not datum.startswith(("ellipses:", "anatomy:")) and Path(
+        datum).exists()
+
+
+def _stamp(datum: str) -> tuple[int, int]:
+    st = Path(datum).stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@lru_cache(maxsize=256)
+def _content_hash(datum: str, mtime_ns: int, size: int) -> str:
+    """The datum's content hash, cached while its modification time and size stay the same."""
+    return content_hash(datum)
+
+
 def _check_inputs(where: str, name: str, data: list[str]) -> None:
     """Every input that names a file or folder exists (named inputs such as ``shepp-logan`` and
     ``anatomy:NAME`` are checked when they are opened)."""
     for d in data:
         if d in ("demo", "shepp-logan") or d.startswith(("ellipses:", "anatomy:")):
             continue
-        if not Path(d).exists():
+        if not _is_path(d):
             raise ConfigError(f"{where} ({name}): data {d!r}: no such file or folder")
 
 
