@@ -10,9 +10,10 @@ outer columns:
   ``[0, round(R'))``, so that the total is ``W / R`` columns (fastMRI's multi-coil public data).
 
 Random draws follow fastMRI exactly, with ``numpy.random.RandomState(seed)``: first the
-(centre fraction, acceleration) pair, then the outer columns. The seed is required — a fresh
-``RandomState`` per call, never a shared stream — and :func:`file_seed` gives fastMRI's per-file
-convention ``tuple(map(ord, filename))``, so masks are bit-identical to fastMRI's for a file.
+(centre fraction, acceleration) pair, then the outer columns (or the given ``offset`` of an
+equispaced mask). The seed is required (``None`` is refused) — a fresh ``RandomState`` per call, never
+a shared stream — and :func:`file_seed` gives fastMRI's per-file convention
+``tuple(map(ord, filename))``, so masks are bit-identical to fastMRI's for a file.
 """
 
 from __future__ import annotations
@@ -83,10 +84,22 @@ class MaskFunc:
         if self.mask_type == "equispaced" and any(int(a) != a for a in self.accelerations):
             raise ValueError(f"equispaced masks need integer accelerations, got {self.accelerations}")
 
-    def __call__(self, num_cols: int, seed: Seed) -> CartesianMask:
-        """The mask for ``num_cols`` phase-encode columns under ``seed`` (int or tuple of ints)."""
+    def __call__(self, num_cols: int, seed: Seed, offset: int | None = None) -> CartesianMask:
+        """The mask for ``num_cols`` phase-encode columns under ``seed`` (int or tuple of ints;
+        :func:`file_seed` for fastMRI's per-file masks). ``offset`` (equispaced masks) fixes the first
+        outer column instead of drawing it, as fastMRI's ``offset`` argument does; the draw of the
+        (centre fraction, acceleration) pair still happens, so the stream stays aligned.
+
+        ``seed=None`` is refused: fastMRI would draw from its object's stream, seeded from the operating
+        system, and two calls would give two masks; here every mask names its seed.
+        """
         if num_cols < 2:
             raise ValueError(f"num_cols must be >= 2, got {num_cols}")
+        if seed is None:
+            raise ValueError("MaskFunc needs a seed (an int, or fastMRI's per-file file_seed(name)); "
+                             "None would draw a different mask on every call")
+        if offset is not None and self.mask_type == "random":
+            raise ValueError("offset applies to the equispaced masks, not to 'random'")
         rng = np.random.RandomState(seed)
         if self.allow_any_combination:
             cf, acc = rng.choice(self.center_fractions), rng.choice(self.accelerations)
@@ -99,11 +112,20 @@ class MaskFunc:
             prob = (num_cols / acc - num_low) / (num_cols - num_low)
             outer = rng.uniform(size=num_cols) < prob
         elif self.mask_type == "equispaced":
-            offset = rng.randint(0, high=round(acc))
+            offset = _offset(rng, round(acc), offset)
             outer[offset :: int(acc)] = True
         else:
             adjusted = (acc * (num_low - num_cols)) / (num_low * acc - num_cols)
-            offset = rng.randint(0, high=round(adjusted))
+            offset = _offset(rng, round(adjusted), offset)
             outer[np.around(np.arange(offset, num_cols - 1, adjusted)).astype(np.uint64)] = True
         columns = center_columns(num_cols, num_low) | torch.from_numpy(outer)
         return CartesianMask(columns.to(torch.float32), num_low, float(cf), float(acc))
+
+
+def _offset(rng: np.random.RandomState, high: int, offset: int | None) -> int:
+    """fastMRI's offset: drawn in ``[0, high)`` unless given (then checked to lie there)."""
+    if offset is None:
+        return int(rng.randint(0, high=high))
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or not 0 <= offset < high:
+        raise ValueError(f"offset must be an integer in [0, {high}) for this mask, got {offset!r}")
+    return int(offset)

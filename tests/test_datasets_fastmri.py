@@ -229,6 +229,18 @@ def test_prediction_files_are_scored_as_fastmri_evaluate_does(fastmri_dir, tmp_p
     assert perfect["NMSE"] == 0 and perfect["SSIM"] == pytest.approx(1.0)
     with pytest.raises(DataFormatError, match="no prediction"):
         evaluate_predictions(train_only, tmp_path / "elsewhere")
+    # a folder of target-only files (fastMRI's evaluate.py needs only the target key) scores the same
+    target_only = tmp_path / "target_only"
+    target_only.mkdir()
+    with h5py.File(target_only / "file_train.h5", "w") as hf:
+        hf["reconstruction_rss"] = target
+        hf.attrs["acquisition"] = "AXT2"
+    write_prediction(tmp_path / "file_train.h5", noisy)
+    again = evaluate_predictions(target_only, tmp_path)
+    assert again["mean"] == pytest.approx(scores["mean"], rel=1e-12)
+    assert evaluate_predictions(target_only, tmp_path, acquisition="AXT2")["count"] == 1
+    with pytest.raises(DataFormatError, match="no 'reconstruction_esc' target"):
+        evaluate_predictions(target_only, tmp_path, challenge="singlecoil")
 
 
 def test_prediction_writer_rejects_bad_input_and_leaves_no_partial_file(tmp_path):

@@ -68,6 +68,11 @@ def test_fastmri_metrics_equal_scikit_image_with_fastmri_settings():
     assert abs(metrics.ssim(gt, pred) - expected_ssim) < 1e-12
     assert abs(metrics.psnr(gt, pred) - peak_signal_noise_ratio(g, p, data_range=g.max())) < 1e-10
     assert abs(metrics.nmse(g, p) - np.linalg.norm(g - p) ** 2 / np.linalg.norm(g) ** 2) < 1e-14
+    # fastMRI's call forms: psnr(gt, pred, maxval) and mse
+    from skimage.metrics import mean_squared_error
+
+    assert abs(metrics.psnr(gt, pred, maxval=5.0) - peak_signal_noise_ratio(g, p, data_range=5.0)) < 1e-10
+    assert abs(metrics.mse(gt, pred) - mean_squared_error(g, p)) < 1e-15
 
 
 def test_fastmri_metrics_hand_computed_cases():

@@ -25,6 +25,21 @@ def test_equispaced_worked_example():
     expected = {6, 7, 8, 9} | set(range(offset, 16, 4))
     assert set(m.columns.nonzero().flatten().tolist()) == expected
     assert m.num_low_frequencies == 4 and m.acceleration == 4
+    # fastMRI's explicit offset: the same mask with the offset given instead of drawn
+    given = MaskFunc("equispaced", (0.25,), (4,))(16, seed=3, offset=offset)
+    assert torch.equal(given.columns, m.columns)
+    other = MaskFunc("equispaced", (0.25,), (4,))(16, seed=3, offset=(offset + 1) % 4)
+    assert set(other.columns.nonzero().flatten().tolist()) == {6, 7, 8, 9} | set(range((offset + 1) % 4, 16, 4))
+
+
+def test_masks_refuse_no_seed_and_a_bad_offset():
+    f = MaskFunc("equispaced_fraction", (0.08,), (4,))
+    with pytest.raises(ValueError, match="needs a seed"):
+        f(368, None)
+    with pytest.raises(ValueError, match=r"offset must be an integer in \[0, 5\)"):
+        f(368, 0, offset=9)
+    with pytest.raises(ValueError, match="offset applies to the equispaced masks"):
+        MaskFunc("random", (0.08,), (4,))(368, 0, offset=1)
 
 
 def test_random_mask_follows_the_specification_for_a_file():

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from invdiff.datasets.errors import DataFormatError
-from invdiff.datasets.fastmri import FastMRIFile, find_fastmri_files, read_prediction
+from invdiff.datasets.fastmri import find_fastmri_files, read_prediction
 from invdiff.metrics.image import fastmri_volume_metrics
 
 __all__ = ["evaluate_predictions"]
@@ -38,14 +39,13 @@ def evaluate_predictions(targets: str | os.PathLike, predictions: str | os.PathL
         raise ValueError(f"challenge must be 'multicoil' or 'singlecoil', got {challenge!r}")
     per_volume: dict[str, dict[str, float]] = {}
     for path in find_fastmri_files(targets):
-        file = FastMRIFile.open(path, target_key=key)
-        if acquisition is not None and file.attrs.get("acquisition") != acquisition:
+        attrs, target = _target(path, key)
+        if acquisition is not None and attrs.get("acquisition") != acquisition:
             continue
         pred_path = Path(predictions) / path.name
         if not pred_path.is_file():
             raise DataFormatError(f"{pred_path}: no prediction for target {path}")
         pred = read_prediction(pred_path)
-        target = file.target_volume()
         if pred.shape[0] != target.shape[0]:
             raise DataFormatError(f"{pred_path}: {pred.shape[0]} slices, but the target has {target.shape[0]}")
         per_volume[path.name] = fastmri_volume_metrics(target, pred)
@@ -55,3 +55,19 @@ def evaluate_predictions(targets: str | os.PathLike, predictions: str | os.PathL
     table = np.array([[v[n] for n in names] for v in per_volume.values()])
     return {"mean": dict(zip(names, table.mean(axis=0).tolist())), "std": dict(zip(names, table.std(axis=0).tolist())),
             "volumes": per_volume, "count": len(per_volume)}
+
+
+def _target(path: Path, key: str) -> tuple[dict, np.ndarray]:
+    """The file's attributes and its target volume ``key``: like fastMRI's ``evaluate.py``, only the
+    target is needed (a folder of target-only files, as fastMRI distributes its validation targets)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise DataFormatError(f"{path}: no {key!r} target (keys: {sorted(f.keys())})")
+            data = np.asarray(f[key][()])
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except OSError as err:
+        raise DataFormatError(f"{path}: not a readable HDF5 file: {err}") from None
+    if data.ndim != 3 or not np.isfinite(data).all():
+        raise DataFormatError(f"{path}: {key} must be a finite (slices, H, W) volume, got shape {data.shape}")
+    return attrs, data

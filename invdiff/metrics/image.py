@@ -26,17 +26,25 @@ def _volumes(gt, pred) -> tuple[Tensor, Tensor]:
     return gt, pred
 
 
+def mse(gt, pred) -> float:
+    """fastMRI MSE of a volume ``(slices, H, W)``: the mean squared difference over every voxel."""
+    gt, pred = _volumes(gt, pred)
+    return float(((gt - pred) ** 2).mean())
+
+
 def nmse(gt, pred) -> float:
     """fastMRI NMSE of a volume ``(slices, H, W)``."""
     gt, pred = _volumes(gt, pred)
     return float(((gt - pred) ** 2).sum() / (gt**2).sum())
 
 
-def psnr(gt, pred) -> float:
-    """fastMRI PSNR (dB) of a volume, data range ``max(gt)``."""
+def psnr(gt, pred, maxval: float | None = None) -> float:
+    """fastMRI PSNR (dB) of a volume: ``10 log10(maxval^2 / MSE)``, data range ``maxval`` (default
+    ``max(gt)``, as fastMRI's ``evaluate.py``)."""
     gt, pred = _volumes(gt, pred)
-    mse = float(((gt - pred) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(float(gt.max()) ** 2 / mse)
+    error = float(((gt - pred) ** 2).mean())
+    top = float(gt.max()) if maxval is None else float(maxval)
+    return math.inf if error == 0 else 10 * math.log10(top**2 / error)
 
 
 def ssim(gt, pred, maxval: float | None = None, win_size: int = 7) -> float:
