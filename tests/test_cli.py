@@ -36,6 +36,14 @@ def test_demo_writes_outputs_close_to_the_exact_posterior(tmp_path, capsys):
     (targets / "demo_brain.h5").symlink_to(demo_scan())
     scores = evaluate_predictions(targets, tmp_path / "reconstruct" / "reconstructions")["mean"]
     assert scores == {k: pytest.approx(v, rel=1e-9) for k, v in rd["metrics"]["mean"].items()}
+    # invdiff evaluate: the same numbers, as a table and as files
+    assert main(["evaluate", str(targets), str(tmp_path / "reconstruct" / "reconstructions"),
+                 "--out", str(tmp_path / "eval")]) == 0
+    table = capsys.readouterr().out
+    assert f"{rd['metrics']['mean']['PSNR']:.2f} ± 0.00" in table and "all" in table
+    written = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert written["groups"]["all"]["PSNR"]["mean"] == pytest.approx(rd["metrics"]["mean"]["PSNR"], rel=1e-9)
+    assert (tmp_path / "eval" / "evaluation.csv").read_text().startswith("file,acquisition,NMSE,PSNR,SSIM")
     # the uncertainty run: 4 DiffPIR particles on one slice give a spread (no black std panel) and coverage
     un = json.loads((tmp_path / "uncertainty" / "demo_brain.json").read_text())
     assert un["settings"]["particles"] == 4 and un["input"]["slices"] == [2]

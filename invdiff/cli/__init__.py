@@ -1,5 +1,5 @@
 """The ``invdiff`` command: one module per subcommand (``demo``, ``train-prior``, ``reconstruct``,
-``benchmark``), each with ``add_parser(sub)`` and ``run_command(args)``.
+``evaluate``, ``benchmark``), each with ``add_parser(sub)`` and ``run_command(args)``.
 
 One error path (:func:`main`): the library's typed errors (``ValueError`` and its subclasses such as
 ``DataFormatError``, ``KeyError``, ``CapabilityError``) and the operating system's (a folder that is
@@ -18,7 +18,7 @@ USER_ERRORS = (ValueError, KeyError, OSError, NotImplementedError, MemoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from invdiff.cli import benchmark, demo, reconstruct, train_prior
+    from invdiff.cli import benchmark, demo, evaluate, reconstruct, train_prior
 
     parser = argparse.ArgumentParser(
         prog="invdiff",
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="logging level (default INFO)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (demo, train_prior, reconstruct, benchmark):
+    for command in (demo, train_prior, reconstruct, evaluate, benchmark):
         command.add_parser(sub)
     return parser
 

@@ -32,12 +32,14 @@ def evaluate_predictions(targets: str | os.PathLike, predictions: str | os.PathL
         acquisition: only score volumes of this ``acquisition`` attribute (e.g. ``"AXT1"``).
 
     Returns:
-        ``{"mean": {...}, "std": {...}, "volumes": {file name: {...}}, "count": n}``.
+        ``{"mean": {...}, "std": {...}, "volumes": {file name: {...}}, "count": n, "acquisitions": {file
+        name: the file's acquisition attribute or None}}``; ``std`` is over volumes (population).
     """
     key = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}.get(challenge)
     if key is None:
         raise ValueError(f"challenge must be 'multicoil' or 'singlecoil', got {challenge!r}")
     per_volume: dict[str, dict[str, float]] = {}
+    acquisitions: dict[str, str | None] = {}
     for path in find_fastmri_files(targets):
         attrs, target = _target(path, key)
         if acquisition is not None and attrs.get("acquisition") != acquisition:
@@ -49,12 +51,13 @@ def evaluate_predictions(targets: str | os.PathLike, predictions: str | os.PathL
         if pred.shape[0] != target.shape[0]:
             raise DataFormatError(f"{pred_path}: {pred.shape[0]} slices, but the target has {target.shape[0]}")
         per_volume[path.name] = fastmri_volume_metrics(target, pred)
+        acquisitions[path.name] = attrs.get("acquisition")
     if not per_volume:
         raise DataFormatError(f"{targets}: no target volume matched (acquisition={acquisition!r})")
     names = sorted(next(iter(per_volume.values())))
     table = np.array([[v[n] for n in names] for v in per_volume.values()])
     return {"mean": dict(zip(names, table.mean(axis=0).tolist())), "std": dict(zip(names, table.std(axis=0).tolist())),
-            "volumes": per_volume, "count": len(per_volume)}
+            "volumes": per_volume, "count": len(per_volume), "acquisitions": acquisitions}
 
 
 def _target(path: Path, key: str) -> tuple[dict, np.ndarray]:
