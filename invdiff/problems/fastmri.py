@@ -1,4 +1,4 @@
-"""A multi-coil fastMRI volume as a :class:`~invdiff.problems.base.Problem`, with its classical baselines.
+"""A fastMRI volume (multi- or single-coil) as a :class:`~invdiff.problems.base.Problem`, with its baselines.
 
 :func:`fastmri_problem` turns fully sampled (or already masked) k-space into a
 :class:`~invdiff.measurement.Measurement` a prior-based sampler can solve:
@@ -13,6 +13,14 @@
 
 Baselines: fastMRI's zero-filled RSS, and CG-SENSE (conjugate gradients on the SENSE normal equations
 from zero, stopped after a fixed number of iterations, the usual regulariser).
+
+:func:`singlecoil_problem` does the same for fastMRI's single-coil track (emulated single-coil knee
+k-space ``(S, H, W)``, zero padding columns outside the header's encoding limits, target
+``reconstruction_esc``): the operator is the single-coil Fourier transform with fastMRI's crop, ``y =
+M F pad(x)`` for the ``recon_size`` image ``x`` (written as :class:`~invdiff.operators.MultiCoilMRI`
+with one coil of unit sensitivity, which is exactly that operator; :class:`~invdiff.operators.SingleCoilMRI`
+has no crop), the padding columns are never sampled, and the baseline is fastMRI's zero-filled
+``|crop(F^-1 M k)|``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from invdiff.measurement import Measurement
 from invdiff.operators import MaskFunc, MultiCoilMRI, espirit_maps, from_complex, ifft2c
 from invdiff.problems.base import Problem
 
-__all__ = ["cg_sense", "estimate_noise_std", "fastmri_problem"]
+__all__ = ["cg_sense", "estimate_noise_std", "fastmri_problem", "singlecoil_problem"]
 
 
 def estimate_noise_std(kspace: Tensor, mask: Tensor, recon_height: int) -> float:
@@ -110,4 +118,44 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
             "center_lines": int(num_low), "sampled_columns": int(mask.sum()), "columns": int(mask.numel()),
             "coils": int(file.num_coils), "noise_std_estimate": float(sigma), "scale": scale}
     return Problem(measurement, target, to_image, zero_filled, "zero-filled RSS", "mri", "mri_brain_128", info,
+                   name=name or file.path.stem, slices=tuple(slices))
+
+
+def singlecoil_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int] | None = None,
+                       name: str | None = None) -> Problem:
+    """The problem for ``slices`` (default: all) of a single-coil ``file`` (module docstring): units, noise
+    estimate and ``info`` as :func:`fastmri_problem`; ``to_image`` is the magnitude in file units."""
+    if file.multicoil:
+        raise ValueError(f"{file.path}: singlecoil_problem needs single-coil k-space (slices, H, W), got "
+                         f"{file.kspace_shape}")
+    slices = list(range(file.kspace_shape[0])) if slices is None else list(slices)
+    mask, num_low, acc = slice_mask(file, mask_func)
+    kspace = torch.stack([file.kspace(i) for i in slices]).unsqueeze(1) * mask  # (S, 1, H, W) complex
+    h, w = file.recon_size
+    grid = tuple(file.kspace_shape[-2:])
+    if not (h <= grid[0] and w <= grid[1]):
+        raise ValueError(f"{file.path}: recon size {(h, w)} exceeds the k-space grid {grid}")
+    op = MultiCoilMRI(mask.to(torch.float32), torch.ones(1, *grid, dtype=torch.complex64), image_size=(h, w))
+    y = from_complex(kspace)
+    sigma = estimate_noise_std(kspace, mask, h)
+    x_cg = cg_sense(Measurement(op, y, max(sigma, 1e-12)), 10)
+    scale = float(np.percentile(x_cg.norm(dim=1).numpy(), 99.5))
+    if not scale > 0:
+        raise ValueError(f"{file.path}: the measured data is zero")
+    measurement = Measurement(op, y / scale, max(sigma, 1e-12) / scale)
+    zero_filled = op.A_adjoint(y).norm(dim=1).numpy().astype(np.float32)
+    target = None
+    if file.target_key is not None:
+        target = np.stack([file.target(i).numpy() for i in slices])
+
+    def to_image(x: Tensor) -> np.ndarray:
+        return (scale * x.norm(dim=1)).detach().cpu().numpy().astype(np.float32)
+
+    left, right = file.acquired_columns
+    info = {"operator": "single-coil Cartesian MRI", "mask": "file's own" if file.mask is not None else
+            (mask_func.mask_type if mask_func is not None else None), "acceleration": float(acc),
+            "center_lines": int(num_low), "sampled_columns": int(mask.sum()), "columns": int(mask.numel()),
+            "acquired_columns": [int(left), int(right)], "coils": 1, "noise_std_estimate": float(sigma),
+            "scale": scale}
+    return Problem(measurement, target, to_image, zero_filled, "zero-filled", "mri", "mri_brain_128", info,
                    name=name or file.path.stem, slices=tuple(slices))

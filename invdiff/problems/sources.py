@@ -2,7 +2,7 @@
 
 An *input* is one of
 
-* a multi-coil fastMRI ``.h5`` file (or ``demo``, the embedded demo scan): fully sampled files are
+* a multi- or single-coil fastMRI ``.h5`` file (or ``demo``, the embedded demo scan): fully sampled files are
   undersampled with the spec's mask (fastMRI's per-file seed); files that carry a ``mask`` (fastMRI
   test files) are reconstructed from their own mask and have no target
   (:func:`~invdiff.problems.fastmri.fastmri_problem`);
@@ -40,7 +40,7 @@ from invdiff.io import content_hash, settings_hash
 from invdiff.measurement import Measurement
 from invdiff.operators import MaskFunc
 from invdiff.problems.base import Problem, channel_norm
-from invdiff.problems.fastmri import fastmri_problem
+from invdiff.problems.fastmri import fastmri_problem, singlecoil_problem
 from invdiff.problems.spec import FAMILY, PRIOR, ProblemSpec, resolve_operator
 
 __all__ = ["InputGrid", "ProblemSource", "fastmri_source", "image_operator", "image_source", "open_source", "simulated_mri_source"]
@@ -104,17 +104,15 @@ class ProblemSource:
 
 
 def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key: str = "") -> ProblemSource:
-    """A multi-coil fastMRI file under the spec's mask (the file's own for test files); ``content_key``
-    defaults to the hash of the file's bytes."""
+    """A multi- or single-coil fastMRI file under the spec's mask (the file's own for test files);
+    ``content_key`` defaults to the hash of the file's bytes."""
     if spec.operator not in ("auto", "mri"):
         raise ValueError(f"{file.path}: a fastMRI file is reconstructed with operator 'mri', not {spec.operator!r}")
-    if not file.multicoil:
-        raise DataFormatError(f"{file.path}: single-coil fastMRI files are not supported yet (the shipped prior "
-                              f"and ESPIRiT path are multi-coil); kspace shape {file.kspace_shape}")
     mask_func = MaskFunc(spec.mask, (spec.center_fraction,), (spec.acceleration,))
+    solve = fastmri_problem if file.multicoil else singlecoil_problem
 
     def build(slices: list[int]) -> Problem:
-        return fastmri_problem(file, mask_func, slices=slices, name=name)
+        return solve(file, mask_func, slices=slices, name=name)
 
     fov = file.encoding.recon_fov_mm
     h, w = file.recon_size

@@ -125,7 +125,8 @@ class ConjugateGradient(_Deterministic):
 
     Early stopping is the regulariser: the iterate after ``k`` steps minimises the residual over the
     ``k``-dimensional Krylov space. ``damping`` (Tikhonov, in units of ``A^T A``) adds ``damping ||x||^2 / 2``.
-    An item stops moving once ``||A^T y - (A^T A + damping) x|| <= tol ||A^T y||`` (converged).
+    An item stops moving once ``||A^T y - (A^T A + damping) x|| <= tol ||A^T y||`` (converged), with
+    ``tol`` at least 10 machine epsilons of the data's precision (below that the residual is round-off).
     """
 
     def __init__(self, iterations: int = 10, damping: float = 0.0, tol: float = 1e-10):
@@ -143,7 +144,10 @@ class ConjugateGradient(_Deterministic):
         b = m.adjoint(m.y)
         state = self._state(m, prior, n_particles, generator, self.iterations, torch.zeros_like(b), CGState)
         rs = batch_dot(b, b)
-        return dataclasses.replace(state, r=b, p=b.clone(), rs=rs, threshold=self.tol**2 * rs)
+        # below about 10 machine epsilons of the working precision the residual is round-off: iterating
+        # on would divide by it (float32 CG-SENSE on a well-conditioned single-coil problem blew up to 1e9)
+        floor = 10 * torch.finfo(b.dtype).eps
+        return dataclasses.replace(state, r=b, p=b.clone(), rs=rs, threshold=max(self.tol, floor) ** 2 * rs)
 
     def step(self, state: CGState) -> CGState:
         active = state.rs > state.threshold
