@@ -169,3 +169,25 @@ def test_singlecoil_files_reconstruct_and_evaluate_from_the_command_line(tmp_pat
                  "--quiet"]) == 0
     assert main(["reconstruct", str(test_file), "--out", str(tmp_path / "p"), "--quiet"]) == 1
     assert "serves 128 x 128 images; file_knee_test's unknown is 64 x 64" in capsys.readouterr().err
+
+
+def test_a_folder_is_reconstructed_file_by_file_into_fastmris_submission_layout(tmp_path, capsys):
+    from invdiff.cli import main
+
+    folder = tmp_path / "val"
+    folder.mkdir()
+    for name in ("file_a.h5", "file_b.h5"):
+        _singlecoil_file(folder / name, num_slices=1)
+    with h5py.File(folder / "notes.h5", "w") as hf:  # not a fastMRI file: skipped with a named error
+        hf["x"] = [1.0]
+    out = tmp_path / "out"
+    argv = ["reconstruct", str(folder), "--sampler", "zero-filled", "--out", str(out), "--quiet"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "notes.h5: skipped:" in captured.err and "missing dataset 'kspace'" in captured.err
+    assert "2 of 3 volume(s) reconstructed" in captured.out
+    assert sorted(p.name for p in (out / "reconstructions").iterdir()) == ["file_a.h5", "file_b.h5"]
+    (folder / "notes.h5").unlink()
+    assert main(argv) == 0  # finished volumes are reused; the layout is what fastMRI's evaluate.py reads
+    assert main(["evaluate", str(folder), str(out / "reconstructions"), "--challenge", "singlecoil"]) == 0
+    assert "all" in capsys.readouterr().out

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from invdiff.cli.options import (
     check_device,
@@ -21,6 +24,7 @@ from invdiff.problems.spec import OPERATORS, ProblemSpec, resolve_operator
 EPILOG = """examples:
   invdiff reconstruct demo --out outputs/recon                       # the embedded scan, RED-Diff, 4x
   invdiff reconstruct file_brain_AXT2_200_2000019.h5 --sampler dps --particles 8 --acceleration 8
+  invdiff reconstruct multicoil_val/ --out outputs/val --sampler cg     # every file; then invdiff evaluate
   invdiff reconstruct head.nii.gz --operator mri --slices 90,100 --sampler tds --particles 8
   invdiff reconstruct ct_series/ --operator ct --views 30 --sampler diffpir
   invdiff reconstruct shepp-logan --operator ct --views 60 --angle-range 120   # limited angle
@@ -57,8 +61,10 @@ def slice_list(text: str) -> tuple[int, ...]:
 def add_parser(sub) -> None:
     p = sub.add_parser("reconstruct", help="reconstruct a fastMRI file, NIfTI/DICOM volume or phantom with a "
                        "diffusion-prior sampler", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Reconstruct INPUT (a multi-coil fastMRI .h5, 'demo', a NIfTI file, a DICOM CT "
-                       "series or 'shepp-logan'; volumes have their measurement simulated). Writes a fastMRI "
+                       description="Reconstruct INPUT (a multi- or single-coil fastMRI .h5, a folder of them, "
+                       "'demo', a NIfTI file, a DICOM CT series or 'shepp-logan'; volumes have their measurement "
+                       "simulated). A folder of .h5 files is reconstructed file by file into OUT/volumes/NAME, with "
+                       "the predictions in OUT/reconstructions (fastMRI's submission layout). Writes a fastMRI "
                        "prediction file, NIfTI mean and std volumes, a PNG per slice and a JSON of metrics, "
                        "settings and timings.", epilog=EPILOG)
     p.add_argument("input")
@@ -101,10 +107,44 @@ def run_command(args: argparse.Namespace) -> int:
     """Check every value, then open, solve and write; errors reach :func:`invdiff.cli.main` as one line."""
     from invdiff.reconstruct import format_summary
 
+    folder = Path(args.input)
+    if folder.is_dir() and any(folder.glob("*.h5")):
+        return run_folder(args)
     _, _, summary = run_job(args)
     print(format_summary(summary))
     print(f"outputs in {args.out}: " + ", ".join(summary["outputs"]))
     return 0
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    """Every ``.h5`` file of the folder ``args.input``, one after the other: each volume in
+    ``OUT/volumes/NAME/`` (its own run, resumable), its prediction copied to ``OUT/reconstructions/NAME.h5``
+    (fastMRI's submission layout). A file that fails is reported in one line and skipped; the others go
+    on; the exit code is 1 when any failed."""
+    from invdiff.cli import USER_ERRORS, error_line
+    from invdiff.io import atomic_write
+    from invdiff.reconstruct import format_summary
+
+    out = check_output_folder(args.out)
+    files = sorted(Path(args.input).glob("*.h5"))
+    failed: dict[str, str] = {}
+    for i, file in enumerate(files):
+        volume = argparse.Namespace(**{**vars(args), "input": str(file), "out": str(out / "volumes" / file.stem)})
+        try:
+            _, _, summary = run_job(volume)
+        except USER_ERRORS as err:
+            failed[file.name] = error_line(err)
+            print(f"[{i + 1}/{len(files)}] {file.name}: skipped: {failed[file.name]}", file=sys.stderr)
+            continue
+        prediction = out / "volumes" / file.stem / "reconstructions" / file.name
+        atomic_write(out / "reconstructions" / file.name, lambda tmp, src=prediction: shutil.copyfile(src, tmp))
+        print(f"[{i + 1}/{len(files)}] " + format_summary(summary))
+    done = len(files) - len(failed)
+    print(f"{done} of {len(files)} volume(s) reconstructed; predictions in {out / 'reconstructions'} "
+          f"(score them with: invdiff evaluate {args.input} {out / 'reconstructions'})")
+    for name, message in failed.items():
+        print(f"  failed: {name}: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run_job(args: argparse.Namespace):
