@@ -404,3 +404,18 @@ def test_benchmark_cells_are_keyed_by_the_data_files_bytes(tmp_path):
     _nifti(data, _head(1))  # same name, other bytes
     second = [c.key for c in load_config(config).cells()]
     assert len(first) == len(second) == 1 and first != second
+
+
+def test_a_reconstruction_far_above_the_datas_scale_is_flagged():
+    from invdiff.reconstruct.job import SliceResults
+    from invdiff.reconstruct.outputs import scale_warnings
+
+    target = np.ones((1, 8, 8), dtype=np.float32)
+
+    def results(mean):
+        return SliceResults([0], mean, np.zeros_like(mean), target.copy(), target, None, {"baseline": "zero-filled"},
+                            0, 0, 0.0, [1.0])
+
+    assert scale_warnings(results(target * 1.2), "cg") == []
+    (warning,) = scale_warnings(results(target * 7.0), "cg")
+    assert "7.0 times the target's maximum" in warning and "discrepancy" in warning

@@ -187,3 +187,21 @@ def test_ddrm_needs_a_real_svd():
         _run(DeepinvSampler("ddrm", 5), m, prior)
     with pytest.raises(ValueError, match="algorithm"):
         DeepinvSampler("ddpm")
+
+
+def test_cg_discrepancy_principle_stops_where_the_residual_reaches_the_noise():
+    """Morozov's rule on an ill-conditioned operator: the fixed budget fits the noise, the rule stops first."""
+    g = torch.Generator().manual_seed(2)
+    n, sigma = 60, 0.05
+    u, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    a = u @ torch.diag(torch.logspace(0, -3, n, dtype=torch.float64)) @ v.T
+    x = (v[:, :8] @ torch.randn(8, 2, generator=g, dtype=torch.float64)).T  # (2, n), in the well-seen subspace
+    y = x @ a.T + sigma * torch.randn(2, n, generator=g, dtype=torch.float64)
+    m = Measurement(MatrixOperator(a), y, sigma)
+    fixed = _run(ConjugateGradient(60), m).mean
+    stopped_post = _run(ConjugateGradient(60, discrepancy=1.0), m)
+    stopped = stopped_post.mean
+    misfit = ((y - stopped @ a.T) ** 2).sum(1)
+    assert bool((misfit <= n * sigma**2).all())
+    assert bool(((stopped - x).norm(dim=1) < 0.5 * (fixed - x).norm(dim=1)).all())

@@ -13,7 +13,8 @@
 ``NAME.json``                      metrics (fastMRI definitions) of the mean and the baseline,
                                    coverage, settings, costs, timings and ``warnings``: a mean that
                                    scores below the baseline, a budget outside the range the
-                                   sampler's defaults were tuned at
+                                   sampler's defaults were tuned at, a magnitude far above the
+                                   data's scale
 =================================  ===========================================================
 """
 
@@ -30,7 +31,7 @@ from invdiff.problems import ProblemSource
 from invdiff.reconstruct.job import SliceResults
 from invdiff.samplers.registry import SAMPLERS
 
-__all__ = ["format_summary", "run_warnings", "write_outputs"]
+__all__ = ["format_summary", "run_warnings", "scale_warnings", "write_outputs"]
 
 
 def _volume_metrics(target: np.ndarray | None, recon: np.ndarray) -> dict[str, float] | None:
@@ -74,7 +75,8 @@ def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str,
         "measurement": results.info,
         "settings": settings,
         "metrics": {**metrics, "credible_interval_coverage": results.coverage},
-        "warnings": run_warnings(metrics, results.info["baseline"], settings, inp.family),
+        "warnings": run_warnings(metrics, results.info["baseline"], settings, inp.family)
+                    + scale_warnings(results, sampler),
         "costs": {"network_evals": results.network_evals, "vjps": results.vjps,
                   "sampler_wall_time_s": round(results.wall_time_s, 2), "ess": results.ess, **timings},
         "outputs": sorted({str(p.relative_to(out)) for p in out.rglob("*")
@@ -102,6 +104,21 @@ def run_warnings(metrics: dict[str, Any], baseline: str, settings: dict[str, Any
         warnings.append(f"{settings['sampler']}'s settings for {family} problems were tuned at {entry.nfe} network "
                         f"evaluations; this run used {settings['nfe']}, outside [{entry.nfe // 2}, {4 * entry.nfe}]")
     return warnings
+
+
+def scale_warnings(results: SliceResults, sampler: str, factor: float = 1.5) -> list[str]:
+    """A warning when the mean's magnitude (its 99.9th percentile) exceeds ``factor`` times the data's
+    scale: the target's maximum, or without a target the baseline's 99.9th percentile (noise amplified
+    by too many iterations, a diverging step size)."""
+    top = float(np.percentile(results.mean, 99.9))
+    if results.target is not None:
+        reference, what = float(np.max(results.target)), "the target's maximum"
+    else:
+        reference, what = float(np.percentile(results.baseline, 99.9)), f"the {results.info['baseline']} image's"
+    if reference > 0 and top > factor * reference:
+        return [f"the {sampler} mean reaches {top:.3g} (99.9th percentile), {top / reference:.1f} times {what} "
+                f"({reference:.3g}): noise amplified? (fewer iterations, --set discrepancy=1.0 for cg)"]
+    return []
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -127,12 +127,20 @@ class ConjugateGradient(_Deterministic):
     ``k``-dimensional Krylov space. ``damping`` (Tikhonov, in units of ``A^T A``) adds ``damping ||x||^2 / 2``.
     An item stops moving once ``||A^T y - (A^T A + damping) x|| <= tol ||A^T y||`` (converged), with
     ``tol`` at least 10 machine epsilons of the data's precision (below that the residual is round-off).
+
+    ``discrepancy = tau > 0`` adds Morozov's discrepancy principle, a stopping rule that adapts to the
+    data's noise: an item stops at the first iterate whose data residual satisfies
+    ``||y - A x||^2 <= tau^2 m sigma^2``, ``m`` the number of measured real entries of ``y`` (its
+    nonzero entries: unsampled k-space is stored as 0) and ``sigma`` the measurement's noise level;
+    ``iterations`` is then a cap. ``tau`` slightly above 1 is the classical choice.
     """
 
-    def __init__(self, iterations: int = 10, damping: float = 0.0, tol: float = 1e-10):
-        if iterations < 1 or damping < 0 or tol < 0:
-            raise ValueError(f"need iterations >= 1, damping >= 0 and tol >= 0, got {iterations}, {damping}, {tol}")
+    def __init__(self, iterations: int = 10, damping: float = 0.0, tol: float = 1e-10, discrepancy: float = 0.0):
+        if iterations < 1 or damping < 0 or tol < 0 or discrepancy < 0:
+            raise ValueError(f"need iterations >= 1 and damping, tol, discrepancy >= 0, got {iterations}, {damping}, "
+                             f"{tol}, {discrepancy}")
         self.iterations, self.damping, self.tol = iterations, float(damping), float(tol)
+        self.discrepancy = float(discrepancy)
 
     def _normal(self, m: Measurement, v: Tensor) -> Tensor:
         out = m.normal(v)
@@ -151,6 +159,12 @@ class ConjugateGradient(_Deterministic):
 
     def step(self, state: CGState) -> CGState:
         active = state.rs > state.threshold
+        if self.discrepancy > 0:
+            m = state.measurement
+            misfit = m.residual(state.x).flatten(1)
+            measured = (m.y.flatten(1) != 0).sum(1).to(misfit.real.dtype)
+            noise = self.discrepancy**2 * measured * m.sigma.to(misfit.real.dtype) ** 2
+            active = active & ((misfit.abs() ** 2).sum(1) > noise).to(active.device)
         x, r, p, rs, _ = cg_step(lambda v: self._normal(state.measurement, v), state.x, state.r, state.p, state.rs,
                                  active)
         return dataclasses.replace(state, x=x, r=r, p=p, rs=rs, step=state.step + 1)
