@@ -67,6 +67,13 @@ def files(tmp_path_factory):
     with h5py.File(root / "singlecoil_with_coils.h5", "w") as h:
         h["kspace"] = np.zeros((2, 16, 16), dtype=np.complex64)
     f["kspace_3d"] = root / "singlecoil_with_coils.h5"
+    from invdiff.datasets import EncodingInfo, build_header
+
+    with h5py.File(root / "header_disagrees.h5", "w") as h:
+        h["kspace"] = np.zeros((2, 16, 16), dtype=np.complex64)
+        header = build_header(EncodingInfo((32, 16, 1), (16, 16, 1), (0, 15, 8)), receiver_channels=1)
+        h["ismrmrd_header"] = np.frombuffer(header, dtype=np.uint8).tobytes()
+    f["header_disagrees"] = root / "header_disagrees.h5"
     ct = get_testdata_file("CT_small.dcm")
     dup = root / "dicom_duplicates"
     dup.mkdir()
@@ -169,7 +176,9 @@ RECONSTRUCT = [
     ("corrupt NIfTI", ["{corrupt_nifti}", "--operator", "blur"], 1, ["corrupt.nii.gz: cannot read as NIfTI"]),
     ("HDF5 without k-space", ["{not_fastmri}"], 1, ["not_fastmri.h5", "kspace"]),
     ("corrupt HDF5", ["{corrupt_h5}"], 1, ["corrupt.h5"]),
-    ("k-space of the wrong rank", ["{kspace_3d}"], 1, ["singlecoil_with_coils.h5"]),
+    ("header disagrees with k-space", ["{header_disagrees}"], 1,
+     ["header_disagrees.h5: ismrmrd_header encoded matrix (32, 16) does not match", "(16, 16)"]),
+    ("k-space without a header", ["{kspace_3d}"], 1, ["singlecoil_with_coils.h5: missing dataset 'ismrmrd_header'"]),
     ("DICOM duplicate positions", ["{dicom_duplicates}", "--operator", "ct"], 1, ["repeats", "one.dcm"]),
     ("DICOM folder with a text file", ["{dicom_with_text}", "--operator", "ct"], 1,
      ["notes.txt: not a readable DICOM file"]),

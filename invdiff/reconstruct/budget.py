@@ -58,9 +58,9 @@ def check_budget(parts: dict[str, int], budget_bytes: int, hint: str = "") -> No
     """``MemoryBudgetError`` when the parts add up to more than the budget; the message lists them."""
     total = sum(parts.values())
     if total > budget_bytes:
-        listed = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in parts.items())
-        raise MemoryBudgetError(f"estimated memory {total / 2**30:.2f} GiB ({listed}) exceeds the budget of "
-                                f"{budget_bytes / 2**30:.2f} GiB (--max-memory){'; ' + hint if hint else ''}")
+        listed = ", ".join(f"{k} {v / 2**30:.3g} GiB" for k, v in parts.items())
+        raise MemoryBudgetError(f"estimated memory {total / 2**30:.3g} GiB ({listed}) exceeds the budget of "
+                                f"{budget_bytes / 2**30:.3g} GiB (--max-memory){'; ' + hint if hint else ''}")
 
 
 def slice_group_size(num_slices: int, per_slice_bytes: int, budget_bytes: int) -> int:
