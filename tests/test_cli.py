@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
+import numpy as np
 import pytest
 
 from invdiff.cli import main
-from invdiff.datasets import demo_scan
+from invdiff.datasets import demo_scan, load_nifti, read_prediction, volume_slices
 from invdiff.metrics import evaluate_predictions
 
 
 def test_demo_writes_outputs_close_to_the_exact_posterior(tmp_path, capsys):
+    before = hashlib.sha256(demo_scan().read_bytes()).hexdigest()
     assert main(["demo", "--out", str(tmp_path), "--particles", "4096", "--steps", "50", "--prior-steps", "30",
                  "--uncertainty-steps", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -31,6 +34,15 @@ def test_demo_writes_outputs_close_to_the_exact_posterior(tmp_path, capsys):
     assert rd["costs"]["network_evals"] == 30 and rd["settings"]["sampler_settings"] == {"lam": 512, "lr": 0.001}
     assert rd["metrics"]["mean"]["PSNR"] > rd["metrics"]["zero-filled RSS"]["PSNR"] + 5.0
     assert 15 < rd["metrics"]["zero-filled RSS"]["PSNR"] < 30  # 4x equispaced aliasing
+    assert hashlib.sha256(demo_scan().read_bytes()).hexdigest() == before  # the input is never modified
+    recon = tmp_path / "reconstruct"
+    assert rd["input"]["slices"] == [0, 1, 2, 3] and rd["measurement"]["acceleration"] == 4.0
+    # the NIfTI mean holds the same slices, in display orientation after reading back; one particle: no spread
+    vol = load_nifti(recon / "demo_brain_mean.nii.gz")
+    np.testing.assert_allclose(volume_slices(vol.data, "axial"), read_prediction(recon / "reconstructions/demo_brain.h5"))
+    assert np.all(load_nifti(recon / "demo_brain_std.nii.gz").data == 0)
+    for s in range(4):
+        assert (recon / "figures" / f"demo_brain_slice_{s:03d}.png").read_bytes()[:4] == b"\x89PNG"
     targets = tmp_path / "targets"
     targets.mkdir()
     (targets / "demo_brain.h5").symlink_to(demo_scan())

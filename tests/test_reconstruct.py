@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import nibabel as nib
@@ -11,44 +10,11 @@ import pytest
 import torch
 
 from invdiff.cli import main
-from invdiff.datasets import demo_scan, load_nifti, read_prediction, shepp_logan, volume_slices
-from invdiff.metrics import evaluate_predictions
+from invdiff.datasets import load_nifti, shepp_logan
 from invdiff.cli.settings import parse_overrides
 from invdiff.problems import ProblemSpec, configured_sampler, open_source
 from invdiff.reconstruct import ReconSettings, reconstruct
 from invdiff.samplers.registry import SAMPLERS
-
-
-def _sha(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_demo_scan_outputs_score_as_reported(tmp_path, capsys):
-    before = _sha(demo_scan())
-    out = tmp_path / "out"
-    assert main(["reconstruct", "demo", "--out", str(out), "--sampler", "red-diff", "--steps", "20", "--quiet"]) == 0
-    assert _sha(demo_scan()) == before  # the input is never modified
-    printed = capsys.readouterr().out
-    assert "zero-filled RSS" in printed and "outputs in" in printed
-    summary = json.loads((out / "demo_brain.json").read_text())
-    assert summary["input"]["slices"] == [0, 1, 2, 3]
-    assert summary["costs"]["network_evals"] == 20
-    assert summary["measurement"]["sampled_columns"] == 32 and summary["measurement"]["acceleration"] == 4.0
-    # fastMRI's evaluation of the prediction file gives the metrics the JSON reports
-    targets = tmp_path / "targets"
-    targets.mkdir()
-    (targets / "demo_brain.h5").symlink_to(demo_scan())
-    scores = evaluate_predictions(targets, out / "reconstructions")["mean"]
-    assert scores == {k: pytest.approx(v, rel=1e-9) for k, v in summary["metrics"]["mean"].items()}
-    # 20 RED-Diff steps with the shipped prior already beat zero-filling by several dB (measured 24.64 vs 19.86)
-    assert summary["metrics"]["mean"]["PSNR"] > summary["metrics"]["zero-filled RSS"]["PSNR"] + 3.0
-    # the NIfTI mean holds the same slices, in display orientation after reading back
-    vol = load_nifti(out / "demo_brain_mean.nii.gz")
-    np.testing.assert_allclose(volume_slices(vol.data, "axial"), read_prediction(out / "reconstructions/demo_brain.h5"))
-    assert np.all(nib.load(out / "demo_brain_std.nii.gz").get_fdata() == 0)  # one particle: no spread
-    for s in range(4):
-        assert (out / "figures" / f"demo_brain_slice_{s:03d}.png").read_bytes()[:4] == b"\x89PNG"
-    assert not [p for p in out.rglob(".*")]  # no temporary files left behind
 
 
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-#: the errors a user's input can cause: reported in one line, never as a traceback
-USER_ERRORS = (ValueError, KeyError, OSError, NotImplementedError, MemoryError)
-
+from invdiff.cli.errors import USER_ERRORS, error_line
 
 def build_parser() -> argparse.ArgumentParser:
     from invdiff.cli import benchmark, demo, evaluate, reconstruct, train_prior
@@ -34,17 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (demo, train_prior, reconstruct, evaluate, benchmark):
         command.add_parser(sub)
     return parser
-
-
-def error_line(err: BaseException) -> str:
-    """The one line a user sees for ``err`` (a ``KeyError``'s message without its quotes)."""
-    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    if isinstance(err, OSError) and err.filename and str(err.filename) not in str(text):
-        text = f"{err.filename}: {err.strerror or text}"
-    elif isinstance(err, OSError) and err.filename:
-        text = f"{err.filename}: {err.strerror or text}"
-    lines = [line for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

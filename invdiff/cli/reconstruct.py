@@ -121,7 +121,7 @@ def run_folder(args: argparse.Namespace) -> int:
     ``OUT/volumes/NAME/`` (its own run, resumable), its prediction copied to ``OUT/reconstructions/NAME.h5``
     (fastMRI's submission layout). A file that fails is reported in one line and skipped; the others go
     on; the exit code is 1 when any failed."""
-    from invdiff.cli import USER_ERRORS, error_line
+    from invdiff.cli.errors import USER_ERRORS, error_line
     from invdiff.io import atomic_write
     from invdiff.reconstruct import format_summary
 
