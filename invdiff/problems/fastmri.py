@@ -75,6 +75,18 @@ def cg_sense(measurement: Measurement, iterations: int) -> Tensor:
     return x
 
 
+def _scaled_measurement(file: FastMRIFile, op: MultiCoilMRI, y: Tensor, kspace: Tensor, mask: Tensor,
+                        recon_height: int) -> tuple[Measurement, float, float]:
+    """The measurement in problem units (module docstring): the noise estimated from the data, and
+    ``scale`` = the 99.5th percentile magnitude of 10 CG-SENSE steps; returns it, sigma and scale."""
+    sigma = max(estimate_noise_std(kspace, mask, recon_height), 1e-12)
+    x_cg = cg_sense(Measurement(op, y, sigma), 10)
+    scale = float(np.percentile(x_cg.norm(dim=1).numpy(), 99.5))
+    if not scale > 0:
+        raise ValueError(f"{file.path}: the measured data is zero")
+    return Measurement(op, y / scale, sigma / scale), sigma, scale
+
+
 def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int] | None = None,
                     calib_width: int | None = None, name: str | None = None) -> Problem:
     """The problem for ``slices`` (default: all) of a multi-coil ``file`` (module docstring).
@@ -98,12 +110,7 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
     h, w = file.recon_size
     op = MultiCoilMRI(mask.to(torch.float32), maps, image_size=(h, w))
     y = from_complex(kspace)
-    sigma = estimate_noise_std(kspace, mask, h)
-    x_cg = cg_sense(Measurement(op, y, max(sigma, 1e-12)), 10)
-    scale = float(np.percentile(x_cg.norm(dim=1).numpy(), 99.5))
-    if not scale > 0:
-        raise ValueError(f"{file.path}: the measured data is zero")
-    measurement = Measurement(op, y / scale, max(sigma, 1e-12) / scale)
+    measurement, sigma, scale = _scaled_measurement(file, op, y, kspace, mask, h)
     zero_filled = torch.stack([rss_reconstruction(k, (h, w)) for k in kspace]).numpy().astype(np.float32)
     target = None
     if file.target_key is not None:
@@ -137,12 +144,7 @@ def singlecoil_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: li
         raise ValueError(f"{file.path}: recon size {(h, w)} exceeds the k-space grid {grid}")
     op = MultiCoilMRI(mask.to(torch.float32), torch.ones(1, *grid, dtype=torch.complex64), image_size=(h, w))
     y = from_complex(kspace)
-    sigma = estimate_noise_std(kspace, mask, h)
-    x_cg = cg_sense(Measurement(op, y, max(sigma, 1e-12)), 10)
-    scale = float(np.percentile(x_cg.norm(dim=1).numpy(), 99.5))
-    if not scale > 0:
-        raise ValueError(f"{file.path}: the measured data is zero")
-    measurement = Measurement(op, y / scale, max(sigma, 1e-12) / scale)
+    measurement, sigma, scale = _scaled_measurement(file, op, y, kspace, mask, h)
     zero_filled = op.A_adjoint(y).norm(dim=1).numpy().astype(np.float32)
     target = None
     if file.target_key is not None:
