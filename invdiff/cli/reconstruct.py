@@ -94,7 +94,7 @@ def add_parser(sub) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--slices", type=slice_list, default=None, help="'K', 'K,L' or 'A:B' (default: all)")
     r.add_argument("--batch-slices", type=positive_int, default=None,
-                   help="slices per sampler run and checkpoint (default: what --max-memory holds, at most 8)")
+                   help="slices per sampler run and checkpoint (default 8)")
     r.add_argument("--max-memory", type=positive_float, default=None, metavar="GIB",
                    help="memory budget in GiB checked before any work (default: 90%% of the memory free now)")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -166,7 +166,7 @@ def run_job(args: argparse.Namespace):
     check_settings(settings.sampler, settings.overrides)  # names and kinds, before any file is read
     out = check_output_folder(args.out)
     budget = int((args.max_memory or 0.9 * available_memory_gib()) * 2**30)
-    if resolve_operator(args.input, spec.operator) == "ct" and not args.input.endswith(".h5") and args.input != "demo":
+    if resolve_operator(args.input, spec.operator) == "ct":  # the projector is built when the input is opened
         check_budget({"CT projector": ct_projector_bytes(spec)}, budget, "use fewer --views")
     inp = open_source(args.input, spec, out, volume_index=args.volume_index)
     opened = time.perf_counter()

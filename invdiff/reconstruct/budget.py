@@ -11,8 +11,9 @@ The estimates are upper bounds, in bytes, of the parts that grow with the inputs
   back-propagate through the network).
 
 :func:`check_budget` refuses a run whose estimate exceeds the budget with the estimate in the message;
-:func:`slice_group_size` picks the default group: the most slices (at most :data:`MAX_GROUP`, so that
-long volumes are checkpointed as they go) whose working set fits.
+:func:`slice_group_size` is the largest group (at most :data:`MAX_GROUP`) that fits, which that message
+suggests; the default group is :data:`MAX_GROUP` slices whatever the free memory, so a resumed run
+groups its slices as the first run did.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["BYTES_PER_PIXEL", "MAX_GROUP", "MemoryBudgetError", "available_memor
 #: working memory per pixel of one particle's image in a forward pass (state, denoiser activations of
 #: the shipped 32-channel U-Nets: about 10 float32 tensors of 32 channels at full resolution)
 BYTES_PER_PIXEL = 1280
-#: the default slice group is at most this many slices, so that a volume is checkpointed as it goes
+#: the default slice group: a volume is checkpointed every this many slices
 MAX_GROUP = 8
 
 
@@ -64,7 +65,7 @@ def check_budget(parts: dict[str, int], budget_bytes: int, hint: str = "") -> No
 
 
 def slice_group_size(num_slices: int, per_slice_bytes: int, budget_bytes: int) -> int:
-    """The default slices per group: at most :data:`MAX_GROUP` and what the budget holds (at least 1)."""
+    """The largest group that the budget holds: at most :data:`MAX_GROUP` slices (at least 1)."""
     fits = budget_bytes // max(per_slice_bytes, 1)
     return int(max(1, min(num_slices, MAX_GROUP, fits)))
 

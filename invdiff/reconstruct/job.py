@@ -1,8 +1,8 @@
 """The reconstruction job: an input, a sampler and a prior in; a volume's posterior summaries out.
 
 :func:`reconstruct` solves the chosen slices in groups of ``batch_slices`` (one batch per sampler
-run; by default as many as the memory budget holds, at most 8, :mod:`invdiff.reconstruct.budget`). Each finished group is saved atomically to ``OUT/parts/``; a rerun with the same settings
-loads finished groups instead of recomputing them, so an interrupted run resumes where it stopped.
+run; by default 8, :mod:`invdiff.reconstruct.budget`). Each finished group is saved atomically to
+``OUT/parts/``; a rerun with the same settings loads finished groups instead of recomputing them, so an interrupted run resumes where it stopped.
 A rerun with another input (its bytes, not its name), other problem or sampler settings is refused
 (``run.json`` holds them) unless ``force`` clears the parts; a run that finished no part is replaced.
 
@@ -31,7 +31,7 @@ from invdiff.metrics import interval_coverage
 from invdiff.posterior import Posterior
 from invdiff.priors import Denoiser, open_prior
 from invdiff.problems import Problem, ProblemSource, configured_sampler, sampler_settings
-from invdiff.reconstruct.budget import available_memory_gib, check_budget, group_bytes, slice_group_size
+from invdiff.reconstruct.budget import MAX_GROUP, available_memory_gib, check_budget, group_bytes, slice_group_size
 from invdiff.samplers import Sampler, run
 from invdiff.samplers.registry import SAMPLERS
 
@@ -206,8 +206,9 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     """Solve ``settings.slices`` of ``inp`` (module docstring); parts are kept in ``out_dir/parts``.
 
     ``max_memory_bytes`` (default: 90 % of the memory available now) bounds the estimated working set
-    of a slice group (:mod:`invdiff.reconstruct.budget`): without ``batch_slices`` the groups are as
-    large as fits, at most 8 slices; a ``batch_slices`` that does not fit is refused before any work.
+    of a slice group (:mod:`invdiff.reconstruct.budget`); groups hold ``batch_slices`` slices (default
+    8, never derived from the free memory, so that a resumed run groups as the first did), and a group
+    that does not fit is refused before any work, naming the ``batch_slices`` that would.
     """
     slices = list(range(inp.num_slices)) if settings.slices is None else list(settings.slices)
     bad = [s for s in slices if not 0 <= s < inp.num_slices]
@@ -222,9 +223,10 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     particles = settings.particles if spec.particles else 1
     budget = max_memory_bytes or int(available_memory_gib() * 0.9 * 2**30)
     per_slice = group_bytes(inp.image_shape or (1, 1), 1, particles, spec.vjp, inp.coils, inp.kspace_shape)
-    group = settings.batch_slices or slice_group_size(len(slices), per_slice, budget)
+    group = settings.batch_slices or min(len(slices), MAX_GROUP)  # not from free memory: a resume groups alike
+    fits = slice_group_size(len(slices), per_slice, budget)
     check_budget({f"{group} slice(s) x {particles} particle(s)": group * per_slice}, budget,
-                 "use fewer --batch-slices or --particles")
+                 f"use --batch-slices {fits}" if fits * per_slice <= budget else "use fewer --particles")
     groups = _groups(slices, group)
     out = Path(out_dir)
     fingerprint = {"input": inp.name, "input_key": inp.content_key, "settings": {**asdict(settings), "slices": slices},
