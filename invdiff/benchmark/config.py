@@ -224,9 +224,13 @@ def _resolve_data(path: Path, data: list[str]) -> list[str]:
             str((path.parent / d).resolve()) if (path.parent / d).exists() else d for d in data]
 
 
+def _named(datum: str) -> bool:
+    """A named input (the demo scan, a phantom, offline anatomy), not a file or folder."""
+    return datum in ("demo", "shepp-logan") or datum.startswith(("ellipses:", "anatomy:"))
+
+
 def _is_path(datum: str) -> bool:
-    return datum not in ("demo", "shepp-logan") and not datum.startswith(("ellipses:", "anatomy:")) and Path(
-        datum).exists()
+    return not _named(datum) and Path(datum).exists()
 
 
 def _stamp(datum: str) -> tuple[int, int]:
@@ -244,9 +248,7 @@ def _check_inputs(where: str, name: str, data: list[str]) -> None:
     """Every input that names a file or folder exists (named inputs such as ``shepp-logan`` and
     ``anatomy:NAME`` are checked when they are opened)."""
     for d in data:
-        if d in ("demo", "shepp-logan") or d.startswith(("ellipses:", "anatomy:")):
-            continue
-        if not _is_path(d):
+        if not _named(d) and not Path(d).exists():
             raise ConfigError(f"{where} ({name}): data {d!r}: no such file or folder")
 
 

@@ -51,7 +51,8 @@ def group_bytes(image_shape: tuple[int, int], slices: int, particles: int, vjp: 
     """Upper bound of one slice group's working set (module docstring)."""
     h, w = image_shape
     per_image = h * w * BYTES_PER_PIXEL * (3 if vjp else 1)
-    operator = 3 * coils * (kspace_shape or image_shape)[0] * (kspace_shape or image_shape)[1] * 8 if coils else 0
+    kh, kw = kspace_shape or image_shape
+    operator = 3 * coils * kh * kw * 8
     return slices * (particles * per_image + operator)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from invdiff.io import atomic_write_json
 from invdiff.plots import slice_figure
-from invdiff.problems import ProblemSource
+from invdiff.problems import ProblemSource, default_entry
 from invdiff.reconstruct.job import SliceResults
 from invdiff.samplers.registry import SAMPLERS
 
@@ -91,8 +91,6 @@ def run_warnings(metrics: dict[str, Any], baseline: str, settings: dict[str, Any
     """What a person should know before trusting a result: a diffusion sampler's mean that scores below
     the classical baseline (PSNR against the target), and a budget outside half to four times the one the sampler's
     defaults were tuned at (when the run does not set its own)."""
-    from invdiff.problems import default_entry
-
     warnings = []
     mean, base = metrics.get("mean"), metrics.get(baseline)
     if mean and base and mean["PSNR"] < base["PSNR"] and SAMPLERS[settings["sampler"]].uses_prior:

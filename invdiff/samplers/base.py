@@ -127,8 +127,8 @@ def extend_state(state: SamplerState, cls: type[SamplerState], **changes) -> Sam
 
 def check_num_steps(num_steps, least: int = 1) -> int:
     """``num_steps`` as an int, or ``ValueError`` when it is not an integer ``>= least`` (bools refused)."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int,)) and not (
-            isinstance(num_steps, float) and num_steps.is_integer()):
+    whole = isinstance(num_steps, int) or (isinstance(num_steps, float) and num_steps.is_integer())
+    if isinstance(num_steps, bool) or not whole:
         raise ValueError(f"num_steps must be an integer >= {least}, got {num_steps!r}")
     if num_steps < least:
         raise ValueError(f"num_steps must be >= {least}, got {num_steps}")

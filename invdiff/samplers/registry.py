@@ -122,9 +122,10 @@ def check_settings(name: str, settings: dict[str, Any]) -> None:
     number, an integer for an ``int`` parameter, true/false for a flag, text for text); ``NaN`` and
     infinite numbers are refused."""
     spec = SAMPLERS[name]
-    params = {k: v for k, v in inspect.signature(spec.cls.__init__).parameters.items()
+    signature = inspect.signature(spec.cls.__init__).parameters
+    params = {k: v for k, v in signature.items()
               if k not in ("self", "num_steps") and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
-    takes_any = any(v.kind == v.VAR_KEYWORD for v in inspect.signature(spec.cls.__init__).parameters.values())
+    takes_any = any(v.kind == v.VAR_KEYWORD for v in signature.values())
     for key, value in settings.items():
         if key not in params:
             if takes_any:
