@@ -13,6 +13,8 @@ Every bad input raises :class:`DataFormatError` naming the file and the key or f
 
 from pathlib import Path
 
+import numpy as np
+
 from invdiff.datasets.anatomy import ANATOMY_SOURCES, AnatomySource, anatomy_sources, load_anatomy
 from invdiff.datasets.coil_maps import CoilMapCache, birdcage_maps, default_cache_dir, normalize_maps
 from invdiff.datasets.dicom import CTVolume, hu_to_attenuation, hu_window, load_ct_series, series_affine
@@ -22,20 +24,34 @@ from invdiff.datasets.ismrmrd import EncodingInfo, HeaderError, build_header, pa
 from invdiff.datasets.nifti import (NiftiVolume, load_nifti, normalize_intensity, save_nifti, slices_to_volume,
                                     volume_slices)
 from invdiff.datasets.phantoms import random_ellipses, shepp_logan
-from invdiff.datasets.simulate import SimulatedVolume, SimulationSettings, simulate_multicoil, write_fastmri_file
+from invdiff.datasets.simulate import (SimulatedVolume, SimulationSettings, simulate_multicoil, simulate_singlecoil,
+                                       write_fastmri_file)
 from invdiff.datasets.slices import FastMRISliceDataset, iter_volumes, slice_mask
 
 __all__ = [
     "ANATOMY_SOURCES", "AnatomySource", "CTVolume", "CoilMapCache", "DataFormatError", "EncodingInfo",
     "FastMRIFile", "FastMRISliceDataset", "HeaderError", "NiftiVolume", "SimulatedVolume", "SimulationSettings",
     "anatomy_sources", "birdcage_maps", "build_header", "default_cache_dir", "demo_scan", "find_fastmri_files",
-    "hu_to_attenuation", "hu_window", "iter_volumes", "load_anatomy", "load_ct_series", "load_nifti",
+    "hu_to_attenuation", "native_brain_slice", "hu_window", "iter_volumes", "load_anatomy", "load_ct_series", "load_nifti",
     "normalize_intensity", "normalize_maps", "parse_header", "random_ellipses", "read_prediction", "save_nifti", "series_affine",
-    "shepp_logan", "simulate_multicoil", "slice_mask", "slices_to_volume", "volume_slices", "write_fastmri_file",
+    "shepp_logan", "simulate_multicoil", "simulate_singlecoil", "slice_mask", "slices_to_volume", "volume_slices", "write_fastmri_file",
     "write_prediction",
 ]
 
 _DATA = Path(__file__).resolve().parent / "data"
+
+
+def native_brain_slice() -> np.ndarray:
+    """One axial slice of Colin27's 0.5 mm T1 brain at fastMRI brain's pixel size, ``(320, 320)`` float32
+    magnitudes in ``[0, 1]`` (stored as 8 bits): axial index 150 of ``ch2better.nii.gz`` resampled to
+    0.6875 mm and centre-padded, written by ``scripts/make_native_testset.py`` (provenance in
+    ``datasets/README.md``). For tests of priors at native resolution; no prior was trained on Colin27.
+    """
+    path = _DATA / "colin27_native_slice.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing from this installation; rebuild it with scripts/make_native_testset.py")
+    with np.load(path, allow_pickle=False) as f:
+        return f["magnitude"].astype(np.float32) / 255.0
 
 
 def demo_scan() -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 
 from invdiff.datasets.errors import DataFormatError
 
-__all__ = ["ANATOMY_SOURCES", "AnatomySource", "anatomy_sources", "load_anatomy", "square_resize"]
+__all__ = ["ANATOMY_SOURCES", "AnatomySource", "anatomy_sources", "load_anatomy", "resample_to_pixel", "square_resize"]
 
 Loader = Literal["nifti-axial", "nifti-coronal", "png", "npy", "dicom-ct", "dicom-mr"]
 
@@ -40,6 +40,7 @@ class AnatomySource:
         relpath: the file under ``root``.
         loader: how to read it.
         quarter_turns: counter-clockwise 90-degree turns that bring a 2-D image upright.
+        pixel_mm: in-plane pixel size in millimetres (from the file's header; ``None`` when unknown).
     """
 
     name: str
@@ -52,6 +53,7 @@ class AnatomySource:
     relpath: str
     loader: Loader
     quarter_turns: int = 0
+    pixel_mm: float | None = None
 
     def path(self) -> Path | None:
         """The file, or ``None`` when its package is not installed."""
@@ -74,11 +76,16 @@ _ITK = "/usr/share/doc/insighttoolkit5-examples/examples/Data"
 ANATOMY_SOURCES: dict[str, AnatomySource] = {s.name: s for s in (
     AnatomySource("colin27_t1", "MR", "colin27", "Colin Holmes' T1 brain (27 averaged scans), 1 mm, axial slices",
                   "mricron-data (Debian)", "MNI permissive notice (Collins et al. 1998); BSD-3-Clause packaging",
-                  "/usr/share/mricron/templates", "ch2.nii.gz", "nifti-axial"),
+                  "/usr/share/mricron/templates", "ch2.nii.gz", "nifti-axial", pixel_mm=1.0),
+    AnatomySource("colin27_t1_05mm", "MR", "colin27",
+                  "Colin Holmes' T1 brain (27 averaged scans) at 0.5 mm ('ch2better'), axial slices",
+                  "mricron-data (Debian)", "MNI permissive notice (Collins et al. 1998); BSD-3-Clause packaging",
+                  "/usr/share/mricron/templates", "ch2better.nii.gz", "nifti-axial", pixel_mm=0.5),
     AnatomySource("mni152_2009_t1", "MR", "icbm152-average",
                   "ICBM 2009a symmetric T1 template (average of 152 adults), 1 mm, axial slices",
                   "nilearn", "MNI ICBM 2009 permissive notice; nilearn BSD-3-Clause",
-                  "pip:nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "nifti-axial"),
+                  "pip:nilearn", "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "nifti-axial",
+                  pixel_mm=1.0),
     AnatomySource("itk_brainweb_pd", "MR", "colin27", "BrainWeb proton-density axial slice (simulated from Colin27)",
                   "insighttoolkit5-examples (Debian)", "Apache-2.0", _ITK, "BrainProtonDensitySlice.png", "png"),
     AnatomySource("itk_brainweb_t1", "MR", "colin27", "BrainWeb T1 axial slice (simulated from Colin27)",
@@ -86,9 +93,9 @@ ANATOMY_SOURCES: dict[str, AnatomySource] = {s.name: s for s in (
     AnatomySource("dipy_t1_coronal", "MR", "dipy-t1", "T1 brain, one coronal slice", "dipy", "BSD-3-Clause",
                   "pip:dipy", "data/files/t1_coronal_slice.npy", "npy", quarter_turns=1),
     AnatomySource("nibabel_anatomical", "MR", "nibabel-anatomical", "small T1 brain volume, 2 mm, axial slices",
-                  "nibabel", "MIT", "pip:nibabel", "tests/data/anatomical.nii", "nifti-axial"),
+                  "nibabel", "MIT", "pip:nibabel", "tests/data/anatomical.nii", "nifti-axial", pixel_mm=2.0),
     AnatomySource("pydicom_mr_small", "MR", "pydicom-mr-small", "64x64 MR slice (pydicom test file)",
-                  "pydicom", "MIT", "pip:pydicom", "data/test_files/MR_small.dcm", "dicom-mr"),
+                  "pydicom", "MIT", "pip:pydicom", "data/test_files/MR_small.dcm", "dicom-mr", pixel_mm=0.3125),
     AnatomySource("pydicom_ct_small", "CT", "pydicom-ct-small", "128x128 CT slice through a vertebra (pydicom test file)",
                   "pydicom", "MIT", "pip:pydicom", "data/test_files/CT_small.dcm", "dicom-ct"),
     AnatomySource("pydicom_data_ct_head", "CT", "pydicom-data-693", "512x512 head CT slice", "pydicom-data", "MIT",
@@ -117,6 +124,26 @@ def square_resize(images: np.ndarray, size: int) -> np.ndarray:
                     ).astype(np.float32)
 
 
+def resample_to_pixel(images: np.ndarray, pixel_mm: float, target_mm: float, size: int) -> np.ndarray:
+    """Resample ``(N, H, W)`` images with ``pixel_mm`` pixels to ``target_mm`` pixels (anti-aliased
+    when shrinking), then centre-pad or centre-crop them to ``size x size``."""
+    from skimage.transform import resize
+
+    if not (pixel_mm > 0 and target_mm > 0):
+        raise ValueError(f"pixel sizes must be > 0 mm, got {pixel_mm} and {target_mm}")
+    n, h, w = images.shape
+    shape = (max(1, round(h * pixel_mm / target_mm)), max(1, round(w * pixel_mm / target_mm)))
+    if shape != (h, w):
+        images = np.stack([resize(im, shape, anti_aliasing=target_mm > pixel_mm, preserve_range=True)
+                           for im in images])
+    out = np.zeros((n, size, size), dtype=np.float32)
+    hs, ws = min(shape[0], size), min(shape[1], size)
+    src_t, src_l = (shape[0] - hs) // 2, (shape[1] - ws) // 2
+    dst_t, dst_l = (size - hs) // 2, (size - ws) // 2
+    out[:, dst_t:dst_t + hs, dst_l:dst_l + ws] = images[:, src_t:src_t + hs, src_l:src_l + ws]
+    return out
+
+
 def _read(source: AnatomySource, path: Path) -> np.ndarray:
     if source.loader.startswith("nifti"):
         from invdiff.datasets.nifti import load_nifti, volume_slices
@@ -139,21 +166,29 @@ def _read(source: AnatomySource, path: Path) -> np.ndarray:
     return pixels if pixels.ndim == 3 else pixels[None]
 
 
-def load_anatomy(name: str, size: int | None = None, min_foreground: float = 0.0) -> np.ndarray:
+def load_anatomy(name: str, size: int | None = None, min_foreground: float = 0.0,
+                 pixel_mm: float | None = None) -> np.ndarray:
     """2-D slices ``(N, H, W)`` float32 of one source (see the module docstring for value ranges).
 
     Args:
         name: a key of :data:`ANATOMY_SOURCES`.
-        size: if given, pad each slice to square and resize to ``size x size``.
+        size: if given, pad each slice to square and resize to ``size x size`` (or, with
+            ``pixel_mm``, resample to that pixel size and centre-pad or crop to ``size x size``).
         min_foreground: keep only slices whose fraction of pixels above 10 % of the maximum (MR) or
             above -500 HU (CT) is at least this (drops slices outside the head).
+        pixel_mm: resample to this pixel size (mm) instead of to a fixed field of view; needs ``size``
+            and a source whose pixel size is known.
 
     Raises:
         KeyError: unknown name. FileNotFoundError: the source's package is not installed.
+        ValueError: ``pixel_mm`` for a source of unknown pixel size, or without ``size``.
     """
     if name not in ANATOMY_SOURCES:
         raise KeyError(f"unknown anatomy source {name!r}; known: {sorted(ANATOMY_SOURCES)}")
     source = ANATOMY_SOURCES[name]
+    if pixel_mm is not None and (size is None or source.pixel_mm is None):
+        raise ValueError(f"anatomy source {name!r}: resampling to {pixel_mm} mm pixels needs a size and a source of "
+                         f"known pixel size (this one's is {source.pixel_mm})")
     path = source.path()
     if path is None:
         hint = (f"pip install {source.root[4:]}, or pip install -e '.[anatomy]'" if source.root.startswith("pip:")
@@ -173,4 +208,6 @@ def load_anatomy(name: str, size: int | None = None, min_foreground: float = 0.0
     images = images[foreground >= min_foreground]
     if len(images) == 0:
         raise ValueError(f"{name}: no slice has a foreground fraction of at least {min_foreground}")
+    if pixel_mm is not None:
+        return resample_to_pixel(np.asarray(images, dtype=np.float32), source.pixel_mm, pixel_mm, size)
     return square_resize(images, size) if size is not None else np.ascontiguousarray(images, dtype=np.float32)

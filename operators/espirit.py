@@ -15,7 +15,7 @@ from invdiff.operators.fft import to_complex
 
 
 def espirit_maps(kspace: Tensor, calib_width: int = 24, threshold: float = 0.02, kernel_width: int = 6,
-                 crop: float = 0.95, max_iter: int = 100) -> Tensor:
+                 crop: float = 0.95, max_iter: int = 100, margin: int = 0) -> Tensor:
     """ESPIRiT coil maps from multi-coil k-space.
 
     Args:
@@ -26,6 +26,9 @@ def espirit_maps(kspace: Tensor, calib_width: int = 24, threshold: float = 0.02,
         kernel_width: k-space kernel width.
         crop: eigenvalue threshold below which maps are set to zero (outside the object).
         max_iter: power iterations for the per-pixel eigenvectors.
+        margin: keep the maps (the eigenvectors, whatever their eigenvalue) within this many pixels of
+            the thresholded region too (a square dilation): the eigenvalue falls with the signal at the
+            object's edge, so the thresholded support cuts faint anatomy there (scalp, the top of the head).
 
     Returns:
         complex coil maps of the input's batch shape, ``(B, C, H, W)`` or ``(C, H, W)``, in the complex
@@ -55,8 +58,12 @@ def espirit_maps(kspace: Tensor, calib_width: int = 24, threshold: float = 0.02,
                          f"{kernel_width} and k-space {h}x{w}, got {calib_width}")
     maps = []
     for item in ksp.detach().cpu().numpy().astype(np.complex128):
-        app = sigpy.mri.app.EspiritCalib(item, calib_width=calib_width, thresh=threshold,
-                                         kernel_width=kernel_width, crop=crop, max_iter=max_iter, show_pbar=False)
-        maps.append(torch.from_numpy(np.asarray(app.run())))
+        app = sigpy.mri.app.EspiritCalib(item, calib_width=calib_width, thresh=threshold, kernel_width=kernel_width,
+                                         crop=0.0, max_iter=max_iter, output_eigenvalue=True, show_pbar=False)
+        vectors, eigenvalue = (torch.from_numpy(np.asarray(a)) for a in app.run())
+        keep = (eigenvalue > crop).to(torch.float64).reshape(1, 1, *vectors.shape[-2:])
+        if margin > 0:
+            keep = torch.nn.functional.max_pool2d(keep, 2 * margin + 1, stride=1, padding=margin)
+        maps.append(vectors * keep[0].to(vectors.dtype))
     out = torch.stack(maps).to(device=ksp.device, dtype=ksp.dtype)
     return out[0] if unbatched else out

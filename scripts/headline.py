@@ -20,7 +20,7 @@ START = "<!-- headline: filled from docs/results/image-tasks/results.csv by scri
 END = "<!-- /headline -->"
 TASKS = ["mri-4x", "mri-8x", "ct-30", "ct-60", "deblur", "inpaint"]
 BASELINES = ("adjoint (zero-filled)", "FBP (ramp)")
-CLASSICAL = ("CG least squares", "TV (PDHG, 300 it.)")
+CLASSICAL = ("CG least squares", "TV (PDHG, 300 it.)", "l1-wavelet (db4, FISTA, 100 it.)")
 COLUMNS = {"DPS": "DPS (ancestral)", "RED-Diff": "RED-Diff", "DiffPIR": "DiffPIR (deepinv)"}
 
 

@@ -285,16 +285,21 @@ def test_interrupt_says_how_to_resume_and_debug_shows_the_traceback(files, tmp_p
         main(["--debug", "reconstruct", "demo", "--device", "gpu0", "--out", str(tmp_path / "d")])
 
 
-def test_a_prior_of_another_size_is_refused_before_any_set_up(tmp_path):
+def test_a_prior_that_cannot_serve_the_input_is_refused_before_any_set_up(tmp_path):
+    """Pixel sizes outside the prior's declared range, and sides its UNet cannot halve, are refused before
+    the coil maps or the projector are built."""
     from invdiff.problems import ProblemSource
     from invdiff.reconstruct import ReconSettings, reconstruct
 
     def build(slices):
         raise AssertionError("set-up ran before the geometry check")
 
-    source = ProblemSource("big", None, "mri", 2, (1.0, 1.0, 1.0), build, "key", (320, 320))
-    with pytest.raises(ValueError, match=r"serves 128 x 128 images; big's unknown is 320 x 320"):
-        reconstruct(source, ReconSettings("red-diff", nfe=2), tmp_path, progress=False)
+    native = ProblemSource("big", None, "mri", 2, (0.6875, 0.6875, 5.0), build, "key", (320, 320), pixel_mm=0.6875)
+    with pytest.raises(ValueError, match=r"'mri_brain_128' was trained for 1.4-2.14 mm pixels; big's are 0.688 mm"):
+        reconstruct(native, ReconSettings("red-diff", nfe=2, prior="mri_brain_128"), tmp_path, progress=False)
+    odd = ProblemSource("odd", None, "mri", 2, (1.7, 1.7, 5.0), build, "key", (130, 128), pixel_mm=1.7)
+    with pytest.raises(ValueError, match=r"multiples of 8; got 130 x 128"):
+        reconstruct(odd, ReconSettings("red-diff", nfe=2), tmp_path, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------------

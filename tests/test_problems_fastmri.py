@@ -160,15 +160,21 @@ def test_singlecoil_files_reconstruct_and_evaluate_from_the_command_line(tmp_pat
     assert abs(summary["metrics"]["mean"]["PSNR"] - summary["metrics"]["zero-filled"]["PSNR"]) < 1.0
     assert main(["evaluate", str(targets), str(out / "reconstructions"), "--challenge", "singlecoil"]) == 0
     assert f"{summary['metrics']['mean']['PSNR']:.2f}" in capsys.readouterr().out
-    # a test-style file (its own mask, no target) reconstructs too; the shipped 128 prior refuses 64 x 64
+    # a test-style file (its own mask, no target) reconstructs too; its 1 mm pixels (the header's 64 mm field
+    # of view over 64 columns) lie outside the shipped 128 prior's 1.4-2.14 mm: refused when named, a warning
+    # in the JSON when it is the default
     mask = torch.zeros(76)
     mask[6:70:4] = 1
     mask[35:41] = 1
     test_file = _singlecoil_file(tmp_path / "file_knee_test.h5", mask=mask)
     assert main(["reconstruct", str(test_file), "--sampler", "zero-filled", "--out", str(tmp_path / "t"),
                  "--quiet"]) == 0
-    assert main(["reconstruct", str(test_file), "--out", str(tmp_path / "p"), "--quiet"]) == 1
-    assert "serves 128 x 128 images; file_knee_test's unknown is 64 x 64" in capsys.readouterr().err
+    assert main(["reconstruct", str(test_file), "--prior", "mri_brain_128", "--out", str(tmp_path / "p"),
+                 "--quiet"]) == 1
+    assert "'mri_brain_128' was trained for 1.4-2.14 mm pixels; file_knee_test's are 1 mm" in capsys.readouterr().err
+    assert main(["reconstruct", str(test_file), "--steps", "4", "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "d" / "file_knee_test.json").read_text())
+    assert any("trained for 1.4-2.14 mm pixels" in w for w in summary["warnings"])
 
 
 def test_a_folder_is_reconstructed_file_by_file_into_fastmris_submission_layout(tmp_path, capsys):

@@ -88,8 +88,10 @@ def _prior(name: str, device: str):
 
 
 def evaluate(problem: Problem, sampler_name: str, nfe: int, settings: dict[str, Any], particles: int, seed: int,
-             prior: str | None = None, device: str = "cpu") -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
-    """Run a registered sampler on ``problem`` and score it (module docstring).
+             prior: str | None = None, device: str = "cpu", strict_pixel: bool = True
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """Run a registered sampler on ``problem`` and score it (module docstring); ``strict_pixel=False``
+    applies the prior off its declared pixel range (a warning in the record).
 
     ``settings`` are on top of the family's defaults; ``prior`` overrides the problem's. Returns the
     record and, for image problems, the first slice's arrays for the figures.
@@ -116,7 +118,9 @@ def evaluate(problem: Problem, sampler_name: str, nfe: int, settings: dict[str, 
         named = prior or problem.prior
         model = load_denoiser(_prior(named, device) if isinstance(named, str) else named, device)
     setup = time.perf_counter() - start
-    res = solve_problem(problem, sampler, model, n, generator, device)
+    res = solve_problem(problem, sampler, model, n, generator, device,
+                        prior_name=(prior or problem.prior_name) if isinstance(prior or problem.prior, str) else None,
+                        strict_pixel=strict_pixel)
     if problem.target is not None:
         metrics.update(fastmri_volume_metrics(problem.target, res["mean"]))
     for prefix in ("", "object_", "equal_weight_", "equal_weight_object_"):
@@ -127,6 +131,8 @@ def evaluate(problem: Problem, sampler_name: str, nfe: int, settings: dict[str, 
     record = {"metrics": metrics, "network_evals": res["network_evals"], "vjps": res["vjps"],
               "wall_time_s": res["wall_time_s"], "setup_s": setup, "ess_min": min(res["ess"]),
               "baseline": problem.baseline_name, "family": problem.family, "measurement": problem.info}
+    if res.get("prior_warnings"):
+        record["warnings"] = res["prior_warnings"]
     if "ess_min_steps" in res:
         record.update(ess_min_steps=res["ess_min_steps"], resampled_steps=res["resampled_steps"])
     arrays = {"mean": res["mean"][0], "std": res["std"][0], "baseline": problem.baseline[0]}
@@ -147,7 +153,8 @@ def run_cell(cell: Cell, out: str | Path, device: str = "cpu", threads: int | No
     problem = load_problem(cell.problem, cell.data, out)
     loaded = time.perf_counter() - start
     record, arrays = evaluate(problem, cell.sampler.name, cell.nfe, {**cell.sampler.settings, **cell.tuned},
-                              cell.sampler.particles, cell.seed, cell.prior, device)
+                              cell.sampler.particles, cell.seed, cell.prior, device,
+                              strict_pixel=cell.prior is not None and not cell.sampler.any_pixel_size)
     record.update(problem=cell.problem.name, data=cell.data, sampler=cell.sampler.label,
                   sampler_name=cell.sampler.name, nfe=cell.nfe, seed=cell.seed,
                   particles=cell.sampler.particles if SAMPLERS[cell.sampler.name].particles else 1,

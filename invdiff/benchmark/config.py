@@ -44,6 +44,7 @@ their product (data belong to a problem)::
     extend = 2                 # a 1-D grid is extended this many times past an edge (0 for bounded ones)
     nfe = [32]                 # optional: this sampler's budgets instead of the benchmark's
     prior = "mri_brain_tokens_128"    # optional: this sampler's prior instead of the problem's
+    any_pixel_size = true      # optional: apply the prior off its declared pixel range (an ablation; warned)
     only = ["ct-30"]           # optional: the problems it runs on
 
 Classical baselines (``uses_prior = False``) run once per problem, data and seed, at budget 0.
@@ -114,6 +115,7 @@ class SamplerConfig:
     nfe: tuple[int, ...] | None = None
     prior: str | None = None
     extend: int = 2
+    any_pixel_size: bool = False
 
     def tuning_grid(self, family: str) -> dict[str, list]:
         """The grid to search on validation: the config's, else the defaults file's for ``family``."""
@@ -159,6 +161,8 @@ class Cell:
         sampler = [self.sampler.name, self.sampler_settings, self.sampler.particles]
         if self.sampler.prior is not None:
             sampler.append(self.sampler.prior)
+        if self.sampler.any_pixel_size:
+            sampler.append("any_pixel_size")
         what = {"problem": [self.problem.kind, self.problem.spec, self.problem.slices, self.problem.prior],
                 "data": self.data, "sampler": sampler}
         if _is_path(self.data):  # a file's bytes, not its name, identify it (named inputs are fixed)
@@ -336,9 +340,12 @@ def _sampler(path: Path, i: int, raw: dict, particles: int) -> SamplerConfig:
     nfe = raw.pop("nfe", None)
     prior = raw.pop("prior", None)
     extend = raw.pop("extend", 2)
+    any_pixel = raw.pop("any_pixel_size", False)
     if raw:
         raise ConfigError(f"{where} ({label}): unknown keys {sorted(raw)}; a sampler takes name, label, particles, "
-                          "settings, grid, extend, nfe, prior and only")
+                          "settings, grid, extend, nfe, prior, any_pixel_size and only")
+    if not isinstance(any_pixel, bool):
+        raise ConfigError(f"{where} ({label}): any_pixel_size must be true or false, got {any_pixel!r}")
     if not isinstance(extend, int) or extend < 0:
         raise ConfigError(f"{where} ({label}): extend must be an integer >= 0, got {extend!r}")
     if not isinstance(settings, dict):
@@ -355,7 +362,7 @@ def _sampler(path: Path, i: int, raw: dict, particles: int) -> SamplerConfig:
     except ValueError as err:
         raise ConfigError(f"{where} ({label}): {err}") from None
     return SamplerConfig(name, label, n, settings, None if only is None else tuple(only), grid,
-                         None if nfe is None else _ints(path, f"sampler[{i}].nfe", nfe, 1), prior, extend)
+                         None if nfe is None else _ints(path, f"sampler[{i}].nfe", nfe, 1), prior, extend, any_pixel)
 
 
 def load_config(path: str | Path) -> BenchmarkConfig:

@@ -78,7 +78,8 @@ def tune(config: BenchmarkConfig, problem: ProblemConfig, sampler: SamplerConfig
         if path.is_file():
             record = json.loads(path.read_text())
         else:
-            record, _ = evaluate(validation, sampler.name, nfe, settings, sampler.particles, seed, sampler.prior, device)
+            record, _ = evaluate(validation, sampler.name, nfe, settings, sampler.particles, seed, sampler.prior, device,
+                                 strict_pixel=(sampler.prior or problem.prior) is not None and not sampler.any_pixel_size)
             atomic_write_json(path, {**record, "settings": settings})
         value = -record["metrics"]["sw"] if gmm else record["metrics"]["PSNR"]
         log(f"  validation {problem.name} {sampler.label} {values}: {abs(value):.3f} {'SW' if gmm else 'dB'}")

@@ -12,6 +12,16 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _floats(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI, got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 0 < LO <= HI, got {text!r}")
+    return lo, hi
+
+
 def add_parser(sub) -> None:
     tp = sub.add_parser(
         "train-prior", help="train a diffusion prior: a UNet (MONAI DiffusionModelUNet, VP schedule) or a masked "
@@ -35,6 +45,17 @@ def add_parser(sub) -> None:
     tp.add_argument("--size", type=int, default=128, help="image size S (S x S slices; default 128)")
     tp.add_argument("--crop", type=int, default=None, help="train on random crops of this size (default: whole slices "
                     "for a UNet, 64 for a token prior's tokenizer)")
+    tp.add_argument("--pixel-size", type=float, default=None, metavar="MM",
+                    help="resample every source to MM pixels and centre-pad/crop to --size (native resolution; "
+                         "the prior then declares the pixel sizes it serves); default: resize each slice's "
+                         "padded square to --size")
+    tp.add_argument("--zoom", type=_floats, default=(0.85, 1.3), metavar="LO,HI",
+                    help="zoom augmentation range, log-uniform (default 0.85,1.3)")
+    tp.add_argument("--init", default=None, metavar="PRIOR",
+                    help="start from this prior's weights (shipped name or file; same architecture), e.g. to "
+                         "fine-tune at another resolution")
+    tp.add_argument("--samples", type=int, default=8, help="prior samples drawn for samples.png at the end (default 8)")
+    tp.add_argument("--sample-steps", type=int, default=50, help="DDIM steps of those samples (default 50)")
     tp.add_argument("--full-image-every", type=int, default=4, help="with --crop: whole slices every k-th step (0: never)")
     tp.add_argument("--out", required=True, help="output folder")
     tp.add_argument("--steps", type=int, default=5000)
@@ -76,13 +97,15 @@ def run_command(args: argparse.Namespace) -> int:
     import torch
 
     from invdiff.priors.unet import UNetConfig
-    from invdiff.training.data import load_training_images
+    from invdiff.training.data import Augmentation, load_training_images
     from invdiff.training.unet import TrainingConfig, train_prior
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     channels = 2 if args.complex else 1
+    if args.kind == "token" and args.init:
+        raise ValueError("--init is for UNet priors")
     if args.kind == "token" and args.complex:
         raise ValueError("a token prior models magnitudes; drop --complex")
     if args.complex and args.modality != "MR":
@@ -95,17 +118,20 @@ def run_command(args: argparse.Namespace) -> int:
     config = TrainingConfig(steps=args.steps, batch_size=args.batch_size, channels=channels, crop=args.crop,
                             full_image_every=args.full_image_every, lr=2e-4 if args.lr is None else args.lr,
                             ema_decay=args.ema,
-                            prediction=args.prediction, schedule=args.schedule, seed=args.seed)
+                            prediction=args.prediction, schedule=args.schedule, seed=args.seed,
+                            augmentation=Augmentation(zoom=args.zoom), init_from=args.init)
     data = load_training_images(args.data, args.modality, args.size, min_foreground=args.min_foreground,
-                                exclude_subjects=args.exclude_subject)
-    print(f"training on {len(data.images)} slices of {data.size}x{data.size} from {len(data.sources)} source(s) "
+                                exclude_subjects=args.exclude_subject, pixel_mm=args.pixel_size)
+    at = f" at {data.pixel_mm} mm pixels" if data.pixel_mm else ""
+    print(f"training on {len(data.images)} slices of {data.size}x{data.size}{at} from {len(data.sources)} source(s) "
           f"({', '.join(sorted(data.subjects))}); device {device if args.kind == 'unet' else 'cpu'}")
     command = "invdiff " + " ".join(shlex.quote(a) for a in (args.argv or []))
     provenance = {"command": command, "licence": args.licence, "torch": str(torch.__version__)}
     if args.kind == "token":
         return _train_token_prior(args, data, provenance)
     train_prior(data, config, unet, args.out, resume=args.resume, checkpoint_every=args.checkpoint_every,
-                max_minutes=args.max_minutes, provenance=provenance, device=device, progress=not args.quiet)
+                max_minutes=args.max_minutes, provenance=provenance, device=device, progress=not args.quiet,
+                sample_steps=args.sample_steps, num_samples=args.samples)
     return 0
 
 

@@ -14,6 +14,7 @@ A checkpoint is a dict of tensors and plain Python values (no pickled classes)::
     event_shape     [C, H, W]
     normalization   {"scale": s, "offset": o}: data = offset + scale * model space
     data_range      [low, high] or None
+    pixel_size_mm   optional [smallest, largest] pixel size (mm) a UNet prior serves
     provenance      JSON-like dict: training data, command, licence, ...
     training        optional resumable state (optimizer, step, RNG states), ignored by load_prior
 

@@ -6,6 +6,7 @@ Each was trained here by the command recorded in its checkpoint's provenance (an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,16 +15,33 @@ from invdiff.priors.loading import load_prior
 from invdiff.priors.tokens.image import ImageTokenPrior
 from invdiff.priors.unet import UNetPrior
 
-__all__ = ["SHIPPED_PRIORS", "open_prior", "shipped_prior", "shipped_prior_path"]
+__all__ = ["SHIPPED_PRIORS", "ShippedPrior", "default_mri_prior", "open_prior", "shipped_prior", "shipped_prior_path"]
 
 _DATA = Path(__file__).resolve().parent / "data"
 
-#: name -> (file, what it is)
-SHIPPED_PRIORS: dict[str, tuple[str, str]] = {
-    "mri_brain_128": ("mri_brain_128.pt", "complex (2-channel) T1 brain MRI, 128x128, magnitude in [0, 1]"),
-    "ct_128": ("ct_128.pt", "CT, 128x128, attenuation relative to water (1 + HU/1000)"),
-    "mri_brain_tokens_128": ("mri_brain_tokens_128.pt", "masked token prior (4x4-patch VQ tokenizer, 512 codes, "
-                             "MaskGIT transformer) over T1 brain MRI magnitudes, 128x128, [0, 1]; for APS"),
+@dataclass(frozen=True)
+class ShippedPrior:
+    """A shipped prior's file, what it is, and the pixel sizes (mm) it serves (``None``: not physical).
+
+    ``pixel_size_mm`` is the checkpoint's own declaration where it has one (a test checks they agree);
+    for priors trained before checkpoints declared it, it is the range worked out from their training
+    data (``invdiff/priors/data/README.md``) and applied when they are loaded.
+    """
+
+    file: str
+    description: str
+    pixel_size_mm: tuple[float, float] | None = None
+
+
+#: name -> the prior
+SHIPPED_PRIORS: dict[str, ShippedPrior] = {
+    # ICBM152 (1 mm, 233 mm square) resized to 128: 1.82 mm, zoomed 0.85-1.3x in training
+    "mri_brain_128": ShippedPrior("mri_brain_128.pt", "complex (2-channel) T1 brain MRI, 128x128, magnitude in [0, 1]",
+                                  (1.40, 2.14)),
+    "ct_128": ShippedPrior("ct_128.pt", "CT, 128x128, attenuation relative to water (1 + HU/1000)"),
+    "mri_brain_tokens_128": ShippedPrior("mri_brain_tokens_128.pt", "masked token prior (4x4-patch VQ tokenizer, 512 "
+                                         "codes, MaskGIT transformer) over T1 brain MRI magnitudes, 128x128, [0, 1]; "
+                                         "for APS"),
 }
 
 
@@ -31,7 +49,7 @@ def shipped_prior_path(name: str) -> Path:
     """The checkpoint file of a shipped prior."""
     if name not in SHIPPED_PRIORS:
         raise KeyError(f"unknown shipped prior {name!r}; known: {sorted(SHIPPED_PRIORS)}")
-    path = _DATA / SHIPPED_PRIORS[name][0]
+    path = _DATA / SHIPPED_PRIORS[name].file
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the shipped prior {name!r} is missing from this installation")
     return path
@@ -40,7 +58,29 @@ def shipped_prior_path(name: str) -> Path:
 def shipped_prior(name: str, device: str | torch.device = "cpu") -> UNetPrior | ImageTokenPrior:
     """Load a shipped prior (see :data:`SHIPPED_PRIORS`): a :class:`UNetPrior`, or for a token prior an
     :class:`~invdiff.priors.tokens.image.ImageTokenPrior`."""
-    return load_prior(shipped_prior_path(name), device)
+    prior = load_prior(shipped_prior_path(name), device)
+    declared = SHIPPED_PRIORS[name].pixel_size_mm
+    if declared is not None and getattr(prior, "pixel_size_mm", declared) is None:
+        prior.pixel_size_mm = declared
+    return prior
+
+
+#: the shipped continuous MRI priors, in order of preference
+MRI_PRIORS = ("mri_brain_128",)
+
+
+def default_mri_prior(pixel_mm: float | None) -> str:
+    """The shipped MRI prior for images of ``pixel_mm`` pixels: the first of :data:`MRI_PRIORS` whose
+    range holds it (``mri_brain_128`` when none does, or the pixel size is unknown; a default prior
+    applied off its range is a warning, not an error: :func:`~invdiff.priors.serving.fit_prior`)."""
+    from invdiff.priors.serving import PIXEL_TOLERANCE
+
+    if pixel_mm is not None:
+        for name in MRI_PRIORS:
+            lo, hi = SHIPPED_PRIORS[name].pixel_size_mm
+            if lo / (1 + PIXEL_TOLERANCE) <= pixel_mm <= hi * (1 + PIXEL_TOLERANCE):
+                return name
+    return "mri_brain_128"
 
 
 def open_prior(spec: str, device: str | torch.device = "cpu") -> UNetPrior | ImageTokenPrior:

@@ -15,6 +15,7 @@ trained step as ``t`` (the conversion itself stays exact).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,6 +86,13 @@ class UNetPrior(Denoiser):
         prediction: ``"epsilon"`` or ``"v"``.
         scale, offset: data = ``offset + scale * model space``.
         config: the architecture, when ``net`` was built from one (needed to save a checkpoint).
+        data_range: the data units' range, when known.
+        pixel_size_mm: ``(smallest, largest)`` pixel size in mm the prior was trained to serve (its
+            training resolution over its zoom augmentation), or ``None`` when undeclared.
+
+    The network is convolutional (attention only pools over positions), so the prior serves images of
+    any size whose sides are multiples of its downsampling factor: :meth:`at_size` returns the same
+    prior for another image size; what must match is the pixel size, not the image size.
     """
 
     net: nn.Module
@@ -95,13 +103,36 @@ class UNetPrior(Denoiser):
     offset: float = 0.0
     config: UNetConfig | None = None
     data_range: tuple[float, float] | None = None
+    pixel_size_mm: tuple[float, float] | None = None
 
     def __post_init__(self):
+        if self.pixel_size_mm is not None:
+            lo, hi = (float(v) for v in self.pixel_size_mm)
+            if not 0 < lo <= hi:
+                raise ValueError(f"pixel_size_mm must be (smallest, largest) > 0, got {self.pixel_size_mm}")
+            self.pixel_size_mm = (lo, hi)
         if self.prediction not in ("epsilon", "v"):
             raise ValueError(f"prediction must be 'epsilon' or 'v', got {self.prediction!r}")
         if not self.scale > 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
         self.event_shape = tuple(self.event_shape)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this (the UNet halves them once per level but the last)."""
+        levels = len(self.config.channels) if self.config is not None else 1
+        return 2 ** (levels - 1)
+
+    def at_size(self, height: int, width: int) -> UNetPrior:
+        """The same prior (shared network) for ``height x width`` images.
+
+        Raises:
+            ValueError: a side that is not a multiple of :attr:`size_multiple`.
+        """
+        m = self.size_multiple
+        if height % m or width % m or height < m or width < m:
+            raise ValueError(f"this prior's UNet needs image sides that are multiples of {m}; got {height} x {width}")
+        return dataclasses.replace(self, event_shape=(self.event_shape[0], int(height), int(width)))
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.event_shape:
@@ -126,7 +157,8 @@ def save_prior(path: str | os.PathLike, prior: UNetPrior, provenance: dict | Non
         raise ValueError("the prior has no UNetConfig, so its architecture cannot be recorded")
     return write_checkpoint(path, UNET_ARCHITECTURE, prior.config.to_dict(), prior.net, prior.event_shape, prior.scale,
                             prior.offset, prior.data_range, provenance, training,
-                            betas=prior.schedule.betas.detach().cpu().to(torch.float64), prediction=prior.prediction)
+                            betas=prior.schedule.betas.detach().cpu().to(torch.float64), prediction=prior.prediction,
+                            **({"pixel_size_mm": list(prior.pixel_size_mm)} if prior.pixel_size_mm else {}))
 
 
 def unet_prior_from_payload(payload: dict, path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetPrior:
@@ -140,6 +172,11 @@ def unet_prior_from_payload(payload: dict, path: str | os.PathLike, device: str 
     net.eval().requires_grad_(False).to(device)
     norm = payload["normalization"]
     data_range = payload.get("data_range")
-    return UNetPrior(net, VPSchedule(payload["betas"]), tuple(payload["event_shape"]), payload["prediction"],
-                     float(norm["scale"]), float(norm["offset"]), config,
-                     tuple(data_range) if data_range is not None else None)
+    pixel = payload.get("pixel_size_mm")
+    try:
+        return UNetPrior(net, VPSchedule(payload["betas"]), tuple(payload["event_shape"]), payload["prediction"],
+                         float(norm["scale"]), float(norm["offset"]), config,
+                         tuple(data_range) if data_range is not None else None,
+                         tuple(pixel) if pixel is not None else None)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from None

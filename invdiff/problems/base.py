@@ -55,6 +55,8 @@ class Problem:
         info: what was measured (operator, mask, acceleration, views, noise, scale), JSON-serialisable.
         name: the input's name; ``slices``: the input's slice indices of the ``B`` items.
         exact: the closed-form posterior, for exact-posterior problems (Gaussian mixtures).
+        pixel_mm: the unknown images' in-plane pixel size in millimetres, when the input states it
+            (fastMRI headers, NIfTI and DICOM); a prior's declared pixel range is checked against it.
     """
 
     measurement: Measurement
@@ -68,6 +70,7 @@ class Problem:
     name: str = ""
     slices: tuple[int, ...] = ()
     exact: GaussianMixture | None = None
+    pixel_mm: float | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:

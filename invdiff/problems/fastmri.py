@@ -88,8 +88,12 @@ def _scaled_measurement(file: FastMRIFile, op: MultiCoilMRI, y: Tensor, kspace: 
 
 
 def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int] | None = None,
-                    calib_width: int | None = None, name: str | None = None) -> Problem:
+                    calib_width: int | None = None, name: str | None = None, support_margin: int = 0) -> Problem:
     """The problem for ``slices`` (default: all) of a multi-coil ``file`` (module docstring).
+
+    ``support_margin`` keeps the coil maps that many pixels beyond ESPIRiT's thresholded support
+    (:func:`~invdiff.operators.espirit_maps`); ``info["support"]`` records the support's fraction of the
+    image and, with a target, the target's energy outside it (anatomy and RSS noise floor together).
 
     ``to_image`` maps ``(B, 2, h, w)`` complex images in problem units to ``(B, h, w)`` magnitudes in the
     file's units, zero outside the coil maps' support: there ``A`` sees nothing, so the image is not
@@ -106,7 +110,8 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
     if calib < 8:
         raise ValueError(f"{file.path}: {num_low} centre columns are too few to estimate ESPIRiT coil maps "
                          "(at least 8 are needed); use a larger centre fraction")
-    maps = espirit_maps(kspace, calib_width=calib, kernel_width=min(6, calib // 2)).to(torch.complex64)
+    maps = espirit_maps(kspace, calib_width=calib, kernel_width=min(6, calib // 2), margin=support_margin
+                        ).to(torch.complex64)
     h, w = file.recon_size
     op = MultiCoilMRI(mask.to(torch.float32), maps, image_size=(h, w))
     y = from_complex(kspace)
@@ -123,7 +128,12 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
     info = {"operator": "multi-coil Cartesian MRI", "mask": "file's own" if file.mask is not None else
             (mask_func.mask_type if mask_func is not None else None), "acceleration": float(acc),
             "center_lines": int(num_low), "sampled_columns": int(mask.sum()), "columns": int(mask.numel()),
-            "coils": int(file.num_coils), "noise_std_estimate": float(sigma), "scale": scale}
+            "coils": int(file.num_coils), "noise_std_estimate": float(sigma), "scale": scale,
+            "support": {"espirit_crop": 0.95, "margin_px": int(support_margin),
+                        "fraction": round(float(support.float().mean()), 4)}}
+    if target is not None:  # the RSS noise floor counts too: an upper bound on anatomy cut
+        outside = ~support.expand(len(slices), h, w).numpy()
+        info["support"]["target_energy_outside"] = round(float((target[outside] ** 2).sum() / (target ** 2).sum()), 5)
     return Problem(measurement, target, to_image, zero_filled, "zero-filled RSS", "mri", "mri_brain_128", info,
                    name=name or file.path.stem, slices=tuple(slices))
 

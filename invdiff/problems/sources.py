@@ -41,6 +41,7 @@ from invdiff.measurement import Measurement
 from invdiff.operators import MaskFunc
 from invdiff.problems.base import Problem, channel_norm
 from invdiff.problems.fastmri import fastmri_problem, singlecoil_problem
+from invdiff.priors.shipped import default_mri_prior
 from invdiff.problems.spec import FAMILY, PRIOR, ProblemSpec, resolve_operator
 
 __all__ = ["InputGrid", "ProblemSource", "fastmri_source", "image_operator", "image_source", "open_source", "simulated_mri_source"]
@@ -80,6 +81,8 @@ class ProblemSource:
     ``image_shape``: ``(h, w)`` of the unknown images, known before any costly set-up, so that a prior
     of another size is refused first. ``grid``: the input volume's own grid (NIfTI and DICOM inputs).
     ``coils`` and ``kspace_shape``: multi-coil MRI's, for memory estimates (0 and ``None`` otherwise).
+    ``pixel_mm``: the unknown's pixel size when the input states it (``None`` for phantoms and the
+    anatomy catalogue's resized slices); it picks the default MRI prior and is checked against a prior's.
     """
 
     name: str
@@ -93,6 +96,7 @@ class ProblemSource:
     grid: InputGrid | None = None
     coils: int = 0
     kspace_shape: tuple[int, int] | None = None
+    pixel_mm: float | None = None
 
     @property
     def family(self) -> str:
@@ -100,30 +104,41 @@ class ProblemSource:
 
     @property
     def prior_name(self) -> str:
-        return PRIOR[self.operator]
+        return default_mri_prior(self.pixel_mm) if self.operator == "mri" else PRIOR[self.operator]
 
 
-def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key: str = "") -> ProblemSource:
+def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key: str = "",
+                   pixel_mm: float | None = None, header_pixel: bool = True) -> ProblemSource:
     """A multi- or single-coil fastMRI file under the spec's mask (the file's own for test files);
-    ``content_key`` defaults to the hash of the file's bytes."""
+    ``content_key`` defaults to the hash of the file's bytes. The pixel size is the header's
+    reconstruction field of view over the recon size (``header_pixel``), else ``pixel_mm``."""
     if spec.operator not in ("auto", "mri"):
         raise ValueError(f"{file.path}: a fastMRI file is reconstructed with operator 'mri', not {spec.operator!r}")
     mask_func = MaskFunc(spec.mask, (spec.center_fraction,), (spec.acceleration,))
-    solve = fastmri_problem if file.multicoil else singlecoil_problem
+    margin = spec.support_margin
 
-    def build(slices: list[int]) -> Problem:
-        return solve(file, mask_func, slices=slices, name=name)
+    def solve(file, mask_func, slices, name):
+        if file.multicoil:
+            return fastmri_problem(file, mask_func, slices=slices, name=name, support_margin=margin)
+        return singlecoil_problem(file, mask_func, slices=slices, name=name)
 
     fov = file.encoding.recon_fov_mm
     h, w = file.recon_size
     voxel = (fov[0] / w, fov[1] / h, fov[2]) if fov else (1.0, 1.0, 1.0)
+    pixel = (voxel[0] if fov else None) if header_pixel else pixel_mm
+    prior = default_mri_prior(pixel)
+
+    def build(slices: list[int]) -> Problem:
+        return dataclasses.replace(solve(file, mask_func, slices=slices, name=name), pixel_mm=pixel, prior=prior)
+
     key = content_key or content_hash(file.path)
     return ProblemSource(name, file.path, "mri", file.num_slices, voxel, build, key, (h, w), None, file.num_coils,
-                         tuple(file.kspace_shape[-2:]))
+                         tuple(file.kspace_shape[-2:]), pixel)
 
 
 def simulated_mri_source(images: np.ndarray, spec: ProblemSpec, name: str, workdir: Path, voxel,
-                         content_key: str = "", grid: InputGrid | None = None) -> ProblemSource:
+                         content_key: str = "", grid: InputGrid | None = None,
+                         pixel_mm: float | None = None) -> ProblemSource:
     """Multi-coil k-space simulated from magnitude slices ``(S, h, w)``, kept in ``workdir/simulated`` under
     a name that holds the input's ``content_key`` and the simulation's settings (coils, SNR, seed, size):
     a rerun with the same input and settings reuses the file, any other gets its own."""
@@ -137,7 +152,7 @@ def simulated_mri_source(images: np.ndarray, spec: ProblemSpec, name: str, workd
         sim = simulate_multicoil(images, settings)
         write_fastmri_file(path, sim, provenance={"source": name, "slices": int(len(images)), "key": key},
                            fov_mm=voxel[0] * images.shape[-1])
-    inner = fastmri_source(FastMRIFile.open(path), spec, name, content_key=key)
+    inner = fastmri_source(FastMRIFile.open(path), spec, name, content_key=key, pixel_mm=pixel_mm, header_pixel=False)
     return dataclasses.replace(inner, path=path, voxel_mm=voxel, grid=grid)
 
 
@@ -167,7 +182,7 @@ def image_operator(spec: ProblemSpec, operator: str):
 
 def image_source(images: np.ndarray, spec: ProblemSpec, operator: str, name: str, path: Path | None = None,
                  voxel: tuple[float, float, float] = (1.0, 1.0, 1.0), content_key: str = "",
-                 grid: InputGrid | None = None) -> ProblemSource:
+                 grid: InputGrid | None = None, pixel_mm: float | None = None) -> ProblemSource:
     """Noisy ``ct``, ``blur`` or ``inpaint`` measurements of slices ``(S, size, size)`` in data units
     (module docstring): the one place these problems are made."""
     sigma = spec.noise_sigma or (0.1 if operator == "ct" else 0.02)
@@ -195,11 +210,12 @@ def image_source(images: np.ndarray, spec: ProblemSpec, operator: str, name: str
         else:
             info.update(box=spec.box)
         return Problem(m, channel_norm(x), channel_norm, base, base_name, FAMILY[operator], PRIOR[operator], info,
-                       name=name, slices=tuple(slices))
+                       name=name, slices=tuple(slices), pixel_mm=pixel_mm)
 
     key = settings_hash({"input": content_key or name, "operator": operator, "noise_sigma": sigma,
                          "spec": asdict(spec)})
-    return ProblemSource(name, path, operator, len(images), voxel, build, key, tuple(images.shape[-2:]), grid)
+    return ProblemSource(name, path, operator, len(images), voxel, build, key, tuple(images.shape[-2:]), grid,
+                         pixel_mm=pixel_mm)
 
 
 @dataclass(frozen=True)
@@ -210,6 +226,11 @@ class _Volume:
     voxel: tuple[float, float, float]
     key: str  # what identifies the input's content
     grid: InputGrid | None = None
+    physical: bool = False  # voxel is the file's own (NIfTI, DICOM), not a placeholder
+
+    @property
+    def pixel_mm(self) -> float | None:
+        return self.voxel[0] if self.physical else None
 
 
 def _load_volume(source: str, operator: str, size: int, volume_index: int | None = None) -> _Volume:
@@ -247,6 +268,7 @@ def _load_volume(source: str, operator: str, size: int, volume_index: int | None
         images = np.maximum(1.0 + slices / 1000.0, 0.0) if ct else normalize_intensity(slices)
         fov = max(vol.data.shape[0] * vol.zooms[0], vol.data.shape[1] * vol.zooms[1])
         voxel = (fov / size, fov / size, vol.zooms[2])
+        physical = True
         name = path.name.removesuffix(".gz").removesuffix(".nii")
 
         def write(out: Path, stack: np.ndarray, vol=vol) -> None:
@@ -257,6 +279,7 @@ def _load_volume(source: str, operator: str, size: int, volume_index: int | None
         vol = load_ct_series(path)
         images = np.maximum(1.0 + vol.hu / 1000.0, 0.0)
         sp = vol.pixel_spacing_mm or (1.0, 1.0)
+        physical = vol.pixel_spacing_mm is not None
         thick = float(np.median(np.diff(vol.slice_positions_mm))) if vol.slice_positions_mm and len(vol.hu) > 1 else 1.0
         voxel = (sp[1] * max(vol.hu.shape[1:]) / size, sp[0] * max(vol.hu.shape[1:]) / size, abs(thick))
         name = path.stem
@@ -266,7 +289,7 @@ def _load_volume(source: str, operator: str, size: int, volume_index: int | None
             save_nifti(out, np.ascontiguousarray(stack.transpose(2, 1, 0)), affine=affine)
     grid = InputGrid(tuple(int(s) for s in images.shape[-2:]), write)
     key = content_hash(path) + ("" if volume_index is None else f":volume{volume_index}")
-    return _Volume(square_resize(np.asarray(images, dtype=np.float32), size), name, path, voxel, key, grid)
+    return _Volume(square_resize(np.asarray(images, dtype=np.float32), size), name, path, voxel, key, grid, physical)
 
 
 def _fastmri_images(file: FastMRIFile, size: int) -> np.ndarray:
@@ -295,5 +318,6 @@ def open_source(source: str, spec: ProblemSpec = ProblemSpec(), workdir: str | P
     operator = resolve_operator(source, spec.operator)
     vol = _load_volume(source, operator, spec.size, volume_index)
     if operator == "mri":
-        return simulated_mri_source(vol.images, spec, vol.name, Path(workdir), vol.voxel, vol.key, vol.grid)
-    return image_source(vol.images, spec, operator, vol.name, vol.path, vol.voxel, vol.key, vol.grid)
+        return simulated_mri_source(vol.images, spec, vol.name, Path(workdir), vol.voxel, vol.key, vol.grid,
+                                    vol.pixel_mm)
+    return image_source(vol.images, spec, operator, vol.name, vol.path, vol.voxel, vol.key, vol.grid, vol.pixel_mm)

@@ -51,6 +51,7 @@ class ProblemSpec:
     snr_db: float = 30.0
     size: int = 128
     seed: int = 0
+    support_margin: int = 0
 
     def __post_init__(self):
         """Every field checked up front; a message names the field (the CLI option with dashes) and its range."""
@@ -75,6 +76,7 @@ class ProblemSpec:
         _number("snr_db", self.snr_db, -40.0, 120.0)
         _integer("size", self.size, 8, 4096)
         _integer("seed", self.seed, 0, 2**62)
+        _integer("support_margin", self.support_margin, 0, 64)
 
 
 #: the masks of :class:`~operators.MaskFunc` a spec may name

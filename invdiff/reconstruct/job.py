@@ -30,6 +30,7 @@ from invdiff.io import atomic_write, atomic_write_json
 from invdiff.metrics import interval_coverage
 from invdiff.posterior import Posterior
 from invdiff.priors import Denoiser, open_prior
+from invdiff.priors.serving import fit_prior
 from invdiff.problems import Problem, ProblemSource, configured_sampler, sampler_settings
 from invdiff.reconstruct.budget import MAX_GROUP, available_memory_gib, check_budget, group_bytes, slice_group_size
 from invdiff.samplers import Sampler, run
@@ -112,7 +113,8 @@ def object_region(target: np.ndarray, fraction: float = 0.05) -> Tensor:
 
 
 def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
-                  generator: torch.Generator, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+                  generator: torch.Generator, device: str = "cpu", progress: bool = False,
+                  prior_name: str | None = None, strict_pixel: bool = True) -> dict[str, Any]:
     """Run ``sampler`` on ``problem`` and summarise its posterior in image units.
 
     Returns the images' weighted mean and std ``(B, h, w)``, the costs, the final ESS per item and, for
@@ -120,8 +122,14 @@ def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
     target and several particles: the coverage of the central credible intervals at
     :data:`COVERAGE_LEVELS`, as sums over all pixels and over the object (:func:`object_region`), and
     for weighted samplers the same with the weights dropped (what the particles spread, a diagnostic).
-    Sums, so that slice groups add up.
+    Sums, so that slice groups add up. The prior is fitted to the unknown's size and pixel size first
+    (:func:`~invdiff.priors.serving.fit_prior`; ``prior_name`` names it in errors and in
+    ``prior_warnings``; ``strict_pixel=False`` applies it off its declared pixel range with a warning).
     """
+    shape = problem.measurement.x_shape
+    image_shape = tuple(shape[-2:]) if prior is not None and shape is not None and len(shape) == 4 else None
+    prior, prior_warnings = fit_prior(prior, image_shape, problem.pixel_mm, name=prior_name or problem.prior_name,
+                                      data=problem.name or "the problem", strict=strict_pixel)
     post = run(sampler, problem.measurement.to(device), prior, n_particles=particles, generator=generator,
                progress=progress)
     b, n = post.log_weights.shape
@@ -135,7 +143,8 @@ def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
     diag = post.diagnostics
     out = {"mean": mean, "std": weighted.std.numpy().astype(np.float32), "coverage_sums": None,
            "network_evals": int(diag.network_evals), "vjps": int(diag.vjp_evals),
-           "wall_time_s": float(diag.wall_time), "ess": [float(e) for e in post.ess], "particles": n}
+           "wall_time_s": float(diag.wall_time), "ess": [float(e) for e in post.ess], "particles": n,
+           "prior_warnings": prior_warnings}
     if diag.ess_history:
         out["ess_min_steps"] = float(torch.stack(diag.ess_history).min())
         out["resampled_steps"] = int(torch.stack(diag.resampled).any(1).sum()) if diag.resampled else 0
@@ -189,15 +198,11 @@ def _check_run_file(out: Path, fingerprint: dict, force: bool) -> None:
     atomic_write_json(run_file, fingerprint)
 
 
-def check_prior_fits(prior, inp: ProblemSource, name: str) -> None:
-    """``ValueError`` when ``prior`` serves images of another size than ``inp``'s unknown: raised before
-    any costly set-up (coil-map estimation, projector), naming both shapes."""
-    if prior is None or inp.image_shape is None:
-        return
-    serves = tuple(int(s) for s in prior.event_shape[-2:])
-    if serves != tuple(inp.image_shape):
-        raise ValueError(f"prior {name!r} serves {serves[0]} x {serves[1]} images; {inp.name}'s unknown is "
-                         f"{inp.image_shape[0]} x {inp.image_shape[1]}; pass a prior trained at that size (--prior PATH)")
+def check_prior_fits(prior, inp: ProblemSource, name: str, strict: bool = True) -> list[str]:
+    """:func:`~invdiff.priors.serving.fit_prior` for ``inp``'s unknown, before any costly set-up (coil-map
+    estimation, projector): ``ValueError`` when the prior cannot serve its image size, or (``strict``)
+    its pixel size; else the warnings to record."""
+    return fit_prior(prior, inp.image_shape, inp.pixel_mm, name=name, data=inp.name, strict=strict)[1]
 
 
 def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path, *, problem_spec: dict | None = None,
@@ -218,8 +223,10 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
         raise ValueError(f"{inp.name}: slices {slices} name a slice twice")
     spec = SAMPLERS[settings.sampler]
     sampler = configured_sampler(settings.sampler, settings.nfe, inp.family, settings.overrides)
-    prior = load_denoiser(settings.prior or inp.prior_name, settings.device) if spec.uses_prior else None
-    check_prior_fits(prior, inp, settings.prior or inp.prior_name)
+    prior_name = settings.prior or inp.prior_name
+    prior = load_denoiser(prior_name, settings.device) if spec.uses_prior else None
+    strict = settings.prior is not None  # a prior the user named must fit; the default one is used with a warning
+    check_prior_fits(prior, inp, prior_name, strict)
     particles = settings.particles if spec.particles else 1
     budget = max_memory_bytes or int(available_memory_gib() * 0.9 * 2**30)
     per_slice = group_bytes(inp.image_shape or (1, 1), 1, particles, spec.vjp, inp.coils, inp.kspace_shape)
@@ -247,7 +254,8 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
         problem = inp.build(group)
         setup = time.perf_counter() - start
         result = solve_problem(problem, sampler, prior, particles,
-                               torch.Generator().manual_seed(settings.seed + 1_000_003 * k), settings.device, progress)
+                               torch.Generator().manual_seed(settings.seed + 1_000_003 * k), settings.device, progress,
+                               prior_name, strict)
         part = {"slices": group, "target": problem.target, "baseline": problem.baseline,
                 "baseline_name": problem.baseline_name, "info": problem.info, "setup_s": setup, **result}
         atomic_write(part_file, lambda tmp, part=part: torch.save(_storable(part), tmp))
@@ -298,7 +306,8 @@ def _merge(parts: list[dict]) -> SliceResults:
         pixels = sum(p["pixels"] for p in parts)
         coverage = {a: sum(p["coverage_sums"][a] for p in parts) / pixels for a in parts[0]["coverage_sums"]}
     info = {**parts[0]["info"], "baseline": parts[0]["baseline_name"],
-            "setup_s": round(sum(p["setup_s"] for p in parts), 2)}
+            "setup_s": round(sum(p["setup_s"] for p in parts), 2),
+            "prior_warnings": list(dict.fromkeys(w for p in parts for w in p.get("prior_warnings", [])))}
     return SliceResults(
         slices=[s for p in parts for s in p["slices"]], mean=cat("mean"), std=cat("std"), baseline=cat("baseline"),
         target=None if any(t is None for t in targets) else np.concatenate(targets), coverage=coverage, info=info,

@@ -70,12 +70,14 @@ def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str,
                results.info["baseline"]: _volume_metrics(results.target, results.baseline)}
     summary = {
         "input": {"name": name, "path": None if inp.path is None else str(inp.path), "operator": inp.operator,
-                  "slices": results.slices, "voxel_mm": list(inp.voxel_mm), "content_key": inp.content_key,
+                  "slices": results.slices, "voxel_mm": list(inp.voxel_mm), "pixel_mm": inp.pixel_mm,
+                  "content_key": inp.content_key,
                   "volumes_on": "the input's grid and affine" if inp.grid is not None else "the solved grid"},
         "measurement": results.info,
         "settings": settings,
         "metrics": {**metrics, "credible_interval_coverage": results.coverage},
-        "warnings": run_warnings(metrics, results.info["baseline"], settings, inp.family)
+        "warnings": results.info.get("prior_warnings", [])
+                    + run_warnings(metrics, results.info["baseline"], settings, inp.family)
                     + scale_warnings(results, sampler),
         "costs": {"network_evals": results.network_evals, "vjps": results.vjps,
                   "sampler_wall_time_s": round(results.wall_time_s, 2), "ess": results.ess, **timings},

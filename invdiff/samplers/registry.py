@@ -23,6 +23,7 @@ from invdiff.samplers.deepinv_bridge import DDRM, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.red_diff import REDDiff
+from invdiff.samplers.sparsity import L1Wavelet
 from invdiff.samplers.tds import TDS
 
 __all__ = ["SAMPLERS", "SamplerSpec", "check_settings", "make_sampler"]
@@ -93,6 +94,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
                       uses_prior=False, particles=False, needs_linear=True),
     "tv": SamplerSpec(TotalVariation, "total variation, PDHG, 300 iterations", {"iterations": 300, "init": "scaled-adjoint"},
                       uses_prior=False, particles=False, needs_linear=True),
+    "l1-wavelet": SamplerSpec(L1Wavelet, "l1-wavelet least squares (db4, 4 levels), FISTA, 100 iterations",
+                              {"iterations": 100}, uses_prior=False, particles=False, needs_linear=True),
 }
 
 

@@ -52,12 +52,15 @@ class TrainingImages:
         modality: ``"MR"`` or ``"CT"``.
         sources: one provenance record per specification (spec, subject, package, licence, count,
             and the SHA-256 of the file read).
+        pixel_mm: the pixel size (mm) every slice was resampled to, or ``None`` when slices were
+            resized to a common field of view (their pixel sizes then differ by source).
     """
 
     images: Tensor
     weights: Tensor
     modality: Modality
     sources: tuple[dict, ...]
+    pixel_mm: float | None = None
 
     @property
     def size(self) -> int:
@@ -84,10 +87,11 @@ def _ct_units(hu: np.ndarray) -> np.ndarray:
     return np.maximum(1.0 + hu / 1000.0, 0.0).astype(np.float32)
 
 
-def _load_one(spec: str, modality: Modality, size: int, min_foreground: float) -> tuple[np.ndarray, dict]:
+def _load_one(spec: str, modality: Modality, size: int, min_foreground: float,
+              pixel_mm: float | None = None) -> tuple[np.ndarray, dict]:
     from invdiff.datasets import (ANATOMY_SOURCES, FastMRIFile, load_anatomy, load_ct_series, load_nifti,
                                   normalize_intensity, random_ellipses, volume_slices)
-    from invdiff.datasets.anatomy import square_resize
+    from invdiff.datasets.anatomy import resample_to_pixel, square_resize
 
     if spec.startswith("anatomy:"):
         name = spec.split(":", 1)[1]
@@ -96,7 +100,7 @@ def _load_one(spec: str, modality: Modality, size: int, min_foreground: float) -
         source = ANATOMY_SOURCES[name]
         if source.modality != modality:
             raise ValueError(f"data {spec!r} is {source.modality}, but the prior is being trained on {modality}")
-        images = load_anatomy(name, size=size)
+        images = load_anatomy(name, size=size, pixel_mm=pixel_mm)
         if modality == "CT":
             images = _ct_units(images)
         path = source.path()
@@ -115,6 +119,7 @@ def _load_one(spec: str, modality: Modality, size: int, min_foreground: float) -
         path = Path(spec)
         if not path.exists():
             raise FileNotFoundError(f"data {spec!r}: no such file or folder")
+        source_mm = None
         if path.suffix == ".h5":
             file = FastMRIFile.open(path)
             if file.target_key is not None:
@@ -126,7 +131,9 @@ def _load_one(spec: str, modality: Modality, size: int, min_foreground: float) -
                                    for i in range(file.kspace_shape[0])]).numpy()
             images = normalize_intensity(np.asarray(vol, dtype=np.float32))
         elif path.name.endswith((".nii", ".nii.gz")):
-            vol = volume_slices(load_nifti(path).data, "axial")
+            nifti = load_nifti(path)
+            vol = volume_slices(nifti.data, "axial")
+            source_mm = float(nifti.zooms[0])
             images = normalize_intensity(vol) if modality == "MR" else _ct_units(vol)
         else:
             if modality != "CT":
@@ -134,7 +141,15 @@ def _load_one(spec: str, modality: Modality, size: int, min_foreground: float) -
             images = _ct_units(load_ct_series(path).hu)
         record = {"subject": path.stem, "package": None, "licence": "user data", "file": str(path.resolve()),
                   "sha256": _sha256(path) if path.is_file() else None}
-        images = square_resize(np.asarray(images, dtype=np.float32), size)
+        if pixel_mm is None:
+            images = square_resize(np.asarray(images, dtype=np.float32), size)
+        elif source_mm is None:
+            raise ValueError(f"data {spec!r}: its pixel size is not known here, so it cannot be resampled to "
+                             f"{pixel_mm} mm pixels (use a NIfTI volume or an anatomy source)")
+        else:
+            images = resample_to_pixel(np.asarray(images, dtype=np.float32), source_mm, pixel_mm, size)
+    if spec.startswith("ellipses:") and pixel_mm is not None:
+        raise ValueError(f"data {spec!r}: phantoms have no physical pixel size; train without --pixel-size")
     keep = _foreground(images, modality) >= min_foreground
     if not keep.any():
         raise ValueError(f"data {spec!r}: no slice has a foreground fraction of at least {min_foreground}")
@@ -144,8 +159,12 @@ def _load_one(spec: str, modality: Modality, size: int, min_foreground: float) -
 
 
 def load_training_images(specs: Sequence[str], modality: Modality, size: int, *, min_foreground: float = 0.3,
-                         exclude_subjects: Sequence[str] = ()) -> TrainingImages:
+                         exclude_subjects: Sequence[str] = (), pixel_mm: float | None = None) -> TrainingImages:
     """Load every specification (module docstring) as ``size x size`` slices in data units.
+
+    By default each slice is padded to square and resized to ``size`` (a common field of view); with
+    ``pixel_mm`` each is resampled to that pixel size and centre-padded or cropped to ``size``
+    (a common resolution, what a prior applied at native resolution needs).
 
     Slices whose foreground fraction is below ``min_foreground`` (outside the head) are dropped.
     ``exclude_subjects`` keeps held-out subjects out: a source of such a subject is an error, not a
@@ -166,14 +185,15 @@ def load_training_images(specs: Sequence[str], modality: Modality, size: int, *,
                 raise ValueError(f"data {spec}*{text}: the weight after '*' must be a number") from None
             if not weight > 0:
                 raise ValueError(f"data {spec}*{text}: the weight must be > 0")
-        images, record = _load_one(spec, modality, size, min_foreground)
+        images, record = _load_one(spec, modality, size, min_foreground, pixel_mm)
         record["weight"] = weight
         weights.append(torch.full((len(images),), weight, dtype=torch.float64))
         if record["subject"] in exclude_subjects:
             raise ValueError(f"data {spec!r} shows subject {record['subject']!r}, which is held out")
         arrays.append(images)
         records.append(record)
-    return TrainingImages(torch.from_numpy(np.concatenate(arrays)), torch.cat(weights), modality, tuple(records))
+    return TrainingImages(torch.from_numpy(np.concatenate(arrays)), torch.cat(weights), modality, tuple(records),
+                          pixel_mm)
 
 
 @dataclass(frozen=True)

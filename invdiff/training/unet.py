@@ -43,7 +43,11 @@ __all__ = ["PriorTrainer", "TrainingConfig", "data_normalization", "sample_figur
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Hyper-parameters of :class:`PriorTrainer` (all recorded in the checkpoint)."""
+    """Hyper-parameters of :class:`PriorTrainer` (all recorded in the checkpoint).
+
+    ``init_from`` starts from the weights of a prior of the same architecture (a shipped prior's name
+    or a checkpoint file), e.g. to fine-tune a prior at another resolution; its EMA starts there too.
+    """
 
     steps: int = 5000
     batch_size: int = 16
@@ -58,6 +62,7 @@ class TrainingConfig:
     schedule: Literal["linear", "cosine"] = "linear"
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int = 0
+    init_from: str | None = None
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -102,6 +107,8 @@ class PriorTrainer:
         self._abar = self.schedule.alpha_bars.to(torch.float32)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.net = build_seeded(config.seed, unet.build)
+        if config.init_from is not None:
+            self.net.load_state_dict(_initial_weights(config.init_from, unet))
         self.net.to(self.device).train()
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
@@ -153,8 +160,12 @@ class PriorTrainer:
 
     def prior(self) -> UNetPrior:
         """The EMA network as a prior (shares weights with the trainer; copy before training on)."""
+        pixel = None
+        if self.data.pixel_mm is not None:
+            zlo, zhi = self.config.augmentation.zoom  # magnifying by z shows pixels of pixel_mm / z
+            pixel = (self.data.pixel_mm / zhi, self.data.pixel_mm / zlo)
         return UNetPrior(self.ema, self.schedule, (self.config.channels, self.data.size, self.data.size),
-                         self.config.prediction, self.scale, self.offset, self.unet, self.data_range)
+                         self.config.prediction, self.scale, self.offset, self.unet, self.data_range, pixel)
 
     def training_state(self) -> dict:
         return {"step": self.step_index, "config": self.config.to_dict(),
@@ -174,6 +185,16 @@ class PriorTrainer:
         self.losses = [float(v) for v in state["losses"]]
 
 
+def _initial_weights(spec: str, unet: UNetConfig) -> dict:
+    from invdiff.priors.shipped import open_prior
+
+    prior = open_prior(spec)
+    if not isinstance(prior, UNetPrior) or prior.config != unet:
+        found = prior.config if isinstance(prior, UNetPrior) else type(prior).__name__
+        raise ValueError(f"--init {spec}: its architecture {found} differs from the one being trained ({unet})")
+    return {k: v.detach().clone() for k, v in prior.net.state_dict().items()}
+
+
 def sample_figure(prior: UNetPrior, path: str | Path, num: int = 8, steps: int = 50, seed: int = 0,
                   title: str = "") -> Path:
     """Draw ``num`` unconditional DDIM samples from ``prior`` and save them as a PNG grid (magnitude
@@ -191,14 +212,14 @@ def sample_figure(prior: UNetPrior, path: str | Path, num: int = 8, steps: int =
 def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, out: str | Path, *,
                 resume: bool = False, checkpoint_every: int = 250, max_minutes: float | None = None,
                 provenance: dict | None = None, device: str | torch.device = "cpu", progress: bool = True,
-                log: Callable[[str], None] = print, sample_steps: int = 50) -> PriorTrainer:
+                log: Callable[[str], None] = print, sample_steps: int = 50, num_samples: int = 8) -> PriorTrainer:
     """Train (or resume) a prior and write, under ``out``:
 
     * ``checkpoint.pt``: resumable (EMA prior + raw weights, optimiser, RNG), every
       ``checkpoint_every`` steps and at the end, atomically;
     * ``prior.pt``: the EMA prior alone (what ships), at the end;
     * ``loss.csv``: the loss of every step so far (rewritten with each checkpoint);
-    * ``samples.png``: 8 prior samples (DDIM with ``sample_steps`` steps), at the end.
+    * ``samples.png``: ``num_samples`` prior samples (DDIM with ``sample_steps`` steps), at the end.
 
     ``max_minutes`` stops early (after a checkpoint) so a long run can be continued with ``resume``.
     """
@@ -208,7 +229,7 @@ def train_prior(data: TrainingImages, config: TrainingConfig, unet: UNetConfig, 
         save_prior(path, trainer.prior(), provenance, training=trainer.training_state() if with_training else None)
 
     def finish(out: Path) -> None:
-        sample_figure(trainer.prior(), out / "samples.png", steps=sample_steps, seed=config.seed,
+        sample_figure(trainer.prior(), out / "samples.png", num=num_samples, steps=sample_steps, seed=config.seed,
                       title=f"prior samples after {trainer.step_index} training steps (DDIM, {sample_steps} steps)")
 
     def resume_from(payload: dict) -> None:

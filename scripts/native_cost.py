@@ -1,0 +1,75 @@
+"""Cost of reconstructing one native-size fastMRI brain slice (320 x 320, 15 coils) on this machine.
+
+For each sampler, ``invdiff reconstruct`` runs in a child process on one slice of the native test file
+(``python scripts/make_native_testset.py`` first) at ``--steps`` network evaluations; the page records
+its wall time (set-up, i.e. ESPIRiT coil maps, and sampler separately, from the run's JSON) and the
+child's peak resident memory. It also states the memory estimate of a 35-slice volume in the default
+slice groups of 8 (:mod:`invdiff.reconstruct.budget`), the bound a whole fastMRI volume runs under.
+
+    python scripts/native_cost.py [--samplers red-diff dps] [--steps 100] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from invdiff.benchmark.report import script_page
+from invdiff.reconstruct.budget import MAX_GROUP, group_bytes
+
+DATA = Path("outputs/native-brain/multicoil_test/file_brain_AXT1_colin27_test.h5")
+
+
+def measure(sampler: str, steps: int, threads: int, data: Path) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "invdiff", "reconstruct", str(data), "--sampler", sampler, "--steps",
+                   str(steps), "--slices", "1", "--out", out, "--quiet"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        wall = time.perf_counter() - start
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        summary = json.loads(next(Path(out).glob("*.json")).read_text())
+    return {"sampler": sampler, "steps": steps, "threads": threads, "wall_s": round(wall, 1),
+            "setup_s": summary["measurement"].get("setup_s"), "sampler_s": summary["costs"]["sampler_wall_time_s"],
+            "network_evals": summary["costs"]["network_evals"], "vjps": summary["costs"]["vjps"],
+            "peak_rss_gib": round(peak_kib / 2**20, 2), "peak_is_new_max": peak_kib > before,
+            "psnr": round(summary["metrics"]["mean"]["PSNR"], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samplers", nargs="+", default=["red-diff", "dps"])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=Path("docs/results/native-cost"))
+    args = parser.parse_args()
+    if not args.data.is_file():
+        raise SystemExit(f"{args.data}: missing; run python scripts/make_native_testset.py first")
+    rows = [measure(s, args.steps, args.threads, args.data) for s in args.samplers]
+    lines = ["| sampler | network evals | VJPs | set-up (s) | sampler (s) | wall (s) | peak memory (GiB) | PSNR (dB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['sampler']} | {r['network_evals']} | {r['vjps']} | {r['setup_s']} | {r['sampler_s']} | "
+                     f"{r['wall_s']} | {r['peak_rss_gib']}{'' if r['peak_is_new_max'] else ' (≤)'} | {r['psnr']} |")
+    group = {s: group_bytes((320, 320), MAX_GROUP, 1, s == "dps", 15, (640, 320)) / 2**30 for s in args.samplers}
+    notes = (f"One slice (index 1) of `{args.data}`, {args.threads} torch threads, this machine's CPU. Peak memory is "
+             "the child process's maximum resident set (the whole CLI: Python, torch, the file, ESPIRiT, the "
+             "sampler). A whole volume runs in slice groups of "
+             f"{MAX_GROUP} (`--batch-slices`), each estimated before it starts and refused over `--max-memory`: "
+             "the estimate of one group of 8 slices at this geometry is "
+             + ", ".join(f"{s} {v:.2f} GiB" for s, v in group.items())
+             + "; a 35-slice volume is 5 such groups run one after another, so its peak is one group's.")
+    script_page(args.out, "Cost of one native-size slice (320 x 320, 15 coils)", rows, "\n".join(lines), notes)
+
+
+if __name__ == "__main__":
+    main()
