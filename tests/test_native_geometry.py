@@ -83,3 +83,31 @@ def test_a_default_prior_off_its_pixel_range_is_a_warning_a_named_one_an_error()
     fitted, warnings = fit_prior(prior, (320, 320), 0.6875, name="mri_brain_128", data="x", strict=False)
     assert fitted.event_shape == (2, 320, 320)
     assert len(warnings) == 1 and "trained for 1.4-2.14 mm pixels; x's are 0.688 mm" in warnings[0]
+
+
+def test_training_at_a_pixel_size_declares_the_range_it_serves_and_init_starts_from_a_prior(tmp_path):
+    """--pixel-size resamples by each source's voxel size; the prior declares pixel_mm / zoom; --init copies
+    a prior's weights (a different architecture is refused)."""
+    from invdiff.priors.unet import UNetConfig, save_prior
+    from invdiff.training.data import Augmentation, load_training_images
+    from invdiff.training.unet import PriorTrainer, TrainingConfig
+
+    data = load_training_images(["anatomy:nibabel_anatomical"], "MR", 32, min_foreground=0.1, pixel_mm=3.0)
+    assert data.pixel_mm == 3.0 and data.images.shape[-2:] == (32, 32)
+    # 2 mm voxels at 3 mm pixels: the 41-voxel (82 mm) axis spans round(41 * 2 / 3) = 27 pixels
+    assert int((data.images.amax(0) > 0.05).any(0).sum()) <= 28
+    tiny = UNetConfig(in_channels=1, channels=(8, 16), attention_levels=(False, True), norm_num_groups=8,
+                      num_head_channels=8)
+    config = TrainingConfig(steps=1, batch_size=2, augmentation=Augmentation(zoom=(0.75, 1.5)))
+    prior = PriorTrainer(data, config, tiny).prior()
+    assert prior.pixel_size_mm == pytest.approx((2.0, 4.0))
+    path = save_prior(tmp_path / "p.pt", prior)
+    warm = PriorTrainer(data, TrainingConfig(steps=1, batch_size=2, seed=5, init_from=str(path)), tiny)
+    for a, b in zip(warm.net.state_dict().values(), prior.net.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    other = UNetConfig(in_channels=1, channels=(8, 8), attention_levels=(False, True), norm_num_groups=8,
+                       num_head_channels=8)
+    with pytest.raises(ValueError, match="architecture"):
+        PriorTrainer(data, TrainingConfig(steps=1, batch_size=2, init_from=str(path)), other)
+    with pytest.raises(ValueError, match="no physical pixel size"):
+        load_training_images(["ellipses:4"], "CT", 32, pixel_mm=1.0)
