@@ -79,13 +79,15 @@ def conjugate_gradient(
     Each item stops updating once ``||b - apply(x)|| <= tol * ||b||``; an item with ``b = 0`` returns
     ``x0`` (zeros by default). Started from zero on a semi-definite system, CG stays in the range of
     the operator, so for normal equations it returns the minimum-norm least-squares solution.
+    ``tol`` is floored at 10 machine epsilons of ``b``'s precision: below that the residual is round-off,
+    and iterating on divides by it (float32 single-coil MRI reached 3e8 from data of magnitude 1).
     """
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - apply(x) if x0 is not None else b.clone()
     p = r.clone()
     rs = batch_dot(r, r)
     b_norm = batch_norm(b)
-    threshold = (tol * b_norm) ** 2
+    threshold = (max(tol, 10 * torch.finfo(b.dtype).eps) * b_norm) ** 2
     active = rs > threshold
     it = 0
     while it < max_iter and bool(active.any()):

@@ -111,3 +111,17 @@ def test_training_at_a_pixel_size_declares_the_range_it_serves_and_init_starts_f
         PriorTrainer(data, TrainingConfig(steps=1, batch_size=2, init_from=str(path)), other)
     with pytest.raises(ValueError, match="no physical pixel size"):
         load_training_images(["ellipses:4"], "CT", 32, pixel_mm=1.0)
+
+
+def test_least_squares_on_single_coil_k_space_stays_at_the_datas_scale(tmp_path):
+    """float32 CG on the single-coil normal equations (a null space: the padding columns, the crop) used to
+    iterate on round-off below its tolerance and blow up (3e8 from data of magnitude 1 at 320 x 320): the
+    tolerance is floored at 10 machine epsilons."""
+    from invdiff.problems import ProblemSpec, open_source
+
+    magnitude = np.clip(shepp_logan(64).numpy(), 0.0, None)[None].astype(np.float32)
+    sim = simulate_singlecoil(magnitude, SimulationSettings(num_coils=1, snr_db=18.0, seed=2), pad_columns=8)
+    path = write_fastmri_file(tmp_path / "file_sc.h5", sim, fov_mm=110.0)
+    m = open_source(str(path), ProblemSpec(operator="mri", acceleration=4, center_fraction=0.08)).build([0]).measurement
+    x = m.pinv(max_iter=50, tol=1e-12)
+    assert float(x.abs().max()) < 10 * float(m.adjoint(m.y).abs().max())
