@@ -115,13 +115,6 @@ def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key:
     if spec.operator not in ("auto", "mri"):
         raise ValueError(f"{file.path}: a fastMRI file is reconstructed with operator 'mri', not {spec.operator!r}")
     mask_func = MaskFunc(spec.mask, (spec.center_fraction,), (spec.acceleration,))
-    margin = spec.support_margin
-
-    def solve(file, mask_func, slices, name):
-        if file.multicoil:
-            return fastmri_problem(file, mask_func, slices=slices, name=name, support_margin=margin)
-        return singlecoil_problem(file, mask_func, slices=slices, name=name)
-
     fov = file.encoding.recon_fov_mm
     h, w = file.recon_size
     voxel = (fov[0] / w, fov[1] / h, fov[2]) if fov else (1.0, 1.0, 1.0)
@@ -129,7 +122,11 @@ def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key:
     prior = default_mri_prior(pixel)
 
     def build(slices: list[int]) -> Problem:
-        return dataclasses.replace(solve(file, mask_func, slices=slices, name=name), pixel_mm=pixel, prior=prior)
+        if file.multicoil:
+            problem = fastmri_problem(file, mask_func, slices=slices, name=name, support_margin=spec.support_margin)
+        else:
+            problem = singlecoil_problem(file, mask_func, slices=slices, name=name)
+        return dataclasses.replace(problem, pixel_mm=pixel, prior=prior)
 
     key = content_key or content_hash(file.path)
     return ProblemSource(name, file.path, "mri", file.num_slices, voxel, build, key, (h, w), None, file.num_coils,
