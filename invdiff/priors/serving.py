@@ -9,19 +9,22 @@ size that does not fit, and refuses a prior whose declared pixel sizes exclude t
 
 from __future__ import annotations
 
-__all__ = ["PIXEL_TOLERANCE", "fit_prior", "serves_pixel"]
+__all__ = ["PIXEL_TOLERANCE", "fit_prior", "pixel_in_range", "serves_pixel"]
 
 #: relative slack on a prior's declared pixel range (bilinear zoom augmentation blurs its edges)
 PIXEL_TOLERANCE = 0.05
 
 
+def pixel_in_range(pixel_range: tuple[float, float], pixel_mm: float) -> bool:
+    """Whether ``pixel_mm`` lies in ``(smallest, largest)`` with :data:`PIXEL_TOLERANCE` slack."""
+    lo, hi = pixel_range
+    return lo / (1 + PIXEL_TOLERANCE) <= pixel_mm <= hi * (1 + PIXEL_TOLERANCE)
+
+
 def serves_pixel(prior, pixel_mm: float) -> bool | None:
     """Whether ``prior`` declares ``pixel_mm`` among the pixel sizes it serves; ``None`` when it declares none."""
     declared = getattr(prior, "pixel_size_mm", None)
-    if declared is None:
-        return None
-    lo, hi = declared
-    return lo / (1 + PIXEL_TOLERANCE) <= pixel_mm <= hi * (1 + PIXEL_TOLERANCE)
+    return None if declared is None else pixel_in_range(declared, pixel_mm)
 
 
 def fit_prior(prior, image_shape: tuple[int, int] | None, pixel_mm: float | None = None, *, name: str = "the prior",

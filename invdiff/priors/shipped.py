@@ -73,12 +73,11 @@ def default_mri_prior(pixel_mm: float | None) -> str:
     """The shipped MRI prior for images of ``pixel_mm`` pixels: the first of :data:`MRI_PRIORS` whose
     range holds it (``mri_brain_128`` when none does, or the pixel size is unknown; a default prior
     applied off its range is a warning, not an error: :func:`~invdiff.priors.serving.fit_prior`)."""
-    from invdiff.priors.serving import PIXEL_TOLERANCE
+    from invdiff.priors.serving import pixel_in_range
 
     if pixel_mm is not None:
         for name in MRI_PRIORS:
-            lo, hi = SHIPPED_PRIORS[name].pixel_size_mm
-            if lo / (1 + PIXEL_TOLERANCE) <= pixel_mm <= hi * (1 + PIXEL_TOLERANCE):
+            if pixel_in_range(SHIPPED_PRIORS[name].pixel_size_mm, pixel_mm):
                 return name
     return "mri_brain_128"
 

@@ -65,20 +65,25 @@ class L1Wavelet(_Deterministic):
         WaveletTransform(wavelet, levels)  # checks the name
         self.lam, self.iterations, self.wavelet, self.levels = float(lam), iterations, wavelet, levels
 
+    def _transform(self, shape: tuple[int, int]) -> WaveletTransform:
+        """The transform with as many of ``levels`` as an image of ``shape`` allows."""
+        levels = min(self.levels, WaveletTransform.max_levels(shape))
+        if levels < 1:
+            raise ValueError(f"L1Wavelet needs even image sides, got {shape}")
+        return WaveletTransform(self.wavelet, levels)
+
     def init(self, measurement: Measurement | None, prior: Denoiser | None, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         m = _needs_linear(measurement, "L1Wavelet")
         aty = m.adjoint(m.y)
         if aty.dim() < 3:
             raise ValueError(f"L1Wavelet needs images (B, C, H, W), got unknowns of shape {tuple(aty.shape)}")
-        levels = min(self.levels, WaveletTransform.max_levels(tuple(aty.shape[-2:])))
-        if levels < 1:
-            raise ValueError(f"L1Wavelet needs even image sides, got {tuple(aty.shape[-2:])}")
+        transform = self._transform(tuple(aty.shape[-2:]))
         state = self._state(m, prior, n_particles, generator, self.iterations, torch.zeros_like(aty), FISTAState)
         start = torch.randn(aty.shape, generator=torch.Generator().manual_seed(0), dtype=aty.dtype).to(aty.device)
         t = 1.0 / (1.05 * m.operator_norm_sq(30, start))
         return dataclasses.replace(state, v=torch.zeros_like(aty), s=1.0, t=t,
-                                   transform=WaveletTransform(self.wavelet, levels))
+                                   transform=transform)
 
     def step(self, state: FISTAState) -> FISTAState:
         m, w = state.measurement, state.transform
@@ -91,7 +96,7 @@ class L1Wavelet(_Deterministic):
 
     def objective(self, measurement: Measurement, x: Tensor) -> Tensor:
         """``||A x - y||^2 / 2 + lam ||W x||_1`` per sample, ``(B,)``."""
-        transform = WaveletTransform(self.wavelet, min(self.levels, WaveletTransform.max_levels(tuple(x.shape[-2:]))))
+        transform = self._transform(tuple(x.shape[-2:]))
         data = 0.5 * measurement.residual(x).pow(2).flatten(1).sum(1)
         l1 = transform.forward(x).pow(2).sum(dim=1).sqrt().flatten(1).sum(1)
         return data + self.lam * l1
