@@ -3,10 +3,15 @@
 For each sampler, ``invdiff reconstruct`` runs in a child process on one slice of the native test file
 (``python scripts/make_native_testset.py`` first) at ``--steps`` network evaluations; the page records
 its wall time (set-up, i.e. ESPIRiT coil maps, and sampler separately, from the run's JSON) and the
-child's peak resident memory. It also states the memory estimate of a 35-slice volume in the default
-slice groups of 8 (:mod:`invdiff.reconstruct.budget`), the bound a whole fastMRI volume runs under.
+child's peak resident memory. With ``--volume-slices N`` (default 35, a fastMRI brain volume's depth) it
+also writes an N-slice file of the same geometry (axial slices of the held-out Colin27 volume, every
+4th, simulated as the test set is) and reconstructs the whole volume with ``--volume-sampler`` at
+``--volume-steps`` evaluations in the default slice groups of 8 (:mod:`invdiff.reconstruct.budget`):
+the measured peak memory of a whole volume, beside the budget's estimate of one group. Few steps
+suffice there: the peak is one group's working set whatever the number of steps.
 
-    python scripts/native_cost.py [--samplers red-diff dps] [--steps 100] [--threads 2]
+    python scripts/native_cost.py [--samplers red-diff dps] [--steps 100] [--threads 1] \
+        [--volume-slices 35 --volume-sampler dps --volume-steps 2]
 """
 
 from __future__ import annotations
@@ -27,39 +32,66 @@ from invdiff.reconstruct.budget import MAX_GROUP, group_bytes
 DATA = Path("outputs/native-brain/multicoil_test/file_brain_AXT1_colin27_test.h5")
 
 
-def measure(sampler: str, steps: int, threads: int, data: Path) -> dict:
+def measure(sampler: str, steps: int, threads: int, data: Path, slices: str | None = "1") -> dict:
+    """One ``invdiff reconstruct`` child process on ``data`` (``slices``: its ``--slices``, None for all)."""
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "invdiff", "reconstruct", str(data), "--sampler", sampler, "--steps",
-                   str(steps), "--slices", "1", "--out", out, "--quiet"]
+                   str(steps), "--out", out, "--quiet"] + (["--slices", slices] if slices else [])
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         start = time.perf_counter()
         subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         wall = time.perf_counter() - start
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        summary = json.loads(next(Path(out).glob("*.json")).read_text())
-    return {"sampler": sampler, "steps": steps, "threads": threads, "wall_s": round(wall, 1),
+        summary = json.loads(next(p for p in Path(out).glob("*.json") if p.name != "run.json").read_text())
+    return {"sampler": sampler, "steps": steps, "threads": threads, "slices": len(summary["input"]["slices"]),
+            "wall_s": round(wall, 1),
             "setup_s": summary["measurement"].get("setup_s"), "sampler_s": summary["costs"]["sampler_wall_time_s"],
             "network_evals": summary["costs"]["network_evals"], "vjps": summary["costs"]["vjps"],
             "peak_rss_gib": round(peak_kib / 2**20, 2), "peak_is_new_max": peak_kib > before,
             "psnr": round(summary["metrics"]["mean"]["PSNR"], 2)}
 
 
+def write_volume(folder: Path, slices: int) -> Path:
+    """An ``slices``-deep multi-coil file of the test set's geometry (scripts/make_native_testset.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_native_testset import MULTICOIL, PIXEL_MM, SIZE
+
+    from invdiff.datasets.anatomy import load_anatomy
+    from invdiff.datasets.simulate import simulate_multicoil, write_fastmri_file
+
+    volume = load_anatomy("colin27_t1_05mm", size=SIZE, pixel_mm=PIXEL_MM)
+    first = max(0, volume.shape[0] // 2 - 2 * slices)
+    picked = volume[first:first + 4 * slices:4]
+    return write_fastmri_file(folder / "file_brain_AXT1_colin27_volume.h5", simulate_multicoil(picked, MULTICOIL),
+                              acquisition="AXT1", patient_id="colin27-volume", fov_mm=PIXEL_MM * SIZE,
+                              provenance={"source": "colin27_t1_05mm", "axial_slices_05mm": [first, 4 * slices, 4],
+                                          "script": "scripts/native_cost.py"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samplers", nargs="+", default=["red-diff", "dps"])
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--volume-slices", type=int, default=35, help="0: skip the whole-volume run")
+    parser.add_argument("--volume-sampler", default="dps")
+    parser.add_argument("--volume-steps", type=int, default=2)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("docs/results/native-cost"))
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"{args.data}: missing; run python scripts/make_native_testset.py first")
     rows = [measure(s, args.steps, args.threads, args.data) for s in args.samplers]
-    lines = ["| sampler | network evals | VJPs | set-up (s) | sampler (s) | wall (s) | peak memory (GiB) | PSNR (dB) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    if args.volume_slices:
+        with tempfile.TemporaryDirectory() as folder:
+            volume = write_volume(Path(folder), args.volume_slices)
+            rows.append(measure(args.volume_sampler, args.volume_steps, args.threads, volume, slices=None))
+    lines = ["| sampler | slices | network evals | VJPs | set-up (s) | sampler (s) | wall (s) | "
+             "peak memory (GiB) | PSNR (dB) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['network_evals']} | {r['vjps']} | {r['setup_s']} | {r['sampler_s']} | "
-                     f"{r['wall_s']} | {r['peak_rss_gib']}{'' if r['peak_is_new_max'] else ' (≤)'} | {r['psnr']} |")
+        lines.append(f"| {r['sampler']} | {r['slices']} | {r['network_evals']} | {r['vjps']} | {r['setup_s']} | "
+                     f"{r['sampler_s']} | {r['wall_s']} | {r['peak_rss_gib']}{'' if r['peak_is_new_max'] else ' (≤)'} | "
+                     f"{r['psnr']} |")
     group = {s: group_bytes((320, 320), MAX_GROUP, 1, s == "dps", 15, (640, 320)) / 2**30 for s in args.samplers}
     notes = (f"One slice (index 1) of `{args.data}`, {args.threads} torch threads, this machine's CPU. Peak memory is "
              "the child process's maximum resident set (the whole CLI: Python, torch, the file, ESPIRiT, the "
@@ -67,7 +99,9 @@ def main() -> None:
              f"{MAX_GROUP} (`--batch-slices`), each estimated before it starts and refused over `--max-memory`: "
              "the estimate of one group of 8 slices at this geometry is "
              + ", ".join(f"{s} {v:.2f} GiB" for s, v in group.items())
-             + "; a 35-slice volume is 5 such groups run one after another, so its peak is one group's.")
+             + f"; a {args.volume_slices or 35}-slice volume runs as such groups one after another, so its peak is "
+             "one group's (the last row, when present, measures it). `(≤)`: the child's peak did not exceed an "
+             "earlier child's, so only a bound is known.")
     script_page(args.out, "Cost of one native-size slice (320 x 320, 15 coils)", rows, "\n".join(lines), notes)
 
 

@@ -132,9 +132,11 @@ def test_an_item_does_not_depend_on_its_batch_mates(name):
 # particles over seeds 0-2: DPS 0.14-0.21 (covariance 6: its particles overshoot), DPS-DDIM 0.69-0.73,
 # RED-Diff 0.12-0.13 (a mode seeker: no spread), TDS 0.01-0.03 / 0.06-0.07, AFE 0.04-0.20 / 0.02-0.14,
 # AFE-ODE 0.04-0.06 / 0.02-0.05, prior + importance weights 0.03-0.06 / 0.05-0.13; prior samples 1.5-1.6
-# (not a posterior sampler: the check must fail for it). Bounds: about 1.5x the largest.
+# (not a posterior sampler: the check must fail for it); DDS 0.08-0.09 / 0.30-0.32, DAPS 0.07-0.08 /
+# 0.17-0.32, PnP-DM 0.08-0.11 / 0.39-0.41, PiGDM 0.01-0.03 / 0.10-0.12. Bounds: about 1.5x the largest.
 MOMENTS = {"dps": (0.35, None), "dps-ddim": (1.1, None), "red-diff": (0.25, None), "tds": (0.08, 0.15),
-           "afe": (0.3, 0.25), "afe-ode": (0.12, 0.12), "prior-is": (0.12, 0.25)}
+           "afe": (0.3, 0.25), "afe-ode": (0.12, 0.12), "prior-is": (0.12, 0.25), "dds": (0.14, 0.5),
+           "daps": (0.12, 0.48), "pnp-dm": (0.16, 0.62), "pigdm": (0.05, 0.19)}
 
 
 @pytest.mark.parametrize("name", sorted(MOMENTS))

@@ -18,10 +18,14 @@ from typing import Any
 from invdiff.samplers.aps import APS, GuidedRemasking
 from invdiff.samplers.base import Sampler
 from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, TotalVariation
+from invdiff.samplers.daps import DAPS
 from invdiff.samplers.ddim import DDIM, ImportanceSampling
+from invdiff.samplers.dds import DDS
 from invdiff.samplers.deepinv_bridge import DDRM, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
+from invdiff.samplers.pigdm import PiGDM
+from invdiff.samplers.pnp_dm import PnPDM
 from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.sparsity import L1Wavelet
 from invdiff.samplers.tds import TDS
@@ -68,6 +72,13 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "dps": SamplerSpec(DPS, "DPS, ancestral (Chung et al. 2023)", {"eta": 1.0}, vjp=True),
     "dps-ddim": SamplerSpec(DPS, "DPS on the deterministic DDIM chain", {"eta": 0.0}, vjp=True),
     "red-diff": SamplerSpec(REDDiff, "RED-Diff (Mardani et al. 2024), a variational mode-seeker"),
+    "dds": SamplerSpec(DDS, "decomposed diffusion sampling: DDIM with CG data consistency (Chung et al. 2024)",
+                       needs_linear=True),
+    "daps": SamplerSpec(DAPS, "decoupled annealing posterior sampling, Langevin (Zhang et al. 2025)"),
+    "pnp-dm": SamplerSpec(PnPDM, "PnP-DM split Gibbs sampler with a diffusion prior step (Wu et al. 2024)",
+                          needs_linear=True),
+    "pigdm": SamplerSpec(PiGDM, "pseudoinverse-guided diffusion, linear Gaussian form (Song et al. 2023)",
+                         needs_linear=True, vjp=True),
     "diffpir": SamplerSpec(DiffPIR, "deepinv's DiffPIR driven with an invdiff prior", needs_linear=True),
     "ddrm": SamplerSpec(DDRM, "deepinv's DDRM (needs an SVD: inpainting, circular blur)",
                         needs_linear=True, needs_svd=True),
