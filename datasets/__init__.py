@@ -19,7 +19,8 @@ from invdiff.datasets.anatomy import ANATOMY_SOURCES, AnatomySource, anatomy_sou
 from invdiff.datasets.coil_maps import CoilMapCache, birdcage_maps, default_cache_dir, normalize_maps
 from invdiff.datasets.dicom import CTVolume, hu_to_attenuation, hu_window, load_ct_series, series_affine
 from invdiff.datasets.errors import DataFormatError
-from invdiff.datasets.fastmri import FastMRIFile, find_fastmri_files, read_prediction, write_prediction
+from invdiff.datasets.fastmri import (FastMRIFile, find_fastmri_files, prediction_slices, read_prediction,
+                                      write_prediction)
 from invdiff.datasets.ismrmrd import EncodingInfo, HeaderError, build_header, parse_header
 from invdiff.datasets.nifti import (NiftiVolume, load_nifti, normalize_intensity, save_nifti, slices_to_volume,
                                     volume_slices)
@@ -33,7 +34,7 @@ __all__ = [
     "FastMRIFile", "FastMRISliceDataset", "HeaderError", "NiftiVolume", "SimulatedVolume", "SimulationSettings",
     "anatomy_sources", "birdcage_maps", "build_header", "default_cache_dir", "demo_scan", "find_fastmri_files",
     "hu_to_attenuation", "native_brain_slice", "hu_window", "iter_volumes", "load_anatomy", "load_ct_series", "load_nifti",
-    "normalize_intensity", "normalize_maps", "parse_header", "random_ellipses", "read_prediction", "save_nifti", "series_affine",
+    "normalize_intensity", "normalize_maps", "parse_header", "prediction_slices", "random_ellipses", "read_prediction", "save_nifti", "series_affine",
     "shepp_logan", "simulate_multicoil", "simulate_singlecoil", "slice_mask", "slices_to_volume", "volume_slices", "write_fastmri_file",
     "write_prediction",
 ]

@@ -231,7 +231,7 @@ def find_fastmri_files(source: str | os.PathLike | Iterable[str | os.PathLike]) 
 
 
 def write_prediction(path: str | os.PathLike, reconstruction: np.ndarray | Tensor, *,
-                     attrs: dict | None = None) -> Path:
+                     attrs: dict | None = None, std: np.ndarray | Tensor | None = None) -> Path:
     """Write one volume's reconstruction as a fastMRI prediction file, atomically.
 
     fastMRI's evaluation (``fastmri/evaluate.py``) reads the dataset ``reconstruction`` of the
@@ -241,8 +241,14 @@ def write_prediction(path: str | os.PathLike, reconstruction: np.ndarray | Tenso
         path: output ``.h5`` path, normally ``<out_dir>/<input file name>``.
         reconstruction: real ``(slices, h, w)`` magnitude images.
         attrs: extra HDF5 attributes (e.g. the sampler and its settings).
+        std: the pixel-wise posterior std ``(slices, h, w)``, written as ``reconstruction_std`` (fastMRI's
+            evaluation ignores it; ``invdiff calibrate`` fits intervals from it).
     """
     recon = reconstruction.detach().cpu().numpy() if isinstance(reconstruction, Tensor) else np.asarray(reconstruction)
+    spread = None if std is None else (std.detach().cpu().numpy() if isinstance(std, Tensor) else np.asarray(std))
+    if spread is not None and (spread.shape != recon.shape or not np.all(np.isfinite(spread))):
+        raise ValueError(f"{path}: std must be finite and shaped like the reconstruction {recon.shape}, "
+                         f"got {spread.shape}")
     if recon.ndim != 3 or np.iscomplexobj(recon):
         raise ValueError(f"{path}: reconstruction must be real (slices, h, w), got {recon.dtype} {recon.shape}")
     if not np.all(np.isfinite(recon)):
@@ -251,19 +257,30 @@ def write_prediction(path: str | os.PathLike, reconstruction: np.ndarray | Tenso
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as hf:
             hf.create_dataset("reconstruction", data=recon.astype(np.float32))
+            if spread is not None:
+                hf.create_dataset("reconstruction_std", data=spread.astype(np.float32))
             for k, v in (attrs or {}).items():
                 hf.attrs[k] = v
 
     return atomic_write(path, write)
 
 
-def read_prediction(path: str | os.PathLike) -> np.ndarray:
-    """The ``reconstruction`` dataset of a prediction file, float32 ``(slices, h, w)``."""
+def read_prediction(path: str | os.PathLike, key: str = "reconstruction") -> np.ndarray:
+    """The ``reconstruction`` dataset of a prediction file (or ``key``, e.g. ``reconstruction_std``),
+    float32 ``(slices, h, w)``."""
     path = Path(path)
     with _open_h5(path) as hf:
-        if "reconstruction" not in hf:
-            raise DataFormatError(f"{path}: missing dataset 'reconstruction'")
-        recon = np.asarray(hf["reconstruction"][()], dtype=np.float32)
+        if key not in hf:
+            raise DataFormatError(f"{path}: missing dataset {key!r} (keys: {sorted(hf.keys())})")
+        recon = np.asarray(hf[key][()], dtype=np.float32)
     if recon.ndim != 3:
-        raise DataFormatError(f"{path}: 'reconstruction' must be (slices, h, w), got {recon.shape}")
+        raise DataFormatError(f"{path}: {key!r} must be (slices, h, w), got {recon.shape}")
     return recon
+
+
+def prediction_slices(path: str | os.PathLike) -> list[int] | None:
+    """The slices a prediction file's run solved (its ``slices`` attribute, written by ``invdiff
+    reconstruct``; the others are zeros), or ``None`` when it does not say (all slices)."""
+    with _open_h5(Path(path)) as hf:
+        value = hf.attrs.get("slices")
+    return None if value is None else [int(v) for v in np.atleast_1d(value)]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,27 +26,30 @@ import time
 from pathlib import Path
 
 from invdiff.benchmark.report import script_page
-from invdiff.reconstruct.budget import MAX_GROUP, group_bytes
+from invdiff.reconstruct.budget import default_group_size, group_bytes
 
+_CHILD = ("import resource, sys; from invdiff.cli import main; code = main(sys.argv[1:]); "
+          "print('MAXRSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
 DATA = Path("outputs/native-brain/multicoil_test/file_brain_AXT1_colin27_test.h5")
 
 
 def measure(sampler: str, steps: int, threads: int, data: Path, slices: str | None = "1") -> dict:
     """One ``invdiff reconstruct`` child process on ``data`` (``slices``: its ``--slices``, None for all)."""
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "invdiff", "reconstruct", str(data), "--sampler", sampler, "--steps",
+        # the child reports its own peak resident set (RUSAGE_CHILDREN would give the largest child so far)
+        command = [sys.executable, "-c", _CHILD, "reconstruct", str(data), "--sampler", sampler, "--steps",
                    str(steps), "--out", out, "--quiet"] + (["--slices", slices] if slices else [])
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         start = time.perf_counter()
-        subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        done = subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+                              capture_output=True, text=True)
         wall = time.perf_counter() - start
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_kib = int(done.stdout.rsplit("MAXRSS_KIB", 1)[1].split()[0])
         summary = json.loads(next(p for p in Path(out).glob("*.json") if p.name != "run.json").read_text())
     return {"sampler": sampler, "steps": steps, "threads": threads, "slices": len(summary["input"]["slices"]),
             "wall_s": round(wall, 1),
             "setup_s": summary["measurement"].get("setup_s"), "sampler_s": summary["costs"]["sampler_wall_time_s"],
             "network_evals": summary["costs"]["network_evals"], "vjps": summary["costs"]["vjps"],
-            "peak_rss_gib": round(peak_kib / 2**20, 2), "peak_is_new_max": peak_kib > before,
+            "peak_rss_gib": round(peak_kib / 2**20, 2),
             "psnr": round(summary["metrics"]["mean"]["PSNR"], 2)}
 
 
@@ -70,7 +72,7 @@ def write_volume(folder: Path, slices: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samplers", nargs="+", default=["red-diff", "dps"])
+    parser.add_argument("--samplers", nargs="*", default=["red-diff", "dps"])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--volume-slices", type=int, default=35, help="0: skip the whole-volume run")
@@ -92,16 +94,17 @@ def main() -> None:
         lines.append(f"| {r['sampler']} | {r['slices']} | {r['network_evals']} | {r['vjps']} | {r['setup_s']} | "
                      f"{r['sampler_s']} | {r['wall_s']} | {r['peak_rss_gib']}{'' if r['peak_is_new_max'] else ' (≤)'} | "
                      f"{r['psnr']} |")
-    group = {s: group_bytes((320, 320), MAX_GROUP, 1, s == "dps", 15, (640, 320)) / 2**30 for s in args.samplers}
+    names = sorted({*args.samplers, args.volume_sampler})
+    per_slice = {s: group_bytes((320, 320), 1, 1, s == "dps", 15, (640, 320)) for s in names}
+    group = {s: (default_group_size(35, b), default_group_size(35, b) * b / 2**30) for s, b in per_slice.items()}
     notes = (f"One slice (index 1) of `{args.data}`, {args.threads} torch threads, this machine's CPU. Peak memory is "
              "the child process's maximum resident set (the whole CLI: Python, torch, the file, ESPIRiT, the "
-             "sampler). A whole volume runs in slice groups of "
-             f"{MAX_GROUP} (`--batch-slices`), each estimated before it starts and refused over `--max-memory`: "
-             "the estimate of one group of 8 slices at this geometry is "
-             + ", ".join(f"{s} {v:.2f} GiB" for s, v in group.items())
+             "sampler). A whole volume runs in slice groups (`--batch-slices`; by default up to 8 slices whose "
+             "estimated working set stays under 4 GiB), each estimated before it starts and refused over "
+             "`--max-memory`: the default group at this geometry and its estimate: "
+             + ", ".join(f"{s} {n} slices, {v:.2f} GiB" for s, (n, v) in group.items())
              + f"; a {args.volume_slices or 35}-slice volume runs as such groups one after another, so its peak is "
-             "one group's (the last row, when present, measures it). `(≤)`: the child's peak did not exceed an "
-             "earlier child's, so only a bound is known.")
+             "one group's (the last row, when present, measures it).")
     script_page(args.out, "Cost of one native-size slice (320 x 320, 15 coils)", rows, "\n".join(lines), notes)
 
 

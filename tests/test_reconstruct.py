@@ -129,3 +129,29 @@ def test_parts_load_without_pickle_and_a_broken_part_is_named(tmp_path):
     part.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="group_0000.pt: cannot read.*--force"):
         reconstruct(slices_input, settings, tmp_path, progress=False, log=lambda m: None)
+
+
+def test_calibrate_then_reconstruct_with_the_calibration(tmp_path):
+    """reconstruct writes the std into its prediction file; calibrate fits intervals on those slices against
+    the file's target; reconstruct --calibration writes the half-widths and scores their coverage."""
+    from invdiff.metrics.conformal import load_calibration
+
+    run = tmp_path / "calib"
+    assert main(["reconstruct", "demo", "--out", str(run), "--sampler", "prior", "--steps", "3", "--particles", "3",
+                 "--slices", "0,1", "--quiet"]) == 0
+    source = json.loads((run / "demo_brain.json").read_text())["input"]["path"]
+    cal_file = tmp_path / "cal.json"
+    assert main(["calibrate", source, str(run / "reconstructions"), "--levels", "0.5", "--out", str(cal_file)]) == 0
+    cal = load_calibration(cal_file)
+    assert cal.slices == 2 and cal.lams["0.5"] > 0 and cal.provenance["slices"] == ["demo_brain.h5:0", "demo_brain.h5:1"]
+    # on its own calibration slices the conformal threshold covers at least the level (fractions, region: object)
+    out = tmp_path / "applied"
+    assert main(["reconstruct", "demo", "--out", str(out), "--sampler", "prior", "--steps", "3", "--particles", "3",
+                 "--slices", "0,1", "--quiet", "--calibration", str(cal_file)]) == 0
+    summary = json.loads((out / "demo_brain.json").read_text())
+    report = summary["metrics"]["calibrated_intervals"]["on_these_slices"]["0.5"]
+    assert report["coverage"] >= 0.5 and report["half_width"] > 0
+    half = load_nifti(out / "demo_brain_interval50.nii.gz").data
+    assert half.shape == load_nifti(out / "demo_brain_mean.nii.gz").data.shape and half.max() > 0
+    assert main(["calibrate", source, str(run / "reconstructions"), "--levels", "0.9", "--out", str(cal_file)]) == 1
+    assert load_calibration(cal_file) == cal  # the refused fit left the file as it was

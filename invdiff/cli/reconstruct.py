@@ -98,9 +98,12 @@ def add_parser(sub) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--slices", type=slice_list, default=None, help="'K', 'K,L' or 'A:B' (default: all)")
     r.add_argument("--batch-slices", type=positive_int, default=None,
-                   help="slices per sampler run and checkpoint (default 8)")
+                   help="slices per sampler run and checkpoint (default: up to 8 within an estimated 4 GiB)")
     r.add_argument("--max-memory", type=positive_float, default=None, metavar="GIB",
                    help="memory budget in GiB checked before any work (default: 90%% of the memory free now)")
+    r.add_argument("--calibration", default=None, metavar="FILE",
+                   help="a calibration file (invdiff calibrate): write the calibrated intervals' half-widths and, "
+                        "with a target, their coverage")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     r.add_argument("--force", action="store_true", help="discard a previous run in --out with other settings")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -168,6 +171,11 @@ def run_job(args: argparse.Namespace):
                              overrides=parse_overrides(args.set), prior=args.prior, slices=args.slices,
                              batch_slices=args.batch_slices, device=check_device(args.device))
     check_settings(settings.sampler, settings.overrides)  # names and kinds, before any file is read
+    calibration = None
+    if args.calibration is not None:
+        from invdiff.metrics.conformal import load_calibration
+
+        calibration = load_calibration(args.calibration)
     out = check_output_folder(args.out)
     budget = int((args.max_memory or 0.9 * available_memory_gib()) * 2**30)
     if resolve_operator(args.input, spec.operator) == "ct":  # the projector is built when the input is opened
@@ -180,5 +188,6 @@ def run_job(args: argparse.Namespace):
                 "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides),
                 "prior": settings.prior or inp.prior_name, "problem": asdict(spec)}
     summary = write_outputs(results, inp, recorded, out,
-                            {"open_s": round(opened - start, 2), "total_s": round(time.perf_counter() - start, 2)})
+                            {"open_s": round(opened - start, 2), "total_s": round(time.perf_counter() - start, 2)},
+                            calibration=calibration)
     return inp, results, summary

@@ -1,7 +1,7 @@
 """The reconstruction job: an input, a sampler and a prior in; a volume's posterior summaries out.
 
 :func:`reconstruct` solves the chosen slices in groups of ``batch_slices`` (one batch per sampler
-run; by default 8, :mod:`invdiff.reconstruct.budget`). Each finished group is saved atomically to
+run; by default up to 8 within 4 GiB estimated, :mod:`invdiff.reconstruct.budget`). Each finished group is saved atomically to
 ``OUT/parts/``; a rerun with the same settings loads finished groups instead of recomputing them, so an interrupted run resumes where it stopped.
 A rerun with another input (its bytes, not its name), other problem or sampler settings is refused
 (``run.json`` holds them) unless ``force`` clears the parts; a run that finished no part is replaced.
@@ -32,7 +32,8 @@ from invdiff.posterior import Posterior
 from invdiff.priors import Denoiser, open_prior
 from invdiff.priors.serving import fit_prior
 from invdiff.problems import Problem, ProblemSource, configured_sampler, sampler_settings
-from invdiff.reconstruct.budget import MAX_GROUP, available_memory_gib, check_budget, group_bytes, slice_group_size
+from invdiff.reconstruct.budget import (available_memory_gib, check_budget, default_group_size, group_bytes,
+                                       slice_group_size)
 from invdiff.samplers import Sampler, run
 from invdiff.samplers.registry import SAMPLERS
 
@@ -212,7 +213,8 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
 
     ``max_memory_bytes`` (default: 90 % of the memory available now) bounds the estimated working set
     of a slice group (:mod:`invdiff.reconstruct.budget`); groups hold ``batch_slices`` slices (default
-    8, never derived from the free memory, so that a resumed run groups as the first did), and a group
+    :func:`~invdiff.reconstruct.budget.default_group_size`: up to 8 within an estimated 4 GiB, never
+    derived from the free memory, so that a resumed run groups as the first did), and a group
     that does not fit is refused before any work, naming the ``batch_slices`` that would.
     """
     slices = list(range(inp.num_slices)) if settings.slices is None else list(settings.slices)
@@ -230,7 +232,7 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     particles = settings.particles if spec.particles else 1
     budget = max_memory_bytes or int(available_memory_gib() * 0.9 * 2**30)
     per_slice = group_bytes(inp.image_shape or (1, 1), 1, particles, spec.vjp, inp.coils, inp.kspace_shape)
-    group = settings.batch_slices or min(len(slices), MAX_GROUP)  # not from free memory: a resume groups alike
+    group = settings.batch_slices or default_group_size(len(slices), per_slice)  # not from free memory: a resume groups alike
     fits = slice_group_size(len(slices), per_slice, budget)
     check_budget({f"{group} slice(s) x {particles} particle(s)": group * per_slice}, budget,
                  f"use --batch-slices {fits}" if fits * per_slice <= budget else "use fewer --particles")

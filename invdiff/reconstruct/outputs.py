@@ -2,8 +2,12 @@
 
 =================================  ===========================================================
 ``reconstructions/NAME.h5``        fastMRI prediction file (``reconstruction``: the posterior
-                                   mean's magnitude, ``(S, h, w)``), named like the input so
-                                   fastMRI's ``evaluate.py`` and :func:`evaluate_predictions` pair it
+                                   mean's magnitude, ``(S, h, w)``; ``reconstruction_std``: the
+                                   pixel-wise posterior std, for ``invdiff calibrate``), named like
+                                   the input so fastMRI's ``evaluate.py`` and
+                                   :func:`evaluate_predictions` pair it
+``NAME_interval{L}.nii.gz``        with ``--calibration``: the calibrated interval's half-width at
+                                   level ``L`` % (:mod:`invdiff.metrics.conformal`), beside the mean
 ``NAME_mean.nii.gz``               the mean as a NIfTI volume, and the pixel-wise posterior std: for
 ``NAME_std.nii.gz``                NIfTI and DICOM inputs on the input's own grid and affine (resampled
                                    back from the prior's size; slices not solved are 0), so they
@@ -41,16 +45,24 @@ def _volume_metrics(target: np.ndarray | None, recon: np.ndarray) -> dict[str, f
 
 
 def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str, Any], out_dir: str | Path,
-                  timings: dict[str, float]) -> dict[str, Any]:
-    """Write the files of the module table; return the JSON summary."""
+                  timings: dict[str, float], calibration=None) -> dict[str, Any]:
+    """Write the files of the module table; return the JSON summary. ``calibration``: a
+    :class:`~invdiff.metrics.conformal.ConformalCalibration` whose intervals are written and, with a
+    target, scored (``metrics.calibrated_intervals``)."""
     from invdiff.datasets import save_nifti, slices_to_volume, write_prediction
 
     out = Path(out_dir)
     name, sampler = inp.name, settings["sampler"]
     write_prediction(out / "reconstructions" / f"{name}.h5", results.mean,
-                     attrs={"method": f"invdiff {sampler}", "slices": np.asarray(results.slices)})
+                     attrs={"method": f"invdiff {sampler}", "slices": np.asarray(results.slices)}, std=results.std)
     affine = np.diag([*inp.voxel_mm, 1.0])
-    for key, arr in (("mean", results.mean), ("std", results.std)):
+    volumes = [("mean", results.mean), ("std", results.std)]
+    calibrated = None
+    if calibration is not None:
+        volumes += [(f"interval{round(100 * float(level))}", calibration.half_width(results.std, level).astype(np.float32))
+                    for level in calibration.lams]
+        calibrated = _calibrated(calibration, results)
+    for key, arr in volumes:
         path = out / f"{name}_{key}.nii.gz"
         if inp.grid is not None:
             stack = np.zeros((inp.num_slices, *inp.grid.slice_shape), dtype=np.float32)
@@ -75,7 +87,8 @@ def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str,
                   "volumes_on": "the input's grid and affine" if inp.grid is not None else "the solved grid"},
         "measurement": results.info,
         "settings": settings,
-        "metrics": {**metrics, "credible_interval_coverage": results.coverage},
+        "metrics": {**metrics, "credible_interval_coverage": results.coverage,
+                    **({"calibrated_intervals": calibrated} if calibrated is not None else {})},
         "warnings": results.info.get("prior_warnings", [])
                     + run_warnings(metrics, results.info["baseline"], settings, inp.family)
                     + scale_warnings(results, sampler),
@@ -87,6 +100,19 @@ def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str,
     }
     atomic_write_json(out / f"{name}.json", summary)
     return summary
+
+
+def _calibrated(calibration, results: SliceResults) -> dict[str, Any]:
+    """The calibration applied (levels, lam, its provenance) and, with a target, each level's coverage
+    and mean half-width on these slices beside the uncalibrated ``mean ± z std``."""
+    from invdiff.metrics.conformal import conformal_report
+
+    out: dict[str, Any] = {"lams": calibration.lams, "floor": calibration.floor, "method": calibration.method,
+                           "region": calibration.region, "calibration_slices": calibration.slices,
+                           "provenance": calibration.provenance}
+    if results.target is not None:
+        out["on_these_slices"] = conformal_report(calibration, results.mean, results.std, results.target)
+    return out
 
 
 def run_warnings(metrics: dict[str, Any], baseline: str, settings: dict[str, Any], family: str) -> list[str]:
@@ -129,10 +155,14 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"({s['nfe']} steps, {s['particles']} particle(s)), {c['network_evals']} network evaluations, "
              f"{c['sampler_wall_time_s']} s"]
     for key, value in m.items():
-        if key != "credible_interval_coverage" and value is not None:
+        if key not in ("credible_interval_coverage", "calibrated_intervals") and value is not None:
             lines.append(f"  {key:>18}: NMSE {value['NMSE']:.4f}  PSNR {value['PSNR']:.2f} dB  SSIM {value['SSIM']:.4f}")
     if m["credible_interval_coverage"]:
         cov = ", ".join(f"{float(a):.0%}: {v:.3f}" for a, v in m["credible_interval_coverage"].items())
         lines.append(f"  credible-interval coverage (nominal: observed) {cov}")
+    on_slices = m.get("calibrated_intervals", {}).get("on_these_slices")
+    if on_slices:
+        cov = ", ".join(f"{float(a):.0%}: {r['coverage']:.3f} (half-width {r['half_width']:.3g})" for a, r in on_slices.items())
+        lines.append(f"  calibrated-interval coverage (nominal: observed) {cov}")
     lines += [f"  warning: {w}" for w in summary.get("warnings", [])]
     return "\n".join(lines)
