@@ -23,10 +23,10 @@ from invdiff.samplers.registry import SAMPLERS
 
 #: the kind of problem each registry name runs on in these tests (a new name must be placed here)
 KIND = {name: "tokens" if spec.token_prior else "vector" for name, spec in SAMPLERS.items()}
-KIND.update({"tv": "image", "l1-wavelet": "image", "diffpir": "image", "ddrm": "image"})  # TV, l1-wavelet need images; deepinv a data range
+KIND.update({"tv": "image", "l1-wavelet": "image", "diffpir": "image", "ddrm": "image", "pigdm-deepinv": "image"})  # TV, l1-wavelet need images; deepinv a data range
 KIND.update({"fbp": "ct"})  # filtered back-projection needs a CT operator
 #: samplers that draw from one stream over the whole batch (deepinv's), so an item depends on its mates
-BATCH_COUPLED = {"diffpir", "ddrm"}
+BATCH_COUPLED = {"diffpir", "ddrm", "pigdm-deepinv"}
 
 
 def _vector_problem(batch: int):

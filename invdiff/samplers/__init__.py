@@ -16,7 +16,7 @@ from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, 
 from invdiff.samplers.daps import DAPS
 from invdiff.samplers.ddim import DDIM, ImportanceSampling
 from invdiff.samplers.dds import DDS
-from invdiff.samplers.deepinv_bridge import DDRM, DeepinvSampler, DiffPIR
+from invdiff.samplers.deepinv_bridge import DDRM, DeepinvPiGDM, DeepinvSampler, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.pigdm import PiGDM
@@ -24,6 +24,6 @@ from invdiff.samplers.pnp_dm import PnPDM
 from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.tds import TDS
 
-__all__ = ["APS", "ApproximationFreeEnsemble", "ConjugateGradient", "DAPS", "DDIM", "DDRM", "DDS", "DPS", "DeepinvSampler",
+__all__ = ["APS", "ApproximationFreeEnsemble", "ConjugateGradient", "DAPS", "DDIM", "DDRM", "DDS", "DPS", "DeepinvPiGDM", "DeepinvSampler",
            "Diagnostics", "DiffPIR", "DirectReconstruction", "GuidedRemasking", "ImportanceSampling", "PiGDM", "PnPDM", "Posterior", "REDDiff", "Sampler",
            "SamplerState", "TDS", "TotalVariation", "run"]

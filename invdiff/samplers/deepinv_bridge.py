@@ -1,4 +1,4 @@
-"""deepinv's diffusion solvers (DiffPIR, DDRM, DPS) driven with an invdiff prior, returning a ``Posterior``.
+"""deepinv's diffusion solvers (DiffPIR, DDRM, DPS, ΠGDM) driven with an invdiff prior, returning a ``Posterior``.
 
 deepinv's solvers assume images in ``[0, 1]`` (they work internally on ``2 u - 1``), a physics that
 carries its own Gaussian noise model, and the global random generator. :class:`UnitRangeView`
@@ -32,9 +32,9 @@ from invdiff.priors.base import Denoiser, sigma_per_sample
 from invdiff.rng import private_global_stream
 from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_sigmas
 
-__all__ = ["DDRM", "DeepinvSampler", "DiffPIR", "UnitRangeView", "ddrm_supports"]
+__all__ = ["DDRM", "DeepinvPiGDM", "DeepinvSampler", "DiffPIR", "UnitRangeView", "ddrm_supports"]
 
-Algorithm = Literal["diffpir", "ddrm", "dps"]
+Algorithm = Literal["diffpir", "ddrm", "dps", "pigdm"]
 
 
 class _UnitRangePrior(Denoiser):
@@ -123,15 +123,19 @@ class DeepinvSampler(Sampler):
     Args:
         algorithm: ``"diffpir"`` (Zhu et al. 2023; deepinv's ``DiffPIR``, linear operators, proximal
             data steps), ``"ddrm"`` (Kawar et al. 2022; ``DDRM``, operators with an SVD only) or
-            ``"dps"`` (deepinv's ``DPS``, for the head-to-head comparison with :class:`~invdiff.samplers.DPS`).
+            ``"dps"`` (deepinv's ``DPS``, for the head-to-head comparison with :class:`~invdiff.samplers.DPS`)
+            or ``"pigdm"`` (deepinv's ``PosteriorDiffusion`` with ``PiGDMDataFidelity``, clipped to the data
+            range, on a variance-exploding SDE over the prior's noise range, ``num_steps`` Euler steps of one
+            network evaluation and one VJP each: the peer of :class:`~invdiff.samplers.PiGDM`).
         num_steps: network evaluations (DDRM: noise levels; the prior's own schedule is used).
         **options: passed to the deepinv class: DiffPIR ``zeta`` and ``lambda_``; DDRM ``eta`` and
-            ``etab``; DPS ``weight``, ``solver``, ``guidance``.
+            ``etab``; DPS ``weight``, ``solver``, ``guidance``; ΠGDM ``weight`` (of the data term) and
+            ``alpha`` (the reverse SDE's stochasticity, deepinv's default 0.25).
     """
 
     def __init__(self, algorithm: Algorithm, num_steps: int = 100, **options):
-        if algorithm not in ("diffpir", "ddrm", "dps"):
-            raise ValueError(f"algorithm must be 'diffpir', 'ddrm' or 'dps', got {algorithm!r}")
+        if algorithm not in ("diffpir", "ddrm", "dps", "pigdm"):
+            raise ValueError(f"algorithm must be 'diffpir', 'ddrm', 'dps' or 'pigdm', got {algorithm!r}")
         self.algorithm, self.num_steps, self.options = algorithm, check_num_steps(num_steps, 2), options
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
@@ -156,11 +160,31 @@ class DeepinvSampler(Sampler):
         if self.algorithm == "ddrm":
             sigmas = prior_sigmas(prior, self.num_steps)[:-1] / view.width
             return dinv.sampling.DDRM(denoiser, sigmas=sigmas.numpy(), **self.options)
+        if self.algorithm == "pigdm":
+            return self._pigdm(view, prior, denoiser)
         return dinv.sampling.DPS(denoiser, num_steps=self.num_steps, dtype=torch.float32, **self.options)
+
+    def _pigdm(self, view: UnitRangeView, prior: Denoiser, denoiser) -> dinv.sampling.PosteriorDiffusion:
+        from invdiff.samplers.splitting import prior_sigma_range
+
+        low, high = (s / view.width for s in prior_sigma_range(prior))
+        options = dict(self.options)
+        sde = dinv.sampling.VarianceExplodingDiffusion(sigma_min=low, sigma_max=high, alpha=options.pop("alpha", 0.25),
+                                                       dtype=torch.float32)
+        solver = dinv.sampling.EulerSolver(timesteps=torch.linspace(1.0, 0.0, self.num_steps + 1), rng=torch.Generator())
+        fidelity = dinv.sampling.PiGDMDataFidelity(clip=(0.0, 1.0), **options)
+        return dinv.sampling.PosteriorDiffusion(data_fidelity=fidelity, denoiser=denoiser, sde=sde, solver=solver,
+                                                dtype=torch.float32, minus_one_one=False)
 
     def step(self, state: DeepinvState) -> DeepinvState:
         view = UnitRangeView.of(state.measurement, state.prior, keep_svd=self.algorithm == "ddrm")
         solver = self._solver(view, state.prior.prior)
+        if self.algorithm == "pigdm":
+            with torch.enable_grad():
+                u = solver(view.y, view.physics, x_init=tuple(state.x.shape), seed=state.seed % 2**31,
+                           denoise_output=False)
+            state.diagnostics.vjp_evals += self.num_steps
+            return dataclasses.replace(state, x=view.to_data(u.detach()).to(state.x.dtype), step=1)
         with private_global_stream(state.seed, state.x.device):
             if self.algorithm == "dps":
                 with torch.enable_grad():
@@ -185,3 +209,11 @@ class DDRM(DeepinvSampler):
 
     def __init__(self, num_steps: int = 100, **options):
         super().__init__("ddrm", num_steps, **options)
+
+
+class DeepinvPiGDM(DeepinvSampler):
+    """deepinv's ΠGDM (``PosteriorDiffusion`` + ``PiGDMDataFidelity``) with an invdiff prior:
+    ``DeepinvSampler("pigdm", ...)``; the peer of :class:`~invdiff.samplers.PiGDM`."""
+
+    def __init__(self, num_steps: int = 100, **options):
+        super().__init__("pigdm", num_steps, **options)

@@ -21,7 +21,7 @@ from invdiff.samplers.classical import ConjugateGradient, DirectReconstruction, 
 from invdiff.samplers.daps import DAPS
 from invdiff.samplers.ddim import DDIM, ImportanceSampling
 from invdiff.samplers.dds import DDS
-from invdiff.samplers.deepinv_bridge import DDRM, DiffPIR
+from invdiff.samplers.deepinv_bridge import DDRM, DeepinvPiGDM, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.pigdm import PiGDM
@@ -79,6 +79,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
                           needs_linear=True),
     "pigdm": SamplerSpec(PiGDM, "pseudoinverse-guided diffusion, linear Gaussian form (Song et al. 2023)",
                          needs_linear=True, vjp=True),
+    "pigdm-deepinv": SamplerSpec(DeepinvPiGDM, "deepinv's ΠGDM (PosteriorDiffusion + PiGDMDataFidelity) with an invdiff "
+                                 "prior: the peer of pigdm", needs_linear=True, vjp=True),
     "diffpir": SamplerSpec(DiffPIR, "deepinv's DiffPIR driven with an invdiff prior", needs_linear=True),
     "ddrm": SamplerSpec(DDRM, "deepinv's DDRM (needs an SVD: inpainting, circular blur)",
                         needs_linear=True, needs_svd=True),
