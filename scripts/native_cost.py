@@ -78,12 +78,18 @@ def main() -> None:
     parser.add_argument("--volume-slices", type=int, default=35, help="0: skip the whole-volume run")
     parser.add_argument("--volume-sampler", default="dps")
     parser.add_argument("--volume-steps", type=int, default=2)
+    parser.add_argument("--keep-earlier", action="store_true",
+                        help="keep the one-slice rows of samplers not re-run from the page's results.json")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=Path("docs/results/native-cost"))
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"{args.data}: missing; run python scripts/make_native_testset.py first")
-    rows = [measure(s, args.steps, args.threads, args.data) for s in args.samplers]
+    earlier = []
+    if args.keep_earlier and (args.out / "results.json").is_file():  # one-slice rows of samplers not re-run
+        earlier = [dict(r, earlier_run=True) for r in json.loads((args.out / "results.json").read_text())
+                   if r.get("slices") == 1 and r["sampler"] not in args.samplers]
+    rows = earlier + [measure(s, args.steps, args.threads, args.data) for s in args.samplers]
     if args.volume_slices:
         with tempfile.TemporaryDirectory() as folder:
             volume = write_volume(Path(folder), args.volume_slices)
@@ -91,7 +97,7 @@ def main() -> None:
     lines = ["| sampler | slices | network evals | VJPs | set-up (s) | sampler (s) | wall (s) | "
              "peak memory (GiB) | PSNR (dB) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['slices']} | {r['network_evals']} | {r['vjps']} | {r['setup_s']} | "
+        lines.append(f"| {r['sampler']}{' (earlier run)' if r.get('earlier_run') else ''} | {r['slices']} | {r['network_evals']} | {r['vjps']} | {r['setup_s']} | "
                      f"{r['sampler_s']} | {r['wall_s']} | {r['peak_rss_gib']}{'' if r['peak_is_new_max'] else ' (≤)'} | "
                      f"{r['psnr']} |")
     names = sorted({*args.samplers, args.volume_sampler})
@@ -104,7 +110,9 @@ def main() -> None:
              "`--max-memory`: the default group at this geometry and its estimate: "
              + ", ".join(f"{s} {n} slices, {v:.2f} GiB" for s, (n, v) in group.items())
              + f"; a {args.volume_slices or 35}-slice volume runs as such groups one after another, so its peak is "
-             "one group's (the last row, when present, measures it).")
+             "one group's (the last row, when present, measures it)."
+             + (" Rows marked *earlier run* are kept from the page's previous run (`--keep-earlier`; see git log "
+                "of this page for its commit)." if earlier else ""))
     script_page(args.out, "Cost of one native-size slice (320 x 320, 15 coils)", rows, "\n".join(lines), notes)
 
 
