@@ -94,11 +94,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             volume = write_volume(Path(folder), args.volume_slices)
             rows.append(measure(args.volume_sampler, args.volume_steps, args.threads, volume, slices=None))
+    print(json.dumps(rows), flush=True)  # the measurements, before anything can fail while writing the page
     lines = ["| sampler | slices | network evals | VJPs | set-up (s) | sampler (s) | wall (s) | "
              "peak memory (GiB) | PSNR (dB) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['sampler']}{' (earlier run)' if r.get('earlier_run') else ''} | {r['slices']} | {r['network_evals']} | {r['vjps']} | {r['setup_s']} | "
-                     f"{r['sampler_s']} | {r['wall_s']} | {r['peak_rss_gib']}{'' if r['peak_is_new_max'] else ' (≤)'} | "
+                     f"{r['sampler_s']} | {r['wall_s']} | {r['peak_rss_gib']}{'' if r.get('peak_is_new_max', True) else ' (≤: an earlier child peaked higher)'} | "
                      f"{r['psnr']} |")
     names = sorted({*args.samplers, args.volume_sampler})
     per_slice = {s: group_bytes((320, 320), 1, 1, s == "dps", 15, (640, 320)) for s in names}
