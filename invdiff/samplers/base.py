@@ -119,6 +119,17 @@ def resolve_sigmas(prior: Denoiser, num_steps: int, schedule: VPSchedule | None 
     return s
 
 
+def start_from_noise(prior: Denoiser, sigma: float, n_particles: int) -> Callable[[BatchGenerator, torch.dtype], Tensor]:
+    """The ``x_init`` of :meth:`Sampler.initial_state` for a reverse diffusion started at noise level ``sigma``
+    (data units): ``offset + sigma z`` per particle, ``z ~ N(0, I)`` from each item's stream."""
+    offset, sigma = float(prior.offset), float(sigma)
+
+    def x_init(rng: BatchGenerator, dtype: torch.dtype) -> Tensor:
+        return offset + sigma * rng.randn(n_particles, *prior.event_shape, dtype=dtype)
+
+    return x_init
+
+
 def extend_state(state: SamplerState, cls: type[SamplerState], **changes) -> SamplerState:
     """``state`` as an instance of a sampler's own ``SamplerState`` subclass, with ``changes``."""
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(SamplerState)}

@@ -35,7 +35,7 @@ from torch import Tensor
 from invdiff.linalg import batch_view
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale, start_from_noise
 from invdiff.samplers.ddim import ddim_update
 from invdiff.samplers.splitting import (denoising_levels, gaussian_likelihood_sample, per_item_norm_sq,
                                         prior_sigma_range)
@@ -115,10 +115,7 @@ class DAPS(Sampler):
         if self.mcmc == "exact" and not measurement.is_linear:
             raise ValueError("DAPS with mcmc='exact' needs a linear measurement; use mcmc='langevin'")
         sigmas = self.sigmas_for(prior)
-        offset = float(prior.offset)
-
-        def x_init(rng, dtype):
-            return offset + float(sigmas[0]) * rng.randn(n_particles, *prior.event_shape, dtype=dtype)
+        x_init = start_from_noise(prior, float(sigmas[0]), n_particles)
 
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=self.levels, x_init=x_init)
         m = measurement.expand(n_particles)

@@ -29,7 +29,7 @@ from torch import Tensor
 from invdiff.linalg import batch_view, conjugate_gradient
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas, start_from_noise
 from invdiff.samplers.splitting import per_item_norm_sq
 from invdiff.schedule import VPSchedule
 
@@ -73,10 +73,7 @@ class DDS(Sampler):
         if measurement is None or not measurement.is_linear:
             raise ValueError("DDS needs a linear measurement (its data step is conjugate gradients on A^T A)")
         sigmas = resolve_sigmas(prior, self.num_steps, self.schedule, self._sigmas)
-        offset = float(prior.offset)
-
-        def x_init(rng, dtype):
-            return offset + float(sigmas[0]) * rng.randn(n_particles, *prior.event_shape, dtype=dtype)
+        x_init = start_from_noise(prior, float(sigmas[0]), n_particles)
 
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=sigmas.numel() - 1,
                                    x_init=x_init)

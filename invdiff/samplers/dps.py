@@ -29,7 +29,8 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale, resolve_sigmas
+from invdiff.samplers.base import (Sampler, SamplerState, check_num_steps, extend_state, prior_scale, resolve_sigmas,
+                                   start_from_noise)
 from invdiff.samplers.ddim import ddim_update
 from invdiff.schedule import VPSchedule
 
@@ -82,10 +83,7 @@ class DPS(Sampler):
         if measurement is None:
             raise ValueError("DPS needs a measurement")
         sigmas = self.sigmas_for(prior)
-        offset = float(prior.offset)
-
-        def x_init(rng, dtype):
-            return offset + float(sigmas[0]) * rng.randn(n_particles, *prior.event_shape, dtype=dtype)
+        x_init = start_from_noise(prior, float(sigmas[0]), n_particles)
 
         state = self.initial_state(measurement, prior, n_particles, generator,
                                    num_steps=sigmas.numel() - 1, x_init=x_init)

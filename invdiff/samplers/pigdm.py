@@ -33,7 +33,8 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale, resolve_sigmas
+from invdiff.samplers.base import (Sampler, SamplerState, check_num_steps, extend_state, prior_scale, resolve_sigmas,
+                                   start_from_noise)
 from invdiff.samplers.ddim import ddim_update
 from invdiff.schedule import VPSchedule
 
@@ -78,10 +79,7 @@ class PiGDM(Sampler):
         if measurement is None or not measurement.is_linear:
             raise ValueError("ΠGDM (this form) needs a linear measurement with Gaussian noise")
         sigmas = resolve_sigmas(prior, self.num_steps, self.schedule, self._sigmas)
-        offset = float(prior.offset)
-
-        def x_init(rng, dtype):
-            return offset + float(sigmas[0]) * rng.randn(n_particles, *prior.event_shape, dtype=dtype)
+        x_init = start_from_noise(prior, float(sigmas[0]), n_particles)
 
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=sigmas.numel() - 1,
                                    x_init=x_init)

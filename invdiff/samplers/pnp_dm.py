@@ -32,7 +32,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale, start_from_noise
 from invdiff.samplers.ddim import ddim_update
 from invdiff.samplers.splitting import denoising_levels, gaussian_likelihood_sample, prior_sigma_range
 
@@ -92,13 +92,13 @@ class PnPDM(Sampler):
             raise ValueError("PnP-DM (this form) needs a linear measurement: its likelihood step is an exact "
                              "Gaussian draw")
         rhos = self.rhos_for(prior)
-        offset = float(prior.offset)
+        from_noise = start_from_noise(prior, float(rhos[0]), n_particles)
 
         def x_init(rng, dtype):
             shape = (measurement.batch_size, n_particles, *prior.event_shape)
             if self.init_kind == "pinv":
                 return measurement.pinv(max_iter=50).reshape(measurement.batch_size, 1, *prior.event_shape).expand(shape)
-            return offset + float(rhos[0]) * rng.randn(n_particles, *prior.event_shape, dtype=dtype)
+            return from_noise(rng, dtype)
 
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=self.iterations,
                                    x_init=x_init)

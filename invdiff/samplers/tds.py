@@ -33,7 +33,7 @@ from invdiff.linalg import batch_dot
 from invdiff.measurement import Measurement
 from invdiff.particles import effective_sample_size
 from invdiff.priors.base import Denoiser
-from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas
+from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas, start_from_noise
 from invdiff.samplers.smc import adaptive_resample, denoise_and_grad, validate_resampling
 from invdiff.schedule import VPSchedule
 
@@ -98,10 +98,7 @@ class TDS(Sampler):
         if measurement is None:
             raise ValueError("TDS needs a measurement")
         sigmas = resolve_sigmas(prior, self.num_steps, self.schedule, self._sigmas)
-        offset = float(prior.offset)
-
-        def x_init(rng, dtype):
-            return offset + float(sigmas[0]) * rng.randn(n_particles, *prior.event_shape, dtype=dtype)
+        x_init = start_from_noise(prior, float(sigmas[0]), n_particles)
 
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=sigmas.numel() - 1,
                                    x_init=x_init, chunk_size=self.chunk_size)
