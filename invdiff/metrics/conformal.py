@@ -43,16 +43,17 @@ import numpy as np
 from invdiff.io import atomic_write_text
 
 __all__ = ["CALIBRATION_FORMAT", "ConformalCalibration", "conformal_report", "fit_conformal", "load_calibration",
-           "paired_slices", "risk_control_threshold"]
+           "paired_slices", "region_mask", "risk_control_threshold"]
 
 CALIBRATION_FORMAT = "invdiff-conformal-1"
 Method = Literal["std", "residual"]
 Region = Literal["object", "all"]
 
 
-def _scores(mean: np.ndarray, std: np.ndarray, target: np.ndarray, floor: float, method: Method) -> np.ndarray:
-    scale = (std if method == "std" else np.zeros_like(std)) + floor
-    return np.abs(target - mean) / scale
+def _scale(std: np.ndarray, floor: float, method: Method) -> np.ndarray:
+    """The interval's unit half-width per pixel: ``std + floor`` (``"std"``) or ``floor`` (``"residual"``)."""
+    std = np.asarray(std)
+    return (std if method == "std" else np.zeros_like(std)) + floor
 
 
 def region_mask(target: np.ndarray, region: Region, fraction: float = 0.05) -> np.ndarray:
@@ -111,8 +112,7 @@ class ConformalCalibration:
         key = _level_key(level)
         if key not in self.lams:
             raise KeyError(f"this calibration has levels {sorted(self.lams)}, not {key}")
-        scale = (np.asarray(std) if self.method == "std" else np.zeros_like(std)) + self.floor
-        return self.lams[key] * scale
+        return self.lams[key] * _scale(std, self.floor, self.method)
 
     def save(self, path: str | os.PathLike) -> Path:
         return atomic_write_text(path, json.dumps({"format": CALIBRATION_FORMAT, **asdict(self)}, indent=2) + "\n")
@@ -139,7 +139,7 @@ def fit_conformal(means: np.ndarray, stds: np.ndarray, targets: np.ndarray, leve
     if not floor > 0:
         raise ValueError(f"floor must be > 0, got {floor}")
     mask = region_mask(targets, region)
-    scores = _scores(means, stds, targets, floor, method)
+    scores = np.abs(targets - means) / _scale(stds, floor, method)
     per_slice = [scores[i][mask[i]] for i in range(scores.shape[0])]
     lams = {_level_key(a): risk_control_threshold(per_slice, 1.0 - float(a)) for a in levels}
     return ConformalCalibration(lams, float(floor), method, region, int(means.shape[0]), dict(provenance or {}))
@@ -196,18 +196,12 @@ def paired_slices(targets: str | os.PathLike, predictions: str | os.PathLike, ch
     :func:`~invdiff.metrics.evaluate_predictions` pairs them; only the slices a run solved (its
     ``slices`` attribute) count. Errors name the file and the key."""
     from invdiff.datasets.errors import DataFormatError
-    from invdiff.datasets.fastmri import find_fastmri_files, prediction_slices, read_prediction
-    from invdiff.metrics.evaluate import _target
+    from invdiff.datasets.fastmri import prediction_slices, read_prediction
+    from invdiff.metrics.evaluate import paired_files, target_key
 
-    key = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}.get(challenge)
-    if key is None:
-        raise ValueError(f"challenge must be 'multicoil' or 'singlecoil', got {challenge!r}")
+    key = target_key(challenge)
     means, stds, truths, names = [], [], [], []
-    for path in find_fastmri_files(targets):
-        _, target = _target(path, key)
-        pred_path = Path(predictions) / path.name
-        if not pred_path.is_file():
-            raise DataFormatError(f"{pred_path}: no prediction for target {path}")
+    for path, _, target, pred_path in paired_files(targets, predictions, key):
         mean, std = read_prediction(pred_path), read_prediction(pred_path, "reconstruction_std")
         solved = prediction_slices(pred_path) or list(range(target.shape[0]))
         if max(solved) >= target.shape[0] or mean.shape[0] not in (len(solved), target.shape[0]) \

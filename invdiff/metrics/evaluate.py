@@ -18,7 +18,26 @@ from invdiff.datasets.errors import DataFormatError
 from invdiff.datasets.fastmri import find_fastmri_files, read_prediction
 from invdiff.metrics.image import fastmri_volume_metrics
 
-__all__ = ["evaluate_predictions"]
+__all__ = ["evaluate_predictions", "paired_files", "target_key"]
+
+
+def target_key(challenge: str) -> str:
+    """The target dataset of a fastMRI challenge: ``reconstruction_rss`` (multicoil) or ``reconstruction_esc``."""
+    key = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}.get(challenge)
+    if key is None:
+        raise ValueError(f"challenge must be 'multicoil' or 'singlecoil', got {challenge!r}")
+    return key
+
+
+def paired_files(targets: str | os.PathLike, predictions: str | os.PathLike, key: str):
+    """``(target path, its attributes, its target volume, the prediction path)`` for every target file, the
+    prediction named like it (``DataFormatError`` naming both when it is missing)."""
+    for path in find_fastmri_files(targets):
+        attrs, target = _target(path, key)
+        pred_path = Path(predictions) / path.name
+        if not pred_path.is_file():
+            raise DataFormatError(f"{pred_path}: no prediction for target {path}")
+        yield path, attrs, target, pred_path
 
 
 def evaluate_predictions(targets: str | os.PathLike, predictions: str | os.PathLike,
@@ -35,18 +54,11 @@ def evaluate_predictions(targets: str | os.PathLike, predictions: str | os.PathL
         ``{"mean": {...}, "std": {...}, "volumes": {file name: {...}}, "count": n, "acquisitions": {file
         name: the file's acquisition attribute or None}}``; ``std`` is over volumes (population).
     """
-    key = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}.get(challenge)
-    if key is None:
-        raise ValueError(f"challenge must be 'multicoil' or 'singlecoil', got {challenge!r}")
     per_volume: dict[str, dict[str, float]] = {}
     acquisitions: dict[str, str | None] = {}
-    for path in find_fastmri_files(targets):
-        attrs, target = _target(path, key)
+    for path, attrs, target, pred_path in paired_files(targets, predictions, target_key(challenge)):
         if acquisition is not None and attrs.get("acquisition") != acquisition:
             continue
-        pred_path = Path(predictions) / path.name
-        if not pred_path.is_file():
-            raise DataFormatError(f"{pred_path}: no prediction for target {path}")
         pred = read_prediction(pred_path)
         if pred.shape[0] != target.shape[0]:
             raise DataFormatError(f"{pred_path}: {pred.shape[0]} slices, but the target has {target.shape[0]}")

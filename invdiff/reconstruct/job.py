@@ -108,9 +108,11 @@ def particle_images(to_image: Callable[[Tensor], np.ndarray], samples: Tensor) -
 
 def object_region(target: np.ndarray, fraction: float = 0.05) -> Tensor:
     """``(B, h, w)`` bool: the pixels whose target exceeds ``fraction`` of its slice's maximum (the object,
-    where coverage means something; outside it the target is noise or zero)."""
-    t = torch.from_numpy(np.asarray(target))
-    return t > fraction * t.flatten(1).amax(1).reshape(-1, *[1] * (t.dim() - 1))
+    where coverage means something; outside it the target is noise or zero):
+    :func:`invdiff.metrics.conformal.region_mask` as a tensor."""
+    from invdiff.metrics.conformal import region_mask
+
+    return torch.from_numpy(region_mask(np.asarray(target), "object", fraction))
 
 
 def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,

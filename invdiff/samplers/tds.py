@@ -35,6 +35,7 @@ from invdiff.particles import effective_sample_size
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas, start_from_noise
 from invdiff.samplers.smc import adaptive_resample, denoise_and_grad, validate_resampling
+from invdiff.samplers.splitting import per_item_norm_sq
 from invdiff.schedule import VPSchedule
 
 __all__ = ["TDS", "TDSState"]
@@ -82,7 +83,7 @@ class TDS(Sampler):
             return 1.0
         if not measurement.is_linear:
             raise ValueError(f"TDS(operator_norm=True) needs a linear operator; {measurement.operator_name} is not")
-        return measurement.operator_norm_sq(30).repeat_interleave(n_particles)
+        return per_item_norm_sq(measurement, n_particles)
 
     def _twist(self, state: SamplerState, m: Measurement, x: Tensor, sigma: float,
                norm_sq: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
