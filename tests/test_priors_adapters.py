@@ -72,12 +72,14 @@ def test_adm_prior_agrees_with_deepinv_at_a_trained_step(adm_file):
 def test_adm_prior_rejects_foreign_files(tmp_path, adm_file):
     bad = tmp_path / "bad.pt"
     torch.save({"conv.weight": torch.zeros(3)}, bad)
-    with pytest.raises(CheckpointError, match="does not fit deepinv's DiffUNet"):
+    with pytest.raises(CheckpointError, match=r"bad.pt: a checkpoint of family .adm. .* matches no known preset .*1 unexpected"):
         adm_prior(bad)
     with pytest.raises(FileNotFoundError):
         adm_prior(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="multiple of 32"):
         adm_prior(adm_file[0], image_size=100)
+    with pytest.raises(CheckpointError, match="matches no known preset .*adm-imagenet-256"):
+        adm_prior(adm_file[0], large_model=True)
 
 
 def _random_pca_gmm(d=6, q=2, k=3, seed=0):

@@ -3,12 +3,12 @@
 * :class:`DeepinvDenoiserPrior`: any deepinv ``Denoiser`` (``model(x, sigma)`` with ``sigma`` the
   noise standard deviation in ``x``'s units, a float or ``(B,)``) as an invdiff prior.
 * :func:`adm_prior`: a guided-diffusion / ADM checkpoint (Dhariwal & Nichol 2021; the FFHQ and
-  ImageNet priors DPS and RED-Diff publish results with) through deepinv's ``DiffUNet``, from a weights
-  file the user supplies. The network is wrapped by :class:`~invdiff.priors.unet.UNetPrior` with ADM's
-  training convention (linear VP schedule 1e-4..0.02 over 1000 steps, data in ``[0, 1]`` mapped to
-  ``[-1, 1]``, epsilon in the first ``C`` output channels, learned variances in the rest), so the
-  conversion from ``sigma`` is exact with fractional timesteps; deepinv's own ``DiffUNet.forward``
-  snaps to the nearest trained step and clips, which is why it is not used.
+  ImageNet priors DPS and RED-Diff publish results with), from a weights file the user supplies: the
+  ``adm`` family of :mod:`invdiff.priors.families` with deepinv's two ``DiffUNet`` configurations.
+  The network is wrapped by :class:`~invdiff.priors.unet.UNetPrior` with ADM's training convention
+  (linear VP schedule 1e-4..0.02 over 1000 steps, data in ``[0, 1]`` mapped to ``[-1, 1]``, epsilon in
+  the first ``C`` output channels), so the conversion from ``sigma`` is exact with fractional
+  timesteps; deepinv's own ``DiffUNet.forward`` snaps to the nearest trained step and clips.
 * :class:`AsDeepinvDenoiser`: an invdiff prior as a deepinv ``Denoiser``, for deepinv's DiffPIR,
   DDRM, PnP solvers and trainers.
 """
@@ -23,11 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from invdiff.priors.base import Denoiser, sigma_per_sample
-from invdiff.priors.checkpoint import CheckpointError
 from invdiff.priors.unet import UNetPrior
-from invdiff.schedule import VPSchedule
 
-__all__ = ["ADMNoisePredictor", "AsDeepinvDenoiser", "DeepinvDenoiserPrior", "adm_prior"]
+__all__ = ["AsDeepinvDenoiser", "DeepinvDenoiserPrior", "adm_prior"]
 
 
 class DeepinvDenoiserPrior(Denoiser):
@@ -66,18 +64,6 @@ class AsDeepinvDenoiser(dinv.models.Denoiser):
         return self.prior.denoise(x, s)
 
 
-class ADMNoisePredictor(nn.Module):
-    """``net(z_t, t)`` -> epsilon: the first ``channels`` outputs of a deepinv ``DiffUNet``."""
-
-    def __init__(self, diffunet: nn.Module, channels: int):
-        super().__init__()
-        self.diffunet = diffunet
-        self.channels = channels
-
-    def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
-        return self.diffunet.forward_diffusion(z_t, t)[:, : self.channels]
-
-
 def adm_prior(weights: str | os.PathLike, image_size: int = 256, channels: int = 3, large_model: bool = False,
               device: str | torch.device = "cpu") -> UNetPrior:
     """An ADM / guided-diffusion checkpoint as an EDM prior on ``[0, 1]`` images.
@@ -90,23 +76,22 @@ def adm_prior(weights: str | os.PathLike, image_size: int = 256, channels: int =
         channels: image channels (3 for the published checkpoints).
         large_model: deepinv's ImageNet architecture instead of the FFHQ one.
     """
+    from dataclasses import replace
+
+    from invdiff.priors.families import build_prior, identify
+    from invdiff.priors.families.adm import ADM_PRESETS
+
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such ADM weights file")
     if image_size % 32:
         raise ValueError(f"image_size must be a multiple of 32 for the ADM UNet, got {image_size}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a loadable state dict (weights_only=True): {err}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors (guided-diffusion layout)")
-    net = dinv.models.DiffUNet(in_channels=channels, out_channels=channels, large_model=large_model, pretrained=None)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    buffers = {"sqrt_1m_alphas_cumprod", "sqrt_alphas_cumprod"}  # deepinv's, not in guided-diffusion files
-    if [k for k in missing if k not in buffers] or unexpected:
-        raise CheckpointError(f"{path}: does not fit deepinv's DiffUNet (large_model={large_model}): "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    net.eval().requires_grad_(False).to(device)
-    return UNetPrior(ADMNoisePredictor(net, channels), VPSchedule.linear(), (channels, image_size, image_size),
-                     "epsilon", scale=0.5, offset=0.5, config=None, data_range=(0.0, 1.0))
+    preset = "adm-imagenet-256" if large_model else "adm-ffhq-256"
+    entry = ADM_PRESETS[preset]
+    spec = None
+    if channels != 3:
+        spec = {"family": "adm", "config": replace(entry["config"], in_channels=channels).to_dict(),
+                "scale": entry["scale"], "offset": entry["offset"], "data_range": entry["data_range"],
+                "description": entry["description"], "scaling": entry["scaling"], "source": entry["source"]}
+    prior = build_prior(identify(path, family="adm", preset=None if spec else preset, config=spec), device)
+    return prior.at_size(image_size, image_size)

@@ -6,11 +6,13 @@ A checkpoint is a dict of tensors and plain Python values (no pickled classes)::
     version         1
     architecture    "monai.DiffusionModelUNet" and its UNetConfig as a dict ("config"), or
                     "invdiff.MaskedTokenPrior" and {"tokenizer": TokenizerConfig, "token_model":
-                    TokenModelConfig} as dicts (:mod:`invdiff.priors.tokens.image`)
+                    TokenModelConfig} as dicts (:mod:`invdiff.priors.tokens.image`), or a published
+                    family's tag (FAMILY_ARCHITECTURES) and its network config
+                    (:mod:`invdiff.priors.families`)
     state_dict      the network weights (EMA weights for a trained UNet prior; for a token prior
                     "tokenizer.*" and "model.*", the codebook among the tokenizer's buffers)
-    betas           float64 (T,) VP schedule (UNet only)
-    prediction      "epsilon" | "v" (UNet only)
+    betas           float64 (T,) VP schedule (VP-trained networks: UNet, ADM, diffusers)
+    prediction      "epsilon" | "v" | "sample" (VP-trained networks)
     event_shape     [C, H, W]
     normalization   {"scale": s, "offset": o}: data = offset + scale * model space
     data_range      [low, high] or None
@@ -32,16 +34,23 @@ import torch
 
 from invdiff.io import atomic_write
 
-__all__ = ["CheckpointError", "FORMAT", "TOKEN_ARCHITECTURE", "UNET_ARCHITECTURE", "VERSION", "read_checkpoint",
+__all__ = ["CheckpointError", "FAMILY_ARCHITECTURES", "FORMAT", "TOKEN_ARCHITECTURE", "UNET_ARCHITECTURE", "VERSION", "check_payload", "read_checkpoint",
            "write_checkpoint"]
 
 FORMAT = "invdiff-prior"
 VERSION = 1
 UNET_ARCHITECTURE = "monai.DiffusionModelUNet"
 TOKEN_ARCHITECTURE = "invdiff.MaskedTokenPrior"
+#: published families converted by :func:`invdiff.priors.families.convert`: family -> architecture tag
+FAMILY_ARCHITECTURES = {"adm": "guided-diffusion.UNetModel", "edm": "edm.Network", "diffusers": "diffusers.UNet2DModel"}
 #: architecture -> the fields its checkpoints must carry
 _REQUIRED = {UNET_ARCHITECTURE: ("config", "state_dict", "betas", "prediction", "event_shape", "normalization"),
-             TOKEN_ARCHITECTURE: ("config", "state_dict", "event_shape", "normalization")}
+             TOKEN_ARCHITECTURE: ("config", "state_dict", "event_shape", "normalization"),
+             FAMILY_ARCHITECTURES["adm"]: ("config", "state_dict", "betas", "prediction", "event_shape",
+                                           "normalization"),
+             FAMILY_ARCHITECTURES["edm"]: ("config", "state_dict", "event_shape", "normalization"),
+             FAMILY_ARCHITECTURES["diffusers"]: ("config", "state_dict", "betas", "prediction", "event_shape",
+                                                 "normalization")}
 
 
 class CheckpointError(ValueError):
@@ -81,6 +90,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise CheckpointError(f"{path}: not an invdiff prior (corrupt, or unsafe to load: it was read with "
                               f"weights_only=True and refused; {first})") from None
+    return check_payload(payload, path)
+
+
+def check_payload(payload: object, path: str | os.PathLike) -> dict:
+    """``payload`` (a read checkpoint file) after checking it is an invdiff prior of a supported version
+    and architecture with the fields that architecture needs; ``path`` names the errors."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: not an invdiff prior checkpoint (format {found!r}, expected {FORMAT!r})")

@@ -6,16 +6,17 @@ Each was trained here by the command recorded in its checkpoint's provenance (an
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from invdiff.priors.loading import load_prior
+from invdiff.priors.loading import load_prior, open_weights_file
 from invdiff.priors.tokens.image import ImageTokenPrior
 from invdiff.priors.unet import UNetPrior
 
-__all__ = ["SHIPPED_PRIORS", "ShippedPrior", "default_mri_prior", "open_prior", "shipped_prior", "shipped_prior_path"]
+__all__ = ["SHIPPED_PRIORS", "ShippedPrior", "cached_priors", "default_mri_prior", "open_prior", "prior_cache", "shipped_prior", "shipped_prior_path"]
 
 _DATA = Path(__file__).resolve().parent / "data"
 
@@ -82,11 +83,29 @@ def default_mri_prior(pixel_mm: float | None) -> str:
     return "mri_brain_128"
 
 
+def prior_cache() -> Path:
+    """The folder of converted priors (``invdiff priors convert`` without ``--out``): ``$INVDIFF_PRIOR_DIR``,
+    or ``~/.cache/invdiff/priors``. Read when a prior is named; nothing is ever downloaded into it."""
+    return Path(os.environ.get("INVDIFF_PRIOR_DIR") or Path.home() / ".cache" / "invdiff" / "priors")
+
+
+def cached_priors() -> dict[str, Path]:
+    """name -> file of the converted priors in :func:`prior_cache`."""
+    folder = prior_cache()
+    return {p.stem: p for p in sorted(folder.glob("*.pt"))} if folder.is_dir() else {}
+
+
 def open_prior(spec: str, device: str | torch.device = "cpu") -> UNetPrior | ImageTokenPrior:
-    """A shipped prior by name (:data:`SHIPPED_PRIORS`), or a prior checkpoint file (``prior.pt``,
-    ``checkpoint.pt``) of any supported architecture."""
+    """A shipped prior by name (:data:`SHIPPED_PRIORS`), a converted prior in :func:`prior_cache` by name,
+    a prior checkpoint file (``prior.pt``, ``checkpoint.pt``) of any supported architecture, or a
+    published checkpoint of a supported family (a weights file or a diffusers folder:
+    :mod:`invdiff.priors.families`)."""
     if spec in SHIPPED_PRIORS:
         return shipped_prior(spec, device)
-    if not Path(spec).is_file():
-        raise FileNotFoundError(f"prior {spec!r}: neither a shipped prior ({sorted(SHIPPED_PRIORS)}) nor a file")
-    return load_prior(spec, device)
+    if not Path(spec).exists():
+        cached = cached_priors()
+        if spec in cached:
+            return load_prior(cached[spec], device)
+        raise FileNotFoundError(f"prior {spec!r}: neither a shipped prior ({sorted(SHIPPED_PRIORS)}), a converted "
+                                f"prior in {prior_cache()} ({sorted(cached) or 'none'}), nor a file or folder")
+    return open_weights_file(spec, device)

@@ -2,12 +2,13 @@
 
 The network was trained in *model space* ``z = (x - offset) / scale`` on the VP process
 ``z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps`` to predict ``eps`` (``prediction="epsilon"``) or
-``v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0`` (``prediction="v"``, Salimans & Ho 2022).
+``v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0`` (``prediction="v"``, Salimans & Ho 2022), or ``z0``
+itself (``prediction="sample"``, diffusers' name).
 :class:`UNetPrior` exposes it as an EDM denoiser in data units: for ``x = x0 + sigma n``,
 
     sigma_z = sigma / scale,  abar = 1 / (1 + sigma_z^2),  z_t = sqrt(abar) (x - offset) / scale,
     t = schedule.timestep_of_sigma(sigma_z)  (fractional steps between the trained ones),
-    z0_hat = (z_t - sqrt(1 - abar) eps_hat) / sqrt(abar)   or   sqrt(abar) z_t - sqrt(1 - abar) v_hat,
+    z0_hat = (z_t - sqrt(1 - abar) eps_hat) / sqrt(abar),  sqrt(abar) z_t - sqrt(1 - abar) v_hat,  or  the output,
 
 and returns ``offset + scale * z0_hat``. Noise levels outside the trained range are given the nearest
 trained step as ``t`` (the conversion itself stays exact).
@@ -31,7 +32,7 @@ from invdiff.schedule import VPSchedule
 
 __all__ = ["UNetConfig", "UNetPrior", "save_prior", "unet_prior_from_payload"]
 
-Prediction = Literal["epsilon", "v"]
+Prediction = Literal["epsilon", "v", "sample"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class UNetPrior(Denoiser):
         net: ``net(z_t, t)`` with ``z_t`` ``(B, C, H, W)`` and ``t`` ``(B,)`` float steps.
         schedule: the VP schedule the network was trained with.
         event_shape: ``(C, H, W)``.
-        prediction: ``"epsilon"`` or ``"v"``.
+        prediction: ``"epsilon"``, ``"v"`` or ``"sample"``.
         scale, offset: data = ``offset + scale * model space``.
         config: the architecture, when ``net`` was built from one (needed to save a checkpoint).
         data_range: the data units' range, when known.
@@ -111,8 +112,8 @@ class UNetPrior(Denoiser):
             if not 0 < lo <= hi:
                 raise ValueError(f"pixel_size_mm must be (smallest, largest) > 0, got {self.pixel_size_mm}")
             self.pixel_size_mm = (lo, hi)
-        if self.prediction not in ("epsilon", "v"):
-            raise ValueError(f"prediction must be 'epsilon' or 'v', got {self.prediction!r}")
+        if self.prediction not in ("epsilon", "v", "sample"):
+            raise ValueError(f"prediction must be 'epsilon', 'v' or 'sample', got {self.prediction!r}")
         if not self.scale > 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
         self.event_shape = tuple(self.event_shape)
@@ -120,8 +121,9 @@ class UNetPrior(Denoiser):
     @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this (the UNet halves them once per level but the last)."""
-        levels = len(self.config.channels) if self.config is not None else 1
-        return 2 ** (levels - 1)
+        if self.config is None:
+            return int(getattr(self.net, "size_multiple", 1))
+        return 2 ** (len(self.config.channels) - 1)
 
     def at_size(self, height: int, width: int) -> UNetPrior:
         """The same prior (shared network) for ``height x width`` images.
@@ -146,7 +148,12 @@ class UNetPrior(Denoiser):
         b = batch_view((1.0 - abar).sqrt(), x).to(dtype)
         z_t = a * ((x.to(dtype) - self.offset) / self.scale)
         out = self.net(z_t, t.to(dtype))
-        z0 = (z_t - b * out) / a if self.prediction == "epsilon" else a * z_t - b * out
+        if self.prediction == "epsilon":
+            z0 = (z_t - b * out) / a
+        elif self.prediction == "v":
+            z0 = a * z_t - b * out
+        else:
+            z0 = out
         return (self.offset + self.scale * z0).to(x.dtype)
 
 

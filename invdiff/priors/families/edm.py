@@ -1,0 +1,182 @@
+"""EDM-style priors (Karras et al. 2022): a raw network ``F(c_in x, c_noise)`` and a preconditioning.
+
+The networks are EDM's ``DhariwalUNet`` (ADM re-implemented; InverseBench's fastMRI priors) and
+``SongUNet`` (NCSN++ / DDPM++; EDM's and score-SDE's converted priors), built from deepinv's ports
+(``ADMUNet``, ``NCSNpp``), whose parameter names are EDM's. invdiff applies the preconditioning
+itself, in model space ``z = (x - offset) / scale`` with ``s = sigma / scale``:
+
+    D(z, s) = c_skip(s) z + c_out(s) F(c_in(s) z, c_noise(s))
+
+    edm: c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2), c_in = 1 / sqrt(s^2 + sd^2),
+         c_noise = log(s) / 4                                    (sd = sigma_data)
+    vp:  c_skip = 1, c_out = -s, c_in = 1 / sqrt(s^2 + 1), c_noise = (M - 1) t(s),
+         t(s) = (sqrt(beta_min^2 + 2 beta_d log(1 + s^2)) - beta_min) / beta_d
+    ve:  c_skip = 1, c_out = s, c_in = 1, c_noise = log(s / 2)
+
+(EDM's Table 1; EDM's ``VPPrecond`` / ``VEPrecond`` / ``EDMPrecond``). The denoiser in data units is
+``offset + scale * D``. Any ``sigma > 0`` is exact: there are no discrete steps to snap to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import deepinv as dinv
+import torch
+from torch import Tensor, nn
+
+from invdiff.linalg import batch_view
+from invdiff.priors.base import Denoiser, sigma_per_sample
+
+__all__ = ["EDMConfig", "EDMNetwork", "EDMPrior", "EDM_PRESETS"]
+
+Precond = Literal["edm", "vp", "ve"]
+Architecture = Literal["dhariwal", "song-ncsn", "song-ddpm"]
+
+
+@dataclass(frozen=True)
+class EDMConfig:
+    """The network (EDM's constructor arguments) and its preconditioning."""
+
+    architecture: Architecture = "dhariwal"
+    img_resolution: int = 64
+    in_channels: int = 3
+    model_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    channel_mult_emb: int = 4
+    num_blocks: int = 4
+    attn_resolutions: tuple[int, ...] = (16,)
+    augment_dim: int = 0
+    dropout: float = 0.0
+    precond: Precond = "edm"
+    sigma_data: float = 0.5
+    beta_d: float = 19.9
+    beta_min: float = 0.1
+    M: int = 1000
+
+    def __post_init__(self):
+        if self.architecture not in ("dhariwal", "song-ncsn", "song-ddpm"):
+            raise ValueError(f"EDM config: architecture must be dhariwal, song-ncsn or song-ddpm, "
+                             f"got {self.architecture!r}")
+        if self.precond not in ("edm", "vp", "ve"):
+            raise ValueError(f"EDM config: precond must be edm, vp or ve, got {self.precond!r}")
+        if self.img_resolution % 2 ** (len(self.channel_mult) - 1):
+            raise ValueError(f"EDM config: img_resolution {self.img_resolution} is not divisible by "
+                             f"2^(levels - 1) = {2 ** (len(self.channel_mult) - 1)}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EDMConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"EDM config: unknown fields {unknown} (known: {sorted(known)})")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class EDMNetwork(nn.Module):
+    """EDM's raw network ``F(x, c_noise)`` for ``config`` (deepinv's port, EDM's parameter names).
+
+    The network's layers are named after ``img_resolution`` (``enc.64x64_conv``), and SongUNet's
+    resampling is tied to it: it serves that image size only.
+    """
+
+    def __init__(self, config: EDMConfig):
+        super().__init__()
+        c = config
+        common = dict(img_resolution=c.img_resolution, in_channels=c.in_channels, out_channels=c.in_channels,
+                      label_dim=0, augment_dim=c.augment_dim, model_channels=c.model_channels,
+                      channel_mult=tuple(c.channel_mult), channel_mult_emb=c.channel_mult_emb, num_blocks=c.num_blocks,
+                      attn_resolutions=tuple(c.attn_resolutions), dropout=c.dropout, pretrained=None)
+        if c.architecture == "dhariwal":
+            self.unet = dinv.models.ADMUNet(**common)
+        else:
+            self.unet = dinv.models.NCSNpp(model_type=c.architecture.split("-")[1], **common)
+        self.config = c
+
+    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        return self.unet.forward_unet(x, c_noise)
+
+    # the state dict is EDM's, without the wrapper's prefix
+    def state_dict(self, *args, **kwargs):
+        return self.unet.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self.unet.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def precond_coefficients(config: EDMConfig, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(c_skip, c_out, c_in, c_noise)`` at model-space noise levels ``s`` (float64 ``(B,)``)."""
+    if config.precond == "edm":
+        sd = config.sigma_data
+        r = (s**2 + sd**2).sqrt()
+        return sd**2 / r**2, s * sd / r, 1.0 / r, s.log() / 4
+    if config.precond == "vp":
+        t = ((config.beta_min**2 + 2 * config.beta_d * torch.log1p(s**2)).sqrt() - config.beta_min) / config.beta_d
+        return torch.ones_like(s), -s, 1.0 / (s**2 + 1).sqrt(), (config.M - 1) * t
+    return torch.ones_like(s), s, torch.ones_like(s), (s / 2).log()
+
+
+@dataclass
+class EDMPrior(Denoiser):
+    """An EDM-preconditioned network as an invdiff denoiser (see the module docstring).
+
+    Attributes:
+        net: an :class:`EDMNetwork` (or any ``net(x, c_noise)``), in evaluation mode.
+        config: its :class:`EDMConfig`.
+        scale, offset: data = ``offset + scale * model space``.
+    """
+
+    net: nn.Module
+    config: EDMConfig = field()
+    scale: float = 1.0
+    offset: float = 0.0
+    data_range: tuple[float, float] | None = None
+    pixel_size_mm: tuple[float, float] | None = None
+    event_shape: tuple[int, int, int] = field(init=False)
+
+    def __post_init__(self):
+        self.event_shape = (self.config.in_channels, self.config.img_resolution, self.config.img_resolution)
+        if not self.scale > 0:
+            raise ValueError(f"scale must be > 0, got {self.scale}")
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"expected images (B, {', '.join(map(str, self.event_shape))}), got {tuple(x.shape)}")
+        s = sigma_per_sample(sigma, x) / self.scale
+        c_skip, c_out, c_in, c_noise = precond_coefficients(self.config, s)
+        param = next(self.net.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        z = ((x - self.offset) / self.scale).to(dtype)
+        f = self.net(batch_view(c_in, z).to(dtype) * z, c_noise.to(dtype))
+        d = batch_view(c_skip, z).to(dtype) * z + batch_view(c_out, z).to(dtype) * f
+        return (self.offset + self.scale * d).to(x.dtype)
+
+
+#: published EDM-style checkpoints: name -> (config, what it is, data units, scale, offset, data_range)
+EDM_PRESETS: dict[str, dict] = {
+    "inversebench-mri-320": dict(
+        config=EDMConfig(architecture="dhariwal", img_resolution=320, in_channels=2, model_channels=128,
+                         channel_mult=(1, 1, 1, 2, 2), num_blocks=1, attn_resolutions=(16,)),
+        description="InverseBench's fastMRI knee / brain prior (EDMPrecond over DhariwalUNet, complex 2-channel "
+                    "320x320, trained on MVUE images)",
+        scaling="complex MVUE divided by the 99th percentile of its magnitude (scale 1, offset 0); invdiff's "
+                "fastMRI units divide by the 99.5th percentile of the CG-SENSE magnitude: the same up to a few percent",
+        scale=1.0, offset=0.0, data_range=None,
+        source="InverseBench (Zheng et al. 2025), github.com/devzhk/InverseBench, configs/pretrain/mri-knee-mvue.yaml"),
+    "edm-ffhq-64-ve": dict(
+        config=EDMConfig(architecture="song-ncsn", img_resolution=64, augment_dim=9),
+        description="EDM's FFHQ 64x64 NCSN++ (VE architecture, EDM preconditioning), as deepinv publishes it "
+                    "(edm-ffhq-64x64-uncond-ve.pt)",
+        scaling="images in [0, 1] mapped to [-1, 1] (scale 0.5, offset 0.5)", scale=0.5, offset=0.5,
+        data_range=(0.0, 1.0), source="EDM (Karras et al. 2022), github.com/NVlabs/edm; deepinv's NCSNpp weights"),
+    "edm-ffhq-64-vp": dict(
+        config=EDMConfig(architecture="song-ddpm", img_resolution=64, augment_dim=9),
+        description="EDM's FFHQ 64x64 DDPM++ (VP architecture, EDM preconditioning), as deepinv publishes it "
+                    "(edm-ffhq-64x64-uncond-vp.pt)",
+        scaling="images in [0, 1] mapped to [-1, 1] (scale 0.5, offset 0.5)", scale=0.5, offset=0.5,
+        data_range=(0.0, 1.0), source="EDM (Karras et al. 2022), github.com/NVlabs/edm; deepinv's NCSNpp weights"),
+}

@@ -1,0 +1,302 @@
+"""Published prior families (ADM, EDM, diffusers), loaded from random-weight checkpoints in their
+published layouts and compared with the reference networks computed independently (deepinv's and
+diffusers' classes, EDM's preconditioning formulas), and the safe reader's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import deepinv as dinv
+import pytest
+import torch
+
+from invdiff.priors import CheckpointError, load_prior, open_prior
+from invdiff.priors.families import build_prior, convert, describe, identify
+from invdiff.priors.families.adm import ADM_PRESETS, ADMConfig, ADMNetwork
+from invdiff.priors.families.edm import EDM_PRESETS, EDMConfig, EDMNetwork
+from invdiff.priors.safe_load import read_weights
+from invdiff.schedule import VPSchedule
+
+SIGMAS = (0.01, 0.1, 1.0, 10.0)  # data units
+
+
+def _randomize(net: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
+    """Every parameter random (published networks start their last layers at zero: outputs would be 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(std * torch.randn(p.shape, generator=g))
+    return net.eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+# ---------------------------------------------------------------- ADM (guided-diffusion)
+
+def test_adm_network_is_deepinv_diffunet_for_its_configurations():
+    """For deepinv's FFHQ and ImageNet configurations invdiff's ADM network has DiffUNet's parameter names
+    and shapes, and for the same weights computes the same epsilon."""
+    for preset, large in (("adm-ffhq-256", False), ("adm-imagenet-256", True)):
+        with torch.device("meta"):
+            ours = ADMNetwork(ADM_PRESETS[preset]["config"]).state_dict()
+            ref = dinv.models.DiffUNet(large_model=large, pretrained=None).state_dict()
+        ref = {k: v.shape for k, v in ref.items() if not k.startswith("sqrt_")}
+        assert {k: v.shape for k, v in ours.items()} == ref
+    ref = _randomize(dinv.models.DiffUNet(large_model=False, pretrained=None), 0)
+    ours = ADMNetwork(ADM_PRESETS["adm-ffhq-256"]["config"]).eval()
+    ours.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("sqrt_")})
+    z = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([10.0, 700.0])
+    with torch.no_grad():
+        torch.testing.assert_close(ours.raw(z, t), ref.forward_diffusion(z, t), rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def adm_file(tmp_path_factory):
+    """DPS's FFHQ layout (a bare guided-diffusion state dict) with random weights, and the network."""
+    ref = _randomize(dinv.models.DiffUNet(large_model=False, pretrained=None), 2)
+    path = tmp_path_factory.mktemp("adm") / "ffhq_10m.pt"
+    torch.save({k: v for k, v in ref.state_dict().items() if not k.startswith("sqrt_")}, path)
+    return path, ref
+
+
+def test_adm_checkpoint_denoises_as_the_reference_network(adm_file):
+    """invdiff's denoiser = 0.5 + 0.5 (z - s eps(z / sqrt(1 + s^2), k)) with z = 2x - 1, s = 2 sigma, at
+    the trained steps nearest each sigma, eps from deepinv's DiffUNet."""
+    path, ref = adm_file
+    ckpt = identify(path)
+    assert (ckpt.family, ckpt.preset) == ("adm", "adm-ffhq-256")
+    prior = build_prior(ckpt).at_size(64, 64)
+    abar = VPSchedule.linear().alpha_bars
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for target in SIGMAS:
+        k = int(((1 / abar - 1).sqrt() * 0.5 - target).abs().argmin())
+        s = float((1 / abar[k] - 1).sqrt())  # model units (x 0.5 in data units)
+        z = 2 * x - 1
+        with torch.no_grad():
+            eps = ref.forward_diffusion(z / (1 + s**2) ** 0.5, torch.tensor([float(k)]))[:, :3]
+            expected = 0.5 + 0.5 * (z - s * eps)
+            got = prior.denoise(x, 0.5 * s)
+        assert _rel(got, expected) < 2e-5, (target, k, _rel(got, expected))
+
+
+def test_adm_checkpoint_of_another_configuration_needs_its_config(tmp_path):
+    """DDS's 320x320 complex layout is recognised by names and shapes (no attention outside the middle
+    block, guided-diffusion's 320 // 16 quirk); a configuration no preset has is refused, then read
+    with an explicit config."""
+    cfg = ADMConfig(image_size=64, in_channels=2, model_channels=32, channel_mult=(1, 2), attention_resolutions=(32,),
+                    num_head_channels=32)
+    net = _randomize(ADMNetwork(cfg), 4)
+    path = tmp_path / "small.pt"
+    torch.save({"state_dict": net.state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"small.pt: a checkpoint of family .adm. .* no known preset .*--config"):
+        identify(path)
+    spec = {"family": "adm", "config": cfg.to_dict(), "scale": 1.0, "offset": 0.0}
+    prior = build_prior(identify(path, config=spec))
+    x = torch.randn(2, 2, 64, 64, generator=torch.Generator().manual_seed(5))
+    abar = VPSchedule.linear().alpha_bars
+    s = float((1 / abar[250] - 1).sqrt())
+    with torch.no_grad():
+        expected = x - s * net(x / (1 + s**2) ** 0.5, torch.full((2,), 250.0))
+        torch.testing.assert_close(prior.denoise(x, s), expected, rtol=0, atol=2e-5)
+    with torch.device("meta"):
+        dds = ADMNetwork(ADM_PRESETS["dds-fastmri-320"]["config"]).state_dict()
+    assert not any(".qkv." in k for k in dds if k.startswith(("input_blocks", "output_blocks")))
+    assert any(".qkv." in k for k in dds if k.startswith("middle_block"))
+
+
+# ---------------------------------------------------------------- EDM
+
+def test_edm_checkpoint_matches_deepinv_admunet_at_inversebench_size(tmp_path):
+    """InverseBench's layout ({"ema": EDMPrecond state dict}, "model." prefixes) for its fastMRI prior
+    (DhariwalUNet, 2 x 320 x 320) loads strictly; invdiff's EDM preconditioning equals deepinv's
+    ADMUNet.forward with sigma_data 0.5 (one sigma here: a 320 x 320 pass costs seconds; every sigma in
+    the next test)."""
+    c = EDM_PRESETS["inversebench-mri-320"]["config"]
+    ref = dinv.models.ADMUNet(img_resolution=320, in_channels=2, out_channels=2, model_channels=128,
+                              channel_mult=(1, 1, 1, 2, 2), num_blocks=1, attn_resolutions=(16,), dropout=0.0,
+                              pretrained=None, pixel_std=0.5)
+    _randomize(ref, 6, std=0.02)
+    path = tmp_path / "mri-knee-edm.pt"
+    torch.save({"ema": {f"model.{k}": v for k, v in ref.state_dict().items()}, "step": 100000}, path)
+    ckpt = identify(path)
+    assert (ckpt.family, ckpt.preset) == ("edm", "inversebench-mri-320")
+    assert ckpt.config == c.to_dict()
+    prior = build_prior(ckpt)
+    assert prior.event_shape == (2, 320, 320)
+    x = torch.randn(1, 2, 320, 320, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        assert _rel(prior.denoise(x, 0.5), ref(x, 0.5)) < 2e-5
+
+
+def test_edm_dhariwal_matches_deepinv_admunet_at_every_sigma():
+    cfg = EDMConfig(architecture="dhariwal", img_resolution=16, in_channels=2, model_channels=32,
+                    channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,))
+    net = _randomize(EDMNetwork(cfg), 13)
+    ref = dinv.models.ADMUNet(img_resolution=16, in_channels=2, out_channels=2, model_channels=32, channel_mult=(1, 2),
+                              num_blocks=1, attn_resolutions=(8,), dropout=0.0, pretrained=None, pixel_std=0.5)
+    ref.load_state_dict(net.state_dict())
+    prior = build_prior(identify_from_state(net.state_dict(), cfg, scale=1.0, offset=0.0))
+    x = torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(14))
+    sigma = torch.tensor(SIGMAS)
+    with torch.no_grad():
+        assert _rel(prior.denoise(x, sigma), ref.eval()(x, sigma)) < 2e-5
+
+
+@pytest.mark.parametrize("precond", ["edm", "vp", "ve"])
+def test_edm_preconditionings_follow_edm_table_1(precond):
+    """SongUNet (NCSN++) with EDM's three preconditionings, against the formulas of EDM's Table 1 in
+    data units ([0, 1] images mapped to [-1, 1]), and for "edm" against deepinv's NCSNpp.forward."""
+    cfg = EDMConfig(architecture="song-ncsn", img_resolution=16, in_channels=1, model_channels=32,
+                    channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), augment_dim=0, precond=precond)
+    net = _randomize(EDMNetwork(cfg), 8)
+    ckpt = identify_from_state(net.state_dict(), cfg, scale=0.5, offset=0.5)
+    prior = build_prior(ckpt)
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(9))
+    for sigma in SIGMAS:
+        s, z = 2 * sigma, 2 * x - 1
+        if precond == "edm":
+            c_skip, c_out, c_in = 0.25 / (s**2 + 0.25), s * 0.5 / (s**2 + 0.25) ** 0.5, 1 / (s**2 + 0.25) ** 0.5
+            c_noise = torch.log(torch.tensor(s)) / 4
+        elif precond == "vp":
+            t = ((0.1**2 + 2 * 19.9 * torch.log1p(torch.tensor(s) ** 2)).sqrt() - 0.1) / 19.9
+            c_skip, c_out, c_in, c_noise = 1.0, -s, 1 / (s**2 + 1) ** 0.5, 999 * t
+        else:
+            c_skip, c_out, c_in, c_noise = 1.0, s, 1.0, torch.log(torch.tensor(s / 2))
+        with torch.no_grad():
+            f = net.unet.forward_unet(c_in * z, c_noise.float().expand(2))
+            expected = 0.5 + 0.5 * (c_skip * z + c_out * f)
+            assert _rel(prior.denoise(x, sigma), expected) < 2e-5, (precond, sigma)
+            if precond == "edm":
+                ref = dinv.models.NCSNpp(img_resolution=16, in_channels=1, out_channels=1, model_channels=32,
+                                         channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), augment_dim=0,
+                                         pretrained=None, pixel_std=0.5, _was_trained_on_minus_one_one=True)
+                ref.load_state_dict(net.state_dict())
+                assert _rel(prior.denoise(x, sigma), ref.eval()(x, sigma)) < 2e-5
+
+
+def identify_from_state(state, cfg: EDMConfig, scale: float, offset: float, tmp=None):
+    from invdiff.priors.families.registry import ForeignCheckpoint
+
+    return ForeignCheckpoint(family="edm", config=cfg.to_dict(), state_dict=dict(state), scale=scale, offset=offset)
+
+
+def test_deepinv_published_edm_layouts_are_recognised():
+    """deepinv's NCSNpp weights files (EDM FFHQ 64, VE and VP architectures) are EDM presets: the
+    names and shapes of deepinv's default NCSNpp match."""
+    for preset, model_type in (("edm-ffhq-64-ve", "ncsn"), ("edm-ffhq-64-vp", "ddpm")):
+        with torch.device("meta"):
+            ref = dinv.models.NCSNpp(model_type=model_type, pretrained=None).state_dict()
+            ours = EDMNetwork(EDM_PRESETS[preset]["config"]).state_dict()
+        assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in ref.items()}, preset
+
+
+# ---------------------------------------------------------------- diffusers
+
+@pytest.fixture(scope="module")
+def diffusers_folder(tmp_path_factory):
+    diffusers = pytest.importorskip("diffusers")
+    unet = diffusers.UNet2DModel(sample_size=32, in_channels=1, out_channels=1, layers_per_block=1,
+                                 block_out_channels=(32, 64), norm_num_groups=8,
+                                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    _randomize(unet, 10)
+    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
+    folder = tmp_path_factory.mktemp("ddpm-ct")
+    diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
+    return folder, unet, scheduler
+
+
+def test_diffusers_folder_matches_the_scheduler_formula(diffusers_folder):
+    """A DDPMPipeline folder (safetensors weights): invdiff's denoiser at the trained steps equals
+    (z_t - sqrt(1 - abar_k) eps) / sqrt(abar_k) with diffusers' own UNet and alphas_cumprod."""
+    folder, unet, scheduler = diffusers_folder
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    ckpt = identify(folder)
+    assert ckpt.family == "diffusers" and ckpt.prediction == "epsilon"
+    prior = build_prior(ckpt)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(11))
+    abar = scheduler.alphas_cumprod.double()
+    for target in SIGMAS:
+        k = int(((1 / abar - 1).sqrt() * 0.5 - target).abs().argmin())
+        a = float(abar[k])
+        z_t = a**0.5 * (2 * x - 1)
+        with torch.no_grad():
+            eps = unet(z_t, torch.full((2,), k)).sample
+            expected = 0.5 + 0.5 * (z_t - (1 - a) ** 0.5 * eps) / a**0.5
+            got = prior.denoise(x, 0.5 * ((1 - a) / a) ** 0.5)
+        assert _rel(got, expected) < 2e-5, (target, k)
+
+
+# ---------------------------------------------------------------- conversion, safety, bad input
+
+def test_convert_round_trips_through_invdiffs_format(adm_file, tmp_path):
+    path, _ = adm_file
+    ckpt = identify(path)
+    out = convert(ckpt, tmp_path / "prior.pt", provenance={"command": "test"})
+    loaded = load_prior(out)
+    direct = build_prior(ckpt)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.at_size(64, 64).denoise(x, 0.3), direct.at_size(64, 64).denoise(x, 0.3))
+    payload = torch.load(out, weights_only=True)
+    assert payload["provenance"]["converted_from"]["sha256"] == ckpt.info["sha256"]
+    assert payload["provenance"]["preset"] == "adm-ffhq-256"
+    # open_prior takes the foreign file itself, the converted file and a diffusers folder alike
+    assert open_prior(str(path)).event_shape == (3, 256, 256)
+    assert open_prior(str(out)).event_shape == (3, 256, 256)
+    info = describe(ckpt)
+    assert info["parameters"] == 93563910 and info["complex_layout"] == "real"
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_code_executing_pickle_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name, write in (("legacy.pt", lambda p: p.write_bytes(pickle.dumps({"w": Payload()}))),
+                        ("zip.pt", lambda p: torch.save({"w": Payload()}, p)),
+                        ("network-snapshot.pkl", lambda p: p.write_bytes(pickle.dumps({"ema": Payload()})))):
+        path = tmp_path / name
+        write(path)
+        with pytest.raises(CheckpointError, match=rf"{name}: refused: the pickle asks to build objects"):
+            read_weights(path)
+        with pytest.raises(CheckpointError, match="refused"):
+            open_prior(str(path))
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="network-snapshot.pkl: .*EDM-style network-snapshot"):
+        read_weights(tmp_path / "network-snapshot.pkl")
+
+
+def test_bad_checkpoints_are_named(adm_file, tmp_path):
+    path, _ = adm_file
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: 1 << 16])
+    with pytest.raises(CheckpointError, match="truncated.pt: not a readable weights file"):
+        identify(truncated)
+    unknown = tmp_path / "unknown.pt"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, unknown)
+    with pytest.raises(CheckpointError, match=r"unknown.pt: unknown checkpoint family.*encoder.weight"):
+        identify(unknown)
+    state = torch.load(path, weights_only=True)
+    state["out.2.weight"] = torch.zeros(6, 128, 5, 5)
+    shaped = tmp_path / "shape.pt"
+    torch.save(state, shaped)
+    with pytest.raises(CheckpointError, match=r"shape.pt: .*out.2.weight: file \(6, 128, 5, 5\), expected "
+                                              r"\(6, 128, 3, 3\)"):
+        identify(shaped)
+    nothing = tmp_path / "nothing.pt"
+    torch.save({"step": 3, "config": {"a": 1}}, nothing)
+    with pytest.raises(CheckpointError, match=r"nothing.pt: no network weights found.*\['config', 'step'\]"):
+        identify(nothing)
+    bad_json = tmp_path / "spec.json"
+    bad_json.write_text(json.dumps({"family": "adm", "config": {"model_channels": 64, "colour": 1}}))
+    with pytest.raises(CheckpointError, match=r"unknown fields \['colour'\]"):
+        identify(path, config=bad_json)
