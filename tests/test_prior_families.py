@@ -134,10 +134,11 @@ def test_edm_checkpoint_matches_deepinv_admunet_at_inversebench_size(tmp_path):
 
 
 def test_edm_dhariwal_matches_deepinv_admunet_at_every_sigma():
-    cfg = EDMConfig(architecture="dhariwal", img_resolution=16, in_channels=2, model_channels=32,
-                    channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,))
+    # 128 channels: deepinv's 32 normalisation groups equal EDM's min(32, channels / 4) from there on
+    cfg = EDMConfig(architecture="dhariwal", img_resolution=16, in_channels=2, model_channels=128,
+                    channel_mult=(1, 1), num_blocks=1, attn_resolutions=(8,))
     net = _randomize(EDMNetwork(cfg), 13)
-    ref = dinv.models.ADMUNet(img_resolution=16, in_channels=2, out_channels=2, model_channels=32, channel_mult=(1, 2),
+    ref = dinv.models.ADMUNet(img_resolution=16, in_channels=2, out_channels=2, model_channels=128, channel_mult=(1, 1),
                               num_blocks=1, attn_resolutions=(8,), dropout=0.0, pretrained=None, pixel_std=0.5)
     ref.load_state_dict(net.state_dict())
     prior = build_prior(identify_from_state(net.state_dict(), cfg, scale=1.0, offset=0.0))
@@ -151,29 +152,29 @@ def test_edm_dhariwal_matches_deepinv_admunet_at_every_sigma():
 def test_edm_preconditionings_follow_edm_table_1(precond):
     """SongUNet (NCSN++) with EDM's three preconditionings, against the formulas of EDM's Table 1 in
     data units ([0, 1] images mapped to [-1, 1]), and for "edm" against deepinv's NCSNpp.forward."""
-    cfg = EDMConfig(architecture="song-ncsn", img_resolution=16, in_channels=1, model_channels=32,
-                    channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), augment_dim=0, precond=precond)
+    cfg = EDMConfig(architecture="song-ncsn", img_resolution=16, in_channels=1, model_channels=128,
+                    channel_mult=(1, 1), num_blocks=1, attn_resolutions=(8,), augment_dim=0, precond=precond)
     net = _randomize(EDMNetwork(cfg), 8)
     ckpt = identify_from_state(net.state_dict(), cfg, scale=0.5, offset=0.5)
     prior = build_prior(ckpt)
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(9))
     for sigma in SIGMAS:
-        s, z = 2 * sigma, 2 * x - 1
+        s, z = torch.tensor(2 * sigma, dtype=torch.float64), 2 * x - 1  # coefficients in float64, as EDM states them
         if precond == "edm":
-            c_skip, c_out, c_in = 0.25 / (s**2 + 0.25), s * 0.5 / (s**2 + 0.25) ** 0.5, 1 / (s**2 + 0.25) ** 0.5
-            c_noise = torch.log(torch.tensor(s)) / 4
+            c_skip, c_out, c_in, c_noise = 0.25 / (s**2 + 0.25), s * 0.5 / (s**2 + 0.25).sqrt(), 1 / (s**2 + 0.25).sqrt(), s.log() / 4
         elif precond == "vp":
-            t = ((0.1**2 + 2 * 19.9 * torch.log1p(torch.tensor(s) ** 2)).sqrt() - 0.1) / 19.9
-            c_skip, c_out, c_in, c_noise = 1.0, -s, 1 / (s**2 + 1) ** 0.5, 999 * t
+            t = ((0.1**2 + 2 * 19.9 * torch.log1p(s**2)).sqrt() - 0.1) / 19.9
+            c_skip, c_out, c_in, c_noise = torch.tensor(1.0), -s, 1 / (s**2 + 1).sqrt(), 999 * t
         else:
-            c_skip, c_out, c_in, c_noise = 1.0, s, 1.0, torch.log(torch.tensor(s / 2))
+            c_skip, c_out, c_in, c_noise = torch.tensor(1.0), s, torch.tensor(1.0), (s / 2).log()
+        c_skip, c_out, c_in = float(c_skip), float(c_out), float(c_in)
         with torch.no_grad():
             f = net.unet.forward_unet(c_in * z, c_noise.float().expand(2))
             expected = 0.5 + 0.5 * (c_skip * z + c_out * f)
             assert _rel(prior.denoise(x, sigma), expected) < 2e-5, (precond, sigma)
             if precond == "edm":
-                ref = dinv.models.NCSNpp(img_resolution=16, in_channels=1, out_channels=1, model_channels=32,
-                                         channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,), augment_dim=0,
+                ref = dinv.models.NCSNpp(img_resolution=16, in_channels=1, out_channels=1, model_channels=128,
+                                         channel_mult=(1, 1), num_blocks=1, attn_resolutions=(8,), augment_dim=0,
                                          pretrained=None, pixel_std=0.5, _was_trained_on_minus_one_one=True)
                 ref.load_state_dict(net.state_dict())
                 assert _rel(prior.denoise(x, sigma), ref.eval()(x, sigma)) < 2e-5
@@ -300,3 +301,84 @@ def test_bad_checkpoints_are_named(adm_file, tmp_path):
     bad_json.write_text(json.dumps({"family": "adm", "config": {"model_channels": 64, "colour": 1}}))
     with pytest.raises(CheckpointError, match=r"unknown fields \['colour'\]"):
         identify(path, config=bad_json)
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_priors_command_converts_and_reconstruct_takes_the_result(tmp_path, monkeypatch, capsys):
+    """`invdiff priors convert` with an explicit config writes into the prior cache; `priors list` and
+    `info` show it; `invdiff reconstruct --prior NAME` runs a sampler with it end to end."""
+    from invdiff.cli import main
+
+    monkeypatch.setenv("INVDIFF_PRIOR_DIR", str(tmp_path / "cache"))
+    cfg = ADMConfig(image_size=128, in_channels=2, model_channels=32, channel_mult=(1, 2), attention_resolutions=(),
+                    num_head_channels=32)
+    weights = tmp_path / "mri_adm.pt"
+    torch.save({"ema": _randomize(ADMNetwork(cfg), 15, std=0.01).state_dict()}, weights)
+    spec = tmp_path / "mri_adm.json"
+    spec.write_text(json.dumps({"family": "adm", "config": cfg.to_dict(), "scale": 1.0, "offset": 0.0,
+                                "description": "a test MRI prior"}))
+    assert main(["priors", "convert", str(weights), "--config", str(spec), "--name", "test-mri",
+                 "--pixel-size", "1.4,2.2"]) == 0
+    assert "use it as --prior test-mri" in capsys.readouterr().out
+    assert main(["priors", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "test-mri" in listing and "guided-diffusion.UNetModel" in listing and "inversebench-mri-320" in listing
+    assert main(["priors", "info", str(tmp_path / "cache" / "test-mri.pt")]) == 0
+    info = capsys.readouterr().out
+    assert "pixel_size_mm: [1.4, 2.2]" in info and "a test MRI prior" in info
+    out = tmp_path / "recon"
+    assert main(["reconstruct", "demo", "--prior", "test-mri", "--sampler", "dds", "--steps", "2", "--slices", "0",
+                 "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "demo_brain.json").read_text())
+    assert summary["costs"]["network_evals"] == 2 and summary["settings"]["prior"] == "test-mri"
+    assert main(["priors", "info", str(tmp_path / "missing.pt")]) == 1
+    assert "missing.pt: no such file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- score-SDE
+
+@pytest.mark.parametrize("case", ["ve", "vp"])
+def test_scoresde_checkpoint_matches_score_sdes_own_network(case, tmp_path):
+    """A score-SDE checkpoint ({"model": DDP state, "ema": {"shadow_params"}, "step"}) of NCSN++ (VE,
+    data in [0, 1]) or DDPM++ (VP) renamed to EDM's SongUNet denoises as score-SDE's own code did
+    (tests/data/scoresde_ncsnpp.pt, written by scripts/make_scoresde_fixture.py from score-MRI's copy
+    of score-SDE) at sigma 0.01, 0.1, 1, 10."""
+    from pathlib import Path
+
+    fixture = torch.load(Path(__file__).parent / "data" / "scoresde_ncsnpp.pt", weights_only=True)["cases"][case]
+    g = torch.Generator().manual_seed(fixture["seed"])
+    ema = {name: 0.05 * torch.randn(shape, generator=g) for name, shape in fixture["names_shapes"]}
+    raw = {f"module.{k}": torch.zeros_like(v) for k, v in ema.items()}  # the EMA copy must win
+    raw["module.sigmas"] = torch.ones(2000)
+    path = tmp_path / "checkpoint_95.pth"
+    torch.save({"model": raw, "ema": {"decay": 0.999, "num_updates": 3, "shadow_params": list(ema.values())},
+                "optimizer": {"state": {}}, "step": 95}, path)
+    cfg = EDMConfig(architecture=fixture["architecture"], img_resolution=32, in_channels=1, model_channels=32,
+                    channel_mult=(1, 2), num_blocks=1, attn_resolutions=(16,), precond=case)
+    with pytest.raises(CheckpointError, match="family 'score-sde'.*matches no known preset.*score-mri-knee-320"):
+        identify(path)
+    ckpt = identify(path, config={"family": "score-sde", "config": cfg.to_dict(), "scale": 0.5, "offset": 0.5})
+    assert ckpt.family == "score-sde"
+    prior = build_prior(ckpt)
+    with torch.no_grad():
+        got = prior.denoise(fixture["x"], fixture["sigma"])
+    assert _rel(got, fixture["denoised"]) < 2e-5, _rel(got, fixture["denoised"])
+
+
+def test_score_mri_preset_layout():
+    """score-MRI's 320 x 320 NCSN++ (4 blocks per level, attention listed at 16 px, which no level of 320,
+    160, 80, 40 has: attention only in the middle, as in score-SDE's code): its 54 modules map one to one
+    onto the blocks of deepinv's NCSNpp for that config."""
+    from invdiff.priors.families.scoresde import SCORESDE_PRESETS, _slots
+
+    cfg = SCORESDE_PRESETS["score-mri-knee-320"]["config"]
+    with torch.device("meta"):
+        names = EDMNetwork(cfg).state_dict()
+    blocks = {".".join(n.split(".")[:2]) if n.startswith(("enc.", "dec.")) else n.split(".")[0] for n in names}
+    slots = _slots(cfg)
+    assert {prefix for _, prefix in slots} == blocks
+    # Fourier + 2 dense + input conv, 4 x 4 encoder blocks, 3 x (down + pyramid conv), middle 3,
+    # 4 x 5 decoder blocks, 3 up, norm + output conv
+    assert len(slots) == 4 + 16 + 6 + 3 + 20 + 3 + 2
+    assert [kind for kind, _ in slots].count("attn") == 1

@@ -86,6 +86,9 @@ def add_parser(sub) -> None:
     tp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tp.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
     tp.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    tp.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                    help="UNet mixed precision: bf16 (CPU or GPU) or fp16 (CUDA, loss-scaled); weights stay float32 "
+                         "(default fp32)")
     tp.add_argument("--licence", default="BSD-3-Clause (weights); see the data licences in the provenance")
     tp.add_argument("--quiet", action="store_true", help="no progress bar")
     tp.set_defaults(func=run_command)
@@ -119,7 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
                             full_image_every=args.full_image_every, lr=2e-4 if args.lr is None else args.lr,
                             ema_decay=args.ema,
                             prediction=args.prediction, schedule=args.schedule, seed=args.seed,
-                            augmentation=Augmentation(zoom=args.zoom), init_from=args.init)
+                            augmentation=Augmentation(zoom=args.zoom), init_from=args.init, precision=args.precision)
     data = load_training_images(args.data, args.modality, args.size, min_foreground=args.min_foreground,
                                 exclude_subjects=args.exclude_subject, pixel_mm=args.pixel_size)
     at = f" at {data.pixel_mm} mm pixels" if data.pixel_mm else ""

@@ -34,7 +34,9 @@ STATE_DICT_KEYS = ("ema", "ema_model", "net", "state_dict", "model", "params")
 
 
 def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    """The error's first sentence (torch's archive errors go on for a paragraph)."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return line.split(". ", 1)[0].rstrip(".")[:200]
 
 
 def read_weights(path: str | os.PathLike) -> object:

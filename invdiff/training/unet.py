@@ -13,6 +13,10 @@ Images are whole slices, or random ``crop x crop`` patches of them with whole sl
 coarsest level, so a prior trained mostly on patches runs on whole images; patches cost a quarter
 of a whole 2x-larger slice per image, and attention a sixteenth).
 
+Precision: ``precision="bf16"`` or ``"fp16"`` runs the network's forward and backward passes under
+autocast (mixed precision: float32 weights, optimiser state and EMA; fp16 with dynamic loss scaling,
+CUDA only). On a CUDA device the batches are copied from page-locked memory without blocking.
+
 Determinism: every random draw (batches, timesteps, noise) comes from one ``torch.Generator``
 seeded with ``config.seed`` whose state is checkpointed, so an interrupted run resumed from its
 last checkpoint produces the same weights as an uninterrupted one (same device and thread count).
@@ -63,8 +67,11 @@ class TrainingConfig:
     augmentation: Augmentation = field(default_factory=Augmentation)
     seed: int = 0
     init_from: str | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     def __post_init__(self):
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.prediction not in ("epsilon", "v"):
@@ -112,6 +119,13 @@ class PriorTrainer:
         self.net.to(self.device).train()
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"precision fp16 needs a CUDA device (loss scaling); on {self.device.type} use bf16")
+        self._autocast = dict(device_type=self.device.type, enabled=config.precision != "fp32",
+                              dtype=torch.float16 if config.precision == "fp16" else torch.bfloat16)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+        self._pin = self.device.type == "cuda"
         self.step_index = 0
         self.losses: list[float] = []
 
@@ -139,14 +153,21 @@ class PriorTrainer:
         z0 = (x0 - self.offset) / self.scale
         z_t = a * z0 + s * noise
         target = noise if self.config.prediction == "epsilon" else a * noise - s * z0
-        z_t, target, t = z_t.to(self.device), target.to(self.device), t.to(self.device, torch.float32)
+        if self._pin:  # page-locked host memory: the copies overlap with the previous step's kernels
+            z_t, target, t = z_t.pin_memory(), target.pin_memory(), t.pin_memory()
+        z_t, target = z_t.to(self.device, non_blocking=self._pin), target.to(self.device, non_blocking=self._pin)
+        t = t.to(self.device, torch.float32, non_blocking=self._pin)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step_index)
-        loss = torch.mean((self.net(z_t, t) - target) ** 2)
+        with torch.autocast(**self._autocast):  # weights, optimizer and EMA stay float32
+            out = self.net(z_t, t)
+        loss = torch.mean((out.float() - target) ** 2)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         decay = min(self.config.ema_decay, (1 + self.step_index) / (10 + self.step_index))
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.net.parameters()):
@@ -171,7 +192,7 @@ class PriorTrainer:
         return {"step": self.step_index, "config": self.config.to_dict(),
                 "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-                "losses": torch.tensor(self.losses, dtype=torch.float64)}
+                "losses": torch.tensor(self.losses, dtype=torch.float64), "scaler": self.scaler.state_dict()}
 
     def load_training_state(self, state: dict, ema_weights: dict) -> None:
         saved = TrainingConfig.from_dict(state["config"])
@@ -180,6 +201,8 @@ class PriorTrainer:
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(ema_weights)
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
         self.step_index = int(state["step"])
         self.losses = [float(v) for v in state["losses"]]

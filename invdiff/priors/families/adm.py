@@ -165,7 +165,7 @@ ADM_PRESETS: dict[str, dict] = {
         description="DDS's fastMRI 320x320 complex prior (fastmri_knee_320_complex_1m.pt; 2 channels re, im)",
         scaling="the authors' stored slices fed unchanged (scale 1, offset 0): complex images with magnitude about "
                 "[0, 1]; invdiff's fastMRI units (CG-SENSE 99.5th percentile = 1) are the same up to that choice",
-        scale=1.0, offset=0.0, data_range=None, pixel_size_mm=None,
+        scale=1.0, offset=0.0, data_range=(-1.0, 1.0),
         source="DDS (Chung, Lee & Ye 2024), github.com/HJ-harry/DDS, configs/vp/fastmri_knee_320_complex.yml"),
     "dds-aapm-256": dict(
         config=ADMConfig(in_channels=1, model_channels=256),

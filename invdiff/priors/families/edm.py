@@ -81,7 +81,9 @@ class EDMNetwork(nn.Module):
     """EDM's raw network ``F(x, c_noise)`` for ``config`` (deepinv's port, EDM's parameter names).
 
     The network's layers are named after ``img_resolution`` (``enc.64x64_conv``), and SongUNet's
-    resampling is tied to it: it serves that image size only.
+    resampling is tied to it: it serves that image size only. Group normalisation uses EDM's group
+    count ``min(32, channels / 4)``; deepinv's ports use 32 groups throughout, which is the same for
+    the 128 and more channels of every published configuration but not for smaller networks.
     """
 
     def __init__(self, config: EDMConfig):
@@ -95,6 +97,9 @@ class EDMNetwork(nn.Module):
             self.unet = dinv.models.ADMUNet(**common)
         else:
             self.unet = dinv.models.NCSNpp(model_type=c.architecture.split("-")[1], **common)
+        for module in self.unet.modules():  # EDM's (and score-SDE's) group count; deepinv's ports use 32
+            if isinstance(module, nn.GroupNorm):
+                module.num_groups = min(32, module.num_channels // 4)
         self.config = c
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
@@ -164,8 +169,9 @@ EDM_PRESETS: dict[str, dict] = {
         description="InverseBench's fastMRI knee / brain prior (EDMPrecond over DhariwalUNet, complex 2-channel "
                     "320x320, trained on MVUE images)",
         scaling="complex MVUE divided by the 99th percentile of its magnitude (scale 1, offset 0); invdiff's "
-                "fastMRI units divide by the 99.5th percentile of the CG-SENSE magnitude: the same up to a few percent",
-        scale=1.0, offset=0.0, data_range=None,
+                "fastMRI units divide by the 99.5th percentile of the CG-SENSE magnitude: the same up to a few percent; "
+                "real and imaginary parts in about [-1, 1] (data_range, as for invdiff's complex MRI priors)",
+        scale=1.0, offset=0.0, data_range=(-1.0, 1.0),
         source="InverseBench (Zheng et al. 2025), github.com/devzhk/InverseBench, configs/pretrain/mri-knee-mvue.yaml"),
     "edm-ffhq-64-ve": dict(
         config=EDMConfig(architecture="song-ncsn", img_resolution=64, augment_dim=9),

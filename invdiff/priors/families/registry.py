@@ -15,6 +15,8 @@ from invdiff.priors.base import Denoiser
 from invdiff.priors.checkpoint import FAMILY_ARCHITECTURES, CheckpointError, write_checkpoint
 from invdiff.priors.families.adm import ADM_PRESETS, ADMConfig, ADMNetwork
 from invdiff.priors.families.edm import EDM_PRESETS, EDMConfig, EDMNetwork, EDMPrior
+from invdiff.priors.families.scoresde import (SCORESDE_PRESETS, add_resample_filters, is_scoresde, scoresde_weights,
+                                              to_edm_names)
 from invdiff.priors.safe_load import find_state_dict, read_weights, strip_prefix
 from invdiff.priors.unet import UNetPrior
 from invdiff.schedule import VPSchedule
@@ -27,11 +29,14 @@ FAMILIES = {
     "adm": "guided-diffusion UNetModel (ADM), VP epsilon-prediction, linear betas 1e-4..0.02 over 1000 steps",
     "edm": "EDM DhariwalUNet / SongUNet (NCSN++, DDPM++) with EDM, VP or VE preconditioning",
     "diffusers": "diffusers UNet2DModel folder with a DDPM/DDIM/PNDM scheduler config",
+    "score-sde": "score-SDE NCSN++ (VE) / DDPM++ (VP) all_modules checkpoints, run as EDM's SongUNet",
 }
 #: the architecture tag of each family in invdiff's checkpoint format
-ARCHITECTURES = FAMILY_ARCHITECTURES
+ARCHITECTURES = {**FAMILY_ARCHITECTURES, "score-sde": FAMILY_ARCHITECTURES["edm"]}  # renamed to EDM's network
 #: family -> preset name -> its description (config, scaling, source)
-PRESETS = {"adm": ADM_PRESETS, "edm": EDM_PRESETS}
+PRESETS = {"adm": ADM_PRESETS, "edm": EDM_PRESETS, "score-sde": SCORESDE_PRESETS}
+#: the network config class of each family read from a weights file
+_CONFIGS = {"adm": ADMConfig, "edm": EDMConfig, "score-sde": EDMConfig}
 
 
 @dataclass
@@ -78,7 +83,7 @@ def _sha256(path: Path) -> str:
 def _network(family: str, config: dict) -> nn.Module:
     if family == "adm":
         return ADMNetwork(ADMConfig.from_dict(config))
-    if family == "edm":
+    if family in ("edm", "score-sde"):
         return EDMNetwork(EDMConfig.from_dict(config))
     raise ValueError(f"no network builder for family {family!r}")
 
@@ -106,6 +111,8 @@ def _mismatch(state: dict[str, Tensor], signature: dict[str, tuple[int, ...]]) -
 
 
 def _family_of(state: dict[str, Tensor]) -> str | None:
+    if is_scoresde(state):
+        return "score-sde"
     if "time_embed.0.weight" in state and "input_blocks.0.0.weight" in state:
         return "adm"
     if "map_layer0.weight" in state and any(k.startswith("enc.") for k in state):
@@ -121,16 +128,29 @@ def _from_state(path: Path, state: dict[str, Tensor], family: str | None, preset
     family = family or detected
     if family is None:
         raise CheckpointError(f"{path}: unknown checkpoint family: its parameter names match none of "
-                              f"{sorted(FAMILIES)} (first names: {list(state)[:4]}); pass --family and --config")
+                              f"{sorted(FAMILIES)} (first names: {list(state)[:4]}); a network of a known family under "
+                              "other names needs `invdiff priors convert FILE --family F --config JSON`")
     if family not in PRESETS:
         raise CheckpointError(f"{path}: family {family!r} is read from a folder, not a weights file "
                               f"(known: {sorted(FAMILIES)})")
+    def named(config: dict) -> dict[str, Tensor]:  # score-SDE's weights under EDM's names for this config
+        if family != "score-sde":
+            return state
+        cfg = EDMConfig.from_dict(config)
+        return add_resample_filters(to_edm_names(state, cfg, path), list(_signature(family, config)), cfg)
+
+    def mismatch(config: dict) -> str:
+        try:
+            return _mismatch(named(config), _signature(family, config))
+        except CheckpointError as err:
+            return str(err).split(": ", 1)[-1]
+
     if spec is not None and "config" in spec:
         try:
-            config = (ADMConfig if family == "adm" else EDMConfig).from_dict(spec["config"]).to_dict()
+            config = _CONFIGS[family].from_dict(spec["config"]).to_dict()
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: {err}") from None
-        why = _mismatch(state, _signature(family, config))
+        why = mismatch(config)
         if why:
             raise CheckpointError(f"{path}: the weights do not fit the given {family} config: {why}")
         entry = {"description": spec.get("description", f"{family} network from an explicit config"),
@@ -141,20 +161,19 @@ def _from_state(path: Path, state: dict[str, Tensor], family: str | None, preset
         candidates = [preset] if preset else list(PRESETS[family])
         if preset and preset not in PRESETS[family]:
             raise CheckpointError(f"{path}: unknown {family} preset {preset!r} (known: {sorted(PRESETS[family])})")
-        reasons = {name: _mismatch(state, _signature(family, PRESETS[family][name]["config"].to_dict()))
-                   for name in candidates}
+        reasons = {name: mismatch(PRESETS[family][name]["config"].to_dict()) for name in candidates}
         matches = [name for name, why in reasons.items() if not why]
         if not matches:
             detail = "; ".join(f"{name}: {why}" for name, why in reasons.items())
             raise CheckpointError(f"{path}: a checkpoint of family {family!r} ({FAMILIES[family]}) that matches no known preset "
-                                  f"({detail}); pass its hyperparameters with --config JSON")
+                                  f"({detail}); give its hyperparameters: `invdiff priors convert FILE --config JSON`")
         preset = matches[0]
         entry = PRESETS[family][preset]
         config = entry["config"].to_dict()
     overrides = spec or {}
     data_range = overrides.get("data_range", entry.get("data_range"))
     return ForeignCheckpoint(
-        family=family, config=config, state_dict=state, preset=preset if spec is None or "config" not in spec else None,
+        family=family, config=config, state_dict=named(config), preset=preset if spec is None or "config" not in spec else None,
         scale=float(overrides.get("scale", entry["scale"])), offset=float(overrides.get("offset", entry["offset"])),
         data_range=tuple(data_range) if data_range is not None else None,
         betas=VPSchedule.linear().betas if family == "adm" else None,
@@ -221,6 +240,8 @@ def identify(path: str | os.PathLike, family: str | None = None, preset: str | N
     if isinstance(content, dict) and content.get("format") == "invdiff-prior":
         raise CheckpointError(f"{path}: already an invdiff prior checkpoint; load it with load_prior")
     state = strip_prefix(find_state_dict(content, path))
+    if is_scoresde(state) and family in (None, "score-sde"):
+        state = scoresde_weights(content, path)  # the EMA copy, which score-SDE keeps apart
     return _from_state(path, state, family, preset, spec)
 
 
@@ -241,7 +262,7 @@ def build_prior(ckpt: ForeignCheckpoint, device: str | torch.device = "cpu") -> 
         raise CheckpointError(f"{ckpt.info.get('file', '?')}: weights do not fit the {ckpt.family} network: "
                               f"{first}") from None
     net.eval().requires_grad_(False).to(device)
-    if ckpt.family == "edm":
+    if ckpt.family in ("edm", "score-sde"):
         return EDMPrior(net, EDMConfig.from_dict(ckpt.config), ckpt.scale, ckpt.offset, ckpt.data_range,
                         ckpt.pixel_size_mm)
     if ckpt.family == "adm":
@@ -260,7 +281,7 @@ def describe(ckpt: ForeignCheckpoint) -> dict:
     d = {"family": ckpt.family, "architecture": ARCHITECTURES[ckpt.family], "preset": ckpt.preset,
          "parameters": ckpt.num_parameters, "scale": ckpt.scale, "offset": ckpt.offset,
          "data_range": list(ckpt.data_range) if ckpt.data_range else None, **ckpt.info}
-    if ckpt.family == "edm":
+    if ckpt.family in ("edm", "score-sde"):
         c = EDMConfig.from_dict(ckpt.config)
         d.update(image_shape=[c.in_channels, c.img_resolution, c.img_resolution],
                  image_size="fixed (layer names carry the resolution)", channels=c.in_channels,
@@ -300,7 +321,7 @@ def convert(ckpt: ForeignCheckpoint, out: str | os.PathLike, provenance: dict | 
 
 def prior_from_payload(payload: dict, path: str | os.PathLike, device: str | torch.device = "cpu") -> Denoiser:
     """The prior of an invdiff checkpoint of a published family (written by :func:`convert`)."""
-    family = {v: k for k, v in ARCHITECTURES.items()}[payload["architecture"]]
+    family = {v: k for k, v in FAMILY_ARCHITECTURES.items()}[payload["architecture"]]
     norm = payload["normalization"]
     data_range = payload.get("data_range")
     pixel = payload.get("pixel_size_mm")
