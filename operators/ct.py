@@ -1,9 +1,13 @@
 """CT projection of 2-D images with an exact adjoint, and filtered back-projection.
 
 Images are ``(B, C, n, n)``; sinograms are ``(B, C, D, A)`` (detector bins, then views), the layout of
-deepinv's ``Tomography`` and scikit-image's ``radon``. The projector is Joseph's method stored as a
-sparse matrix (:mod:`ct_projector`); ``A_adjoint`` multiplies by its transpose, so
-``<A x, y> = <x, A^T y>`` holds to rounding. Geometry and units: :mod:`ct_geometry`.
+deepinv's ``Tomography`` and scikit-image's ``radon``. The projector is Joseph's method
+(:mod:`ct_projector`), either stored as a sparse matrix and its transpose (fast, but its build peaks at
+about twice the matrix: 17-19 GiB for 512 x 512 and 720 views) or computed on the fly, chunk by chunk
+(matrix-free: memory of the images, the sinograms and one chunk). Both use the same entries, so
+``<A x, y> = <x, A^T y>`` holds to rounding either way and their projections agree to rounding;
+``projector="auto"`` stores the matrix when its build fits :data:`STORED_MATRIX_BUDGET`. Geometry and
+units: :mod:`ct_geometry`.
 """
 
 from __future__ import annotations
@@ -19,11 +23,19 @@ from torch import Tensor
 from invdiff.operators.base import check_image, reject_parameter_kwargs
 from invdiff.operators.ct_geometry import (FanBeamGeometry, ParallelBeamGeometry, default_num_detectors,
                                            limited_angle_angles, sparse_view_angles)
-from invdiff.operators.ct_projector import SparseApply, csr_nbytes, csr_pair, joseph_entries
+from invdiff.operators.ct_projector import (MatrixFreeApply, MatrixFreeJoseph, SparseApply, csr_nbytes, csr_pair,
+                                            joseph_entries, stored_matrix_bytes)
 
-__all__ = ["CT", "FanBeamCT", "ParallelBeamCT", "ramp_filter"]
+__all__ = ["CT", "FanBeamCT", "ParallelBeamCT", "STORED_MATRIX_BUDGET", "ramp_filter"]
 
 FilterName = Literal["ramp", "shepp-logan"]
+Projector = Literal["auto", "matrix", "matrix-free"]
+
+#: the largest estimated build peak (bytes) for which ``projector="auto"`` stores the matrix
+STORED_MATRIX_BUDGET = 2 * 2**30
+#: build peak over :func:`~ct_projector.stored_matrix_bytes`, measured: 1.7 GiB at 256 x 256 with 180
+#: views and 8.8 GiB at 512 x 512 with 360 (process peaks, less 0.5 GiB of Python and torch)
+_BUILD_PEAK_FACTOR = 2.2
 
 
 def ramp_filter(sinogram: Tensor, spacing: float = 1.0, window: FilterName = "ramp") -> Tensor:
@@ -51,38 +63,65 @@ def ramp_filter(sinogram: Tensor, spacing: float = 1.0, window: FilterName = "ra
 
 
 class CT(dinv.physics.LinearPhysics):
-    """Sparse-matrix CT projector for a geometry of :mod:`ct_geometry` and ``n x n`` images.
+    """Joseph CT projector for a geometry of :mod:`ct_geometry` and ``n x n`` images.
 
     Args:
         geometry: :class:`ParallelBeamGeometry` or :class:`FanBeamGeometry`.
         image_size: ``n``.
-        dtype: dtype of the system matrix and of the images it accepts (float32 or float64).
-        device: where the matrix is built and kept; CUDA works the same (cuSPARSE).
+        dtype: dtype of the weights and of the images it accepts (float32 or float64).
+        device: where the projector is built and kept; CUDA works the same (cuSPARSE, or gathers).
+        projector: ``"matrix"`` (stored sparse matrix and transpose), ``"matrix-free"`` (weights on
+            the fly), or ``"auto"``: the matrix when its estimated build peak fits ``budget``.
+        budget: bytes for ``"auto"`` (default :data:`STORED_MATRIX_BUDGET`).
 
     The matrix for 256x256 and 180 views of 363 bins has 21 M entries; in float32 with int32 indices it
-    and its transpose hold 325 MiB (``memory_bytes``), built in about 2 s on 2 CPU cores.
+    and its transpose hold 325 MiB (``memory_bytes``), built in about 2 s on 2 CPU cores. The
+    matrix-free projector holds the rays (a few MiB) and works in chunks of ``chunk_bytes``.
     """
 
     def __init__(self, geometry: ParallelBeamGeometry, image_size: int, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", projector: Projector = "auto", budget: int | None = None,
+                 chunk_bytes: int = 1 << 24):
         super().__init__()
         if int(image_size) < 2:
             raise ValueError(f"image_size must be >= 2, got {image_size}")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if projector not in ("auto", "matrix", "matrix-free"):
+            raise ValueError(f"projector must be 'auto', 'matrix' or 'matrix-free', got {projector!r}")
         geometry.check_covers(int(image_size))
         self.geometry = geometry
         self.image_size = int(image_size)
         n = self.image_size
-        shape = (geometry.num_detectors * geometry.num_views, n * n)
-        matrix, transpose = csr_pair(*joseph_entries(*geometry.rays(device=device), n, dtype), shape)
-        self.register_buffer("matrix", matrix, persistent=False)
-        self.register_buffer("transpose", transpose, persistent=False)
+        rays = geometry.num_detectors * geometry.num_views
+        if projector == "auto":
+            peak = _BUILD_PEAK_FACTOR * stored_matrix_bytes(rays, n, torch.finfo(dtype).bits // 8)
+            projector = "matrix" if peak <= (STORED_MATRIX_BUDGET if budget is None else budget) else "matrix-free"
+        self.projector = projector
+        self.dtype = dtype
+        self.chunk_bytes = int(chunk_bytes)
+        if projector == "matrix":
+            matrix, transpose = csr_pair(*joseph_entries(*geometry.rays(device=device), n, dtype), (rays, n * n))
+            self.register_buffer("matrix", matrix, persistent=False)
+            self.register_buffer("transpose", transpose, persistent=False)
+        else:  # buffers, so that .to(device) moves them
+            origins, dirs = geometry.rays(device=device)
+            self.register_buffer("ray_origins", origins, persistent=False)
+            self.register_buffer("ray_dirs", dirs, persistent=False)
+
+    @property
+    def _free(self) -> MatrixFreeJoseph | None:
+        if self.projector != "matrix-free":
+            return None
+        return MatrixFreeJoseph(self.ray_origins, self.ray_dirs, self.image_size, self.dtype, self.chunk_bytes)
 
     def with_dtype(self, dtype: torch.dtype) -> CT:
-        """The same projector with its matrix in ``dtype`` (this one is left as it is)."""
+        """The same projector with its weights in ``dtype`` (this one is left as it is)."""
         twin = copy.copy(self)
+        twin.dtype = dtype
         twin._buffers = dict(self._buffers)
+        if self.projector == "matrix-free":
+            return twin
         twin._buffers["matrix"] = self.matrix.to(dtype)
         twin._buffers["transpose"] = self.transpose.to(dtype)
         return twin
@@ -94,16 +133,27 @@ class CT(dinv.physics.LinearPhysics):
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the system matrix and its transpose."""
+        """Bytes held by the stored matrix and its transpose, or by the matrix-free projector's rays and
+        one working chunk."""
+        if self.projector == "matrix-free":
+            return 2 * self.ray_origins.numel() * 8 + self.chunk_bytes
         return csr_nbytes(self.matrix) + csr_nbytes(self.transpose)
 
-    def _check_dtype(self, t: Tensor, what: str) -> None:
-        if t.dtype != self.matrix.dtype or t.device != self.matrix.device:
-            raise TypeError(f"{what} is {t.dtype} on {t.device} but this CT operator holds a {self.matrix.dtype} "
-                            f"matrix on {self.matrix.device}; build it with dtype={t.dtype} (or convert the input)")
+    @property
+    def device(self) -> torch.device:
+        return self.ray_origins.device if self.projector == "matrix-free" else self.matrix.device
 
-    def _product(self, t: Tensor, first: Tensor, second: Tensor, out_tail: tuple[int, ...]) -> Tensor:
+    def _check_dtype(self, t: Tensor, what: str) -> None:
+        if t.dtype != self.dtype or t.device != self.device:
+            raise TypeError(f"{what} is {t.dtype} on {t.device} but this CT operator holds {self.dtype} weights on "
+                            f"{self.device}; build it with dtype={t.dtype} (or convert the input)")
+
+    def _product(self, t: Tensor, adjoint: bool, out_tail: tuple[int, ...]) -> Tensor:
         b, c = t.shape[:2]
+        if self.projector == "matrix-free":  # rows are images: (B C, pixels) or (B C, rays), detector-major
+            flat = t.reshape(b * c, -1).contiguous()
+            return MatrixFreeApply.apply(flat, self._free, adjoint).reshape(b, c, *out_tail)
+        first, second = (self.transpose, self.matrix) if adjoint else (self.matrix, self.transpose)
         flat = t.reshape(b * c, -1).T.contiguous()
         return SparseApply.apply(flat, first, second).T.reshape(b, c, *out_tail)
 
@@ -111,13 +161,13 @@ class CT(dinv.physics.LinearPhysics):
         reject_parameter_kwargs(self, kwargs)
         check_image(x, (self.image_size, self.image_size), "image", "(B, C, n, n)")
         self._check_dtype(x, "image")
-        return self._product(x, self.matrix, self.transpose, self.sinogram_shape)
+        return self._product(x, False, self.sinogram_shape)
 
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
         check_image(y, self.sinogram_shape, "sinogram", "(B, C, detectors, views)")
         self._check_dtype(y, "sinogram")
-        return self._product(y, self.transpose, self.matrix, (self.image_size, self.image_size))
+        return self._product(y, True, (self.image_size, self.image_size))
 
     def fbp(self, y: Tensor, filter: FilterName = "ramp", views_per_chunk: int | None = None) -> Tensor:
         """Filtered back-projection, the classical (analytic) reconstruction.
@@ -170,9 +220,10 @@ class ParallelBeamCT(CT):
     """Parallel-beam CT. ``angles`` in degrees; ``num_detectors`` defaults to ``ceil(n sqrt 2)``."""
 
     def __init__(self, image_size: int, angles, num_detectors: int | None = None, detector_spacing: float = 1.0,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", **projector):
         num_detectors = num_detectors or default_num_detectors(image_size, spacing=detector_spacing)
-        super().__init__(ParallelBeamGeometry(angles, num_detectors, detector_spacing), image_size, dtype, device)
+        super().__init__(ParallelBeamGeometry(angles, num_detectors, detector_spacing), image_size, dtype, device,
+                         **projector)
 
     @classmethod
     def sparse_view(cls, image_size: int, num_views: int, **kwargs) -> ParallelBeamCT:
@@ -193,11 +244,11 @@ class FanBeamCT(CT):
 
     def __init__(self, image_size: int, angles, source_distance: float, source_detector_distance: float,
                  num_detectors: int | None = None, detector_spacing: float = 1.0,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", **projector):
         num_detectors = num_detectors or default_num_detectors(image_size, source_distance, source_detector_distance,
                                                                detector_spacing)
         geometry = FanBeamGeometry(angles, num_detectors, detector_spacing, source_distance, source_detector_distance)
-        super().__init__(geometry, image_size, dtype, device)
+        super().__init__(geometry, image_size, dtype, device, **projector)
 
     @classmethod
     def sparse_view(cls, image_size: int, num_views: int, source_distance: float, source_detector_distance: float,

@@ -111,3 +111,124 @@ def csr_nbytes(matrix: Tensor) -> int:
     """Bytes held by a CSR matrix (values, column indices and row pointers)."""
     parts = (matrix.values(), matrix.col_indices(), matrix.crow_indices())
     return sum(t.numel() * t.element_size() for t in parts)
+
+
+def joseph_lines(origins: Tensor, dirs: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Where Joseph's method samples each ray, in ``grid_sample``'s normalised coordinates
+    (``align_corners=True``: pixel ``i`` at ``2 i / (n - 1) - 1``).
+
+    A ray steeper than 45 degrees is sampled once per image row ``l`` (row coordinate fixed at ``l``),
+    the others once per column; the other coordinate is affine in ``l``: ``P + Q l``. Returns
+    ``(P, Q, steep, step)``, each ``(R,)``: ``P`` and ``Q`` in float64 (the arithmetic of
+    :func:`joseph_entries`), whether the ray is steep, and the path length per sample ``1 / |d_major|``.
+    """
+    half = (n - 1) / 2
+    scale = 2.0 / max(n - 1, 1)
+    steep = dirs[:, 1].abs() >= dirs[:, 0].abs()
+    o_major = torch.where(steep, origins[:, 1], origins[:, 0])
+    o_minor = torch.where(steep, origins[:, 0], origins[:, 1])
+    d_major = torch.where(steep, dirs[:, 1], dirs[:, 0])
+    slope = torch.where(steep, dirs[:, 0], dirs[:, 1]) / d_major
+    a = o_minor - o_major * slope  # the crossing with the major axis' origin, in pixels from the centre
+    # steep: column = a + half + slope (half - l); otherwise: row = half - a - slope (l - half)
+    p = torch.where(steep, a + half + slope * half, half - a + slope * half) * scale - 1.0
+    q = -slope * scale
+    return p, q, steep, 1.0 / d_major.abs()
+
+
+class MatrixFreeJoseph:
+    """Joseph's projector computed on the fly, ray chunk by ray chunk, without storing a matrix.
+
+    Each chunk's sample positions (:func:`joseph_lines`) go to ``grid_sample`` (bilinear, zero
+    padding, ``align_corners=True``): one coordinate of every sample is a whole row or column, so
+    bilinear is exactly Joseph's linear interpolation along the other; ``A^T`` is ``grid_sample``'s
+    input gradient for the same positions (``grid_sampler_2d_backward``), so the adjoint is exact to
+    rounding. Positions are computed in float64 and rounded to the images' dtype, so ``A`` agrees with
+    the stored matrix to that dtype's rounding of a position (about ``n`` ulp: 1e-5 relative in float32).
+    All images of a batch (slices, particles, channels) share each chunk's positions.
+
+    Memory: the images, the sinograms, and one chunk of at most ``chunk_bytes``.
+
+    Args:
+        origins, dirs: the rays, ``(R, 2)`` each (:mod:`ct_geometry`).
+        n: image side.
+        dtype: the images' dtype.
+        chunk_bytes: working memory of one chunk.
+    """
+
+    def __init__(self, origins: Tensor, dirs: Tensor, n: int, dtype: torch.dtype = torch.float32,
+                 chunk_bytes: int = 1 << 24):
+        self.origins, self.dirs, self.n, self.dtype = origins, dirs, int(n), dtype
+        self.chunk_bytes = int(chunk_bytes)
+
+    @property
+    def num_rays(self) -> int:
+        return int(self.origins.shape[0])
+
+    def _chunks(self, batch: int):
+        """``(rays, grid (1, r, n, 2), path lengths (r,))`` over the rays, sized for ``batch`` images;
+        ``rays`` index the rays (an index tensor: steep and shallow rays go in separate chunks)."""
+        item = torch.finfo(self.dtype).bits // 8
+        per_ray = self.n * item * (4 + 2 * batch)  # the grid and its parts, the samples and their sum
+        threads = max(1, torch.get_num_threads())
+        rays_per_chunk = max(threads, self.chunk_bytes // per_ray // threads * threads)
+        p, q, steep, step = joseph_lines(self.origins, self.dirs, self.n)
+        p, q, step = p.to(self.dtype), q.to(self.dtype), step.to(self.dtype)
+        line = torch.arange(self.n, dtype=self.dtype, device=p.device)
+        fixed = line * (2.0 / max(self.n - 1, 1)) - 1.0
+        for flag in (True, False):
+            group = torch.nonzero(steep == flag).flatten()
+            for start in range(0, group.numel(), rays_per_chunk):
+                rays = group[start : start + rays_per_chunk]
+                varying = torch.addcmul(p[rays, None], q[rays, None], line[None, :])  # (r, n)
+                parts = (varying, fixed.expand_as(varying)) if flag else (fixed.expand_as(varying), varying)
+                yield rays, torch.stack(parts, -1)[None], step[rays]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(M, n*n)`` images -> ``(M, R)`` ray sums."""
+        images = x.reshape(1, x.shape[0], self.n, self.n)
+        out = torch.empty(x.shape[0], self.num_rays, dtype=x.dtype, device=x.device)
+        for rays, grid, step in self._chunks(x.shape[0]):
+            samples = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                                                      align_corners=True)  # (1, M, r, n)
+            out[:, rays] = samples[0].sum(-1) * step
+        return out
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """``(M, R)`` ray values -> ``(M, n*n)`` back-projections, with the same weights.
+
+        ``grid_sample``'s input gradient runs one thread per batch item (its scatter would race
+        otherwise), so each chunk's rays are split into as many groups as torch has threads, each group
+        back-projected into its own image, and the images summed.
+        """
+        m, n = y.shape[0], self.n
+        groups = max(1, torch.get_num_threads()) if y.device.type == "cpu" else 1
+        out = torch.zeros(m, n * n, dtype=y.dtype, device=y.device)
+        for rays, grid, step in self._chunks(m):
+            r = grid.shape[1]
+            t = groups if r % groups == 0 else 1
+            spread = (y[:, rays] * step).reshape(m, t, r // t).transpose(0, 1)[..., None].expand(-1, -1, -1, n)
+            shape = torch.zeros((), device=y.device, dtype=y.dtype).expand(t, m, n, n)  # no memory
+            grad = torch.ops.aten.grid_sampler_2d_backward(spread, shape, grid.reshape(t, r // t, n, 2), 0, 0, True,
+                                                           [True, False])[0]
+            out += grad.sum(0).reshape(m, -1)
+        return out
+
+
+class MatrixFreeApply(torch.autograd.Function):
+    """``A x`` (or ``A^T y`` with ``adjoint``) by a :class:`MatrixFreeJoseph`, with the other as gradient."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor, projector: MatrixFreeJoseph, adjoint: bool) -> Tensor:
+        ctx.projector, ctx.adjoint = projector, adjoint
+        return projector.adjoint(t) if adjoint else projector.forward(t)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return MatrixFreeApply.apply(grad.contiguous(), ctx.projector, not ctx.adjoint), None, None
+
+
+def stored_matrix_bytes(num_rays: int, n: int, value_bytes: int = 4) -> int:
+    """Upper bound of the stored matrix and its transpose (``2 n`` entries per ray, value and int32
+    column index each, twice), not counting the build's transient peak (about 3x this)."""
+    return 2 * (2 * n * num_rays * (value_bytes + 4)) + 4 * (num_rays + n * n + 2)

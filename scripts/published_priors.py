@@ -105,6 +105,25 @@ def agreement() -> list[dict]:
                     f = net.unet.forward_unet(c[2] * z, c[3].reshape(1))
                     rows.append(_row("edm", f"SongUNet NCSN++, {precond} precond", "EDM Table 1 formula", sigma,
                                      prior.denoise(x, sigma), 0.5 + 0.5 * (c[0] * z + c[1] * f)))
+        # score-SDE: a score-MRI-style checkpoint (EMA shadow params) against score-SDE's own outputs
+        fixture = torch.load(Path(__file__).resolve().parents[1] / "tests" / "data" / "scoresde_ncsnpp.pt",
+                             weights_only=True)
+        for case, f in fixture["cases"].items():
+            gen = torch.Generator().manual_seed(f["seed"])
+            ema = [0.05 * torch.randn(shape, generator=gen) for _, shape in f["names_shapes"]]
+            path = Path(tmp) / f"scoresde_{case}.pth"
+            torch.save({"model": {f"module.{n}": torch.zeros(s) for n, s in f["names_shapes"]},
+                        "ema": {"shadow_params": ema}, "step": 1}, path)
+            cfg = EDMConfig(architecture=f["architecture"], img_resolution=32, in_channels=1, model_channels=32,
+                            channel_mult=(1, 2), num_blocks=1, attn_resolutions=(16,), precond=case)
+            prior = build_prior(identify(path, config={"family": "score-sde", "config": cfg.to_dict(), "scale": 0.5,
+                                                       "offset": 0.5}))
+            with torch.no_grad():
+                got = prior.denoise(f["x"], f["sigma"])
+            for i, sigma in enumerate(f["sigma"].tolist()):
+                rows.append(_row("score-sde", f"NCSN++ {case.upper()} (32 x 32, nf 32)" if case == "ve" else
+                                 "DDPM++ VP (32 x 32, nf 32)", "score-SDE's own code (tests/data fixture)", sigma,
+                                 got[i], f["denoised"][i]))
         # diffusers: a DDPMPipeline folder, diffusers' UNet and alphas_cumprod
         import diffusers
 

@@ -53,10 +53,12 @@ def _spectral_norm(op: CircularBlur) -> float:
     return float(op.mask.abs().max())
 
 
-def _ct(dtype, views, kind="parallel"):
+def _ct(dtype, views, kind="parallel", projector="matrix"):
+    # the matrix-free projector with small chunks, so that several chunks make up every product
+    extra = dict(projector=projector, chunk_bytes=1 << 18) if projector == "matrix-free" else {}
     if kind == "fan":
-        return FanBeamCT(N, views, source_distance=2.0 * N, source_detector_distance=3.0 * N, dtype=dtype)
-    return ParallelBeamCT(N, views, dtype=dtype)
+        return FanBeamCT(N, views, source_distance=2.0 * N, source_detector_distance=3.0 * N, dtype=dtype, **extra)
+    return ParallelBeamCT(N, views, dtype=dtype, **extra)
 
 
 def _circular(dt, g):
@@ -110,6 +112,10 @@ REGISTRY: dict[str, Entry] = {
         lambda dt, g: Case(MultiCoilMRI(torch.ones(N, dtype=dt), _coil_maps(g, dt)), (B, 2, N, N), 1.0)),
     "parallel_ct": Entry(lambda dt, g: Case(_ct(dt, sparse_view_angles(24)), (B, 1, N, N))),
     "fan_ct": Entry(lambda dt, g: Case(_ct(dt, sparse_view_angles(36, 360.0), "fan"), (B, 1, N, N))),
+    "parallel_ct_matrix_free": Entry(lambda dt, g: Case(_ct(dt, sparse_view_angles(24), projector="matrix-free"),
+                                                        (B, 1, N, N))),
+    "fan_ct_matrix_free": Entry(lambda dt, g: Case(_ct(dt, sparse_view_angles(36, 360.0), "fan", "matrix-free"),
+                                                   (B, 1, N, N))),
     "sparse_view_ct": Entry(lambda dt, g: Case(_ct(dt, sparse_view_angles(6)), (B, 1, N, N)), pinv_tol=1e-4),
     "limited_angle_ct": Entry(lambda dt, g: Case(_ct(dt, limited_angle_angles(90.0, 12)), (B, 1, N, N)),
                               pinv_tol=1e-4),

@@ -115,3 +115,36 @@ def test_bad_input_names_the_problem():
         op.A_adjoint(torch.zeros(1, 1, 23, 3))
     with pytest.raises(ValueError, match=r"image must have shape \(B, 1, 16, 16\).*got \(16, 16\)"):
         op.A(torch.zeros(16, 16))
+
+
+@pytest.mark.parametrize("fan", [False, True])
+def test_matrix_free_projector_equals_the_stored_matrix(fan):
+    """Weights on the fly, in chunks smaller than one view: the same projections and back-projections as
+    the stored matrix (to float32 rounding), an exact adjoint, and gradients through both products."""
+    kwargs = dict(source_distance=96.0, source_detector_distance=160.0) if fan else {}
+    cls, angles = (FanBeamCT, sparse_view_angles(30, 360.0)) if fan else (ParallelBeamCT, sparse_view_angles(30))
+    stored = cls(48, angles, projector="matrix", **kwargs)
+    free = cls(48, angles, projector="matrix-free", chunk_bytes=1 << 17, **kwargs)
+    assert (stored.projector, free.projector) == ("matrix", "matrix-free")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 48, 48, generator=g)
+    y = torch.rand(3, 2, *stored.sinogram_shape, generator=g)
+    ax, aty = free.A(x), free.A_adjoint(y)
+    torch.testing.assert_close(ax, stored.A(x), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(aty, stored.A_adjoint(y), rtol=1e-5, atol=1e-4)
+    lhs, rhs = (ax.double() * y.double()).sum(), (x.double() * aty.double()).sum()
+    assert abs(float(lhs - rhs)) < 1e-5 * float(lhs)
+    xg = x.clone().requires_grad_(True)
+    (free.A(xg) * y).sum().backward()
+    torch.testing.assert_close(xg.grad, aty)
+    assert free.with_dtype(torch.float64).A(x.double()).dtype == torch.float64
+    assert free.memory_bytes < stored.memory_bytes / 4
+
+
+def test_auto_projector_chooses_by_the_build_estimate():
+    small = ParallelBeamCT(32, sparse_view_angles(8))
+    assert small.projector == "matrix"
+    large = ParallelBeamCT(32, sparse_view_angles(8), budget=1000)
+    assert large.projector == "matrix-free"
+    with pytest.raises(ValueError, match="projector must be 'auto', 'matrix' or 'matrix-free'"):
+        ParallelBeamCT(32, sparse_view_angles(8), projector="dense")

@@ -2,7 +2,8 @@
 
 The estimates are upper bounds, in bytes, of the parts that grow with the inputs:
 
-* the CT projector (Joseph's sparse matrix and its transpose, :mod:`operators.ct_projector`): at most
+* the CT projector (Joseph's sparse matrix and its transpose, or matrix-free above 2 GiB of build,
+  :mod:`operators.ct_projector`): at most
   ``2 n`` entries per ray, 12 bytes each, stored twice, and as much again while it is built
   (``views x detectors x 2 n x 48`` bytes; 60 views at 128 x 128: 134 MB estimated, 28 MB stored);
 * a slice group's working set: per slice the multi-coil operator (coil maps, k-space, mask: ``3 x
@@ -46,13 +47,20 @@ class MemoryBudgetError(ValueError):
 
 
 def ct_projector_bytes(spec: ProblemSpec) -> int:
-    """Upper bound of the bytes the CT projector of ``spec`` takes while it is built."""
+    """Upper bound of the bytes the CT projector of ``spec`` takes while it is built: the stored
+    matrix's build when ``projector="auto"`` stores it, else the matrix-free projector's rays and chunk."""
+    from invdiff.operators.ct import _BUILD_PEAK_FACTOR, STORED_MATRIX_BUDGET
     from invdiff.operators.ct_geometry import default_num_detectors
+    from invdiff.operators.ct_projector import stored_matrix_bytes
 
     n = spec.size
     detectors = (default_num_detectors(n, 2.0 * n, 4.0 * n) if spec.geometry == "fan"
                  else default_num_detectors(n))
-    return spec.views * detectors * 2 * n * 48
+    rays = spec.views * detectors
+    stored = _BUILD_PEAK_FACTOR * stored_matrix_bytes(rays, n)
+    if stored <= STORED_MATRIX_BUDGET:
+        return max(int(stored), rays * 2 * n * 48)  # the measured build of small matrices
+    return rays * 2 * 2 * 8 + (1 << 24)
 
 
 def group_bytes(image_shape: tuple[int, int], slices: int, particles: int, vjp: bool,
