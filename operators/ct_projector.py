@@ -167,46 +167,61 @@ class MatrixFreeJoseph:
 
     def _chunks(self, batch: int):
         """``(rays, grid (1, r, n, 2), path lengths (r,))`` over the rays, sized for ``batch`` images;
-        ``rays`` index the rays (an index tensor: steep and shallow rays go in separate chunks)."""
+        ``rays`` is an index tensor (steep and shallow rays go in separate chunks). The grid is one
+        buffer, overwritten by the next chunk: use it before asking for the next."""
         item = torch.finfo(self.dtype).bits // 8
-        per_ray = self.n * item * (4 + 2 * batch)  # the grid and its parts, the samples and their sum
+        per_ray = self.n * item * (2 + 2 * batch)  # the grid, the samples and their sum
         threads = max(1, torch.get_num_threads())
         rays_per_chunk = max(threads, self.chunk_bytes // per_ray // threads * threads)
         p, q, steep, step = joseph_lines(self.origins, self.dirs, self.n)
-        p, q, step = p.to(self.dtype), q.to(self.dtype), step.to(self.dtype)
-        line = torch.arange(self.n, dtype=self.dtype, device=p.device)
-        fixed = line * (2.0 / max(self.n - 1, 1)) - 1.0
-        for flag in (True, False):
-            group = torch.nonzero(steep == flag).flatten()
-            for start in range(0, group.numel(), rays_per_chunk):
-                rays = group[start : start + rays_per_chunk]
-                varying = torch.addcmul(p[rays, None], q[rays, None], line[None, :])  # (r, n)
-                parts = (varying, fixed.expand_as(varying)) if flag else (fixed.expand_as(varying), varying)
-                yield rays, torch.stack(parts, -1)[None], step[rays]
+        order = torch.argsort(~steep, stable=True)  # steep rays first
+        ones = torch.ones_like(p)
+        scale = 2.0 / max(self.n - 1, 1)
+        # sample l of a ray is at (column, row) = base + slope * l: (p + q l, -1 + scale l) when steep
+        base = torch.where(steep[:, None], torch.stack([p, -ones], -1), torch.stack([-ones, p], -1))
+        slope = torch.where(steep[:, None], torch.stack([q, scale * ones], -1), torch.stack([scale * ones, q], -1))
+        base, slope, step = base[order].to(self.dtype), slope[order].to(self.dtype), step[order].to(self.dtype)
+        line = torch.arange(self.n, dtype=self.dtype, device=p.device)[None, :, None]
+        buffer = torch.empty(min(rays_per_chunk, self.num_rays), self.n, 2, dtype=self.dtype, device=p.device)
+        bounds = [0, int(steep.sum()), self.num_rays]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):  # chunks never mix steep and shallow rays
+            for start in range(lo, hi, rays_per_chunk):
+                stop = min(hi, start + rays_per_chunk)
+                grid = torch.addcmul(base[start:stop, None], slope[start:stop, None], line,
+                                     out=buffer[: stop - start])
+                yield order[start:stop], grid[None], step[start:stop]
+
+    def _groups(self, r: int, device: torch.device) -> int:
+        """How many groups a chunk of ``r`` rays is split into: one per thread (``grid_sample`` on the
+        CPU runs one thread per batch item)."""
+        t = max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+        return t if r % t == 0 else 1
 
     def forward(self, x: Tensor) -> Tensor:
         """``(M, n*n)`` images -> ``(M, R)`` ray sums."""
-        images = x.reshape(1, x.shape[0], self.n, self.n)
-        out = torch.empty(x.shape[0], self.num_rays, dtype=x.dtype, device=x.device)
-        for rays, grid, step in self._chunks(x.shape[0]):
-            samples = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
-                                                      align_corners=True)  # (1, M, r, n)
-            out[:, rays] = samples[0].sum(-1) * step
+        m, n = x.shape[0], self.n
+        images = x.reshape(1, m, n, n)
+        out = torch.empty(m, self.num_rays, dtype=x.dtype, device=x.device)
+        for rays, grid, step in self._chunks(m):
+            r = grid.shape[1]
+            t = self._groups(r, x.device)
+            samples = torch.nn.functional.grid_sample(images.expand(t, -1, -1, -1), grid.reshape(t, r // t, n, 2),
+                                                      mode="bilinear", padding_mode="zeros", align_corners=True)
+            out[:, rays] = samples.sum(-1).transpose(0, 1).reshape(m, r) * step  # (t, M, r/t, n) -> (M, r)
         return out
 
     def adjoint(self, y: Tensor) -> Tensor:
         """``(M, R)`` ray values -> ``(M, n*n)`` back-projections, with the same weights.
 
         ``grid_sample``'s input gradient runs one thread per batch item (its scatter would race
-        otherwise), so each chunk's rays are split into as many groups as torch has threads, each group
+        otherwise), so each chunk's rays are split into groups (:meth:`_groups`), each group
         back-projected into its own image, and the images summed.
         """
         m, n = y.shape[0], self.n
-        groups = max(1, torch.get_num_threads()) if y.device.type == "cpu" else 1
         out = torch.zeros(m, n * n, dtype=y.dtype, device=y.device)
         for rays, grid, step in self._chunks(m):
             r = grid.shape[1]
-            t = groups if r % groups == 0 else 1
+            t = self._groups(r, y.device)
             spread = (y[:, rays] * step).reshape(m, t, r // t).transpose(0, 1)[..., None].expand(-1, -1, -1, n)
             shape = torch.zeros((), device=y.device, dtype=y.dtype).expand(t, m, n, n)  # no memory
             grad = torch.ops.aten.grid_sampler_2d_backward(spread, shape, grid.reshape(t, r // t, n, 2), 0, 0, True,
