@@ -98,16 +98,21 @@ class CT(dinv.physics.LinearPhysics):
             peak = _BUILD_PEAK_FACTOR * stored_matrix_bytes(rays, n, torch.finfo(dtype).bits // 8)
             projector = "matrix" if peak <= (STORED_MATRIX_BUDGET if budget is None else budget) else "matrix-free"
         self.projector = projector
-        self.dtype = dtype
         self.chunk_bytes = int(chunk_bytes)
         if projector == "matrix":
             matrix, transpose = csr_pair(*joseph_entries(*geometry.rays(device=device), n, dtype), (rays, n * n))
             self.register_buffer("matrix", matrix, persistent=False)
             self.register_buffer("transpose", transpose, persistent=False)
-        else:  # buffers, so that .to(device) moves them
+        else:  # buffers, so that .to(device) moves them; the empty one carries the dtype through .to(dtype)
             origins, dirs = geometry.rays(device=device)
             self.register_buffer("ray_origins", origins, persistent=False)
             self.register_buffer("ray_dirs", dirs, persistent=False)
+            self.register_buffer("weights_dtype", torch.zeros(0, dtype=dtype, device=device), persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights, and of the images and sinograms the operator accepts."""
+        return self.weights_dtype.dtype if self.projector == "matrix-free" else self.matrix.dtype
 
     @property
     def _free(self) -> MatrixFreeJoseph | None:
@@ -118,9 +123,9 @@ class CT(dinv.physics.LinearPhysics):
     def with_dtype(self, dtype: torch.dtype) -> CT:
         """The same projector with its weights in ``dtype`` (this one is left as it is)."""
         twin = copy.copy(self)
-        twin.dtype = dtype
         twin._buffers = dict(self._buffers)
         if self.projector == "matrix-free":
+            twin._buffers["weights_dtype"] = self.weights_dtype.to(dtype)
             return twin
         twin._buffers["matrix"] = self.matrix.to(dtype)
         twin._buffers["transpose"] = self.transpose.to(dtype)

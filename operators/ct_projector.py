@@ -158,7 +158,8 @@ class MatrixFreeJoseph:
 
     def __init__(self, origins: Tensor, dirs: Tensor, n: int, dtype: torch.dtype = torch.float32,
                  chunk_bytes: int = 1 << 24):
-        self.origins, self.dirs, self.n, self.dtype = origins, dirs, int(n), dtype
+        # positions are computed in float64 whatever a module's .to(dtype) did to the ray buffers
+        self.origins, self.dirs, self.n, self.dtype = origins.double(), dirs.double(), int(n), dtype
         self.chunk_bytes = int(chunk_bytes)
 
     @property

@@ -138,6 +138,7 @@ def test_matrix_free_projector_equals_the_stored_matrix(fan):
     (free.A(xg) * y).sum().backward()
     torch.testing.assert_close(xg.grad, aty)
     assert free.with_dtype(torch.float64).A(x.double()).dtype == torch.float64
+    torch.testing.assert_close(free.to(torch.float64).A(x.double()), stored.to(torch.float64).A(x.double()))
     assert free.memory_bytes < stored.memory_bytes / 4
 
 

@@ -133,6 +133,7 @@ def _from_state(path: Path, state: dict[str, Tensor], family: str | None, preset
     if family not in PRESETS:
         raise CheckpointError(f"{path}: family {family!r} is read from a folder, not a weights file "
                               f"(known: {sorted(FAMILIES)})")
+
     def named(config: dict) -> dict[str, Tensor]:  # score-SDE's weights under EDM's names for this config
         if family != "score-sde":
             return state
