@@ -270,6 +270,12 @@ def main() -> None:
         new = samplers(args.sampler_presets, args.steps, args.samplers)
         done = {(r["preset"], r["sampler"]) for r in new}
         rows["samplers"] = [r for r in rows.get("samplers", []) if (r["preset"], r["sampler"]) not in done] + new
+    if rows.get("samplers"):  # registry order within each network, whatever order the runs came in
+        from invdiff.samplers.registry import SAMPLERS
+
+        names = list(SAMPLERS)
+        presets = list(dict.fromkeys(r["preset"] for r in rows["samplers"]))
+        rows["samplers"].sort(key=lambda r: (presets.index(r["preset"]), names.index(r["sampler"])))
     lines = []
     if rows.get("agreement"):
         lines += ["## Agreement with the reference networks (random weights, float32)", "",

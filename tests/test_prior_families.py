@@ -382,3 +382,29 @@ def test_score_mri_preset_layout():
     # 4 x 5 decoder blocks, 3 up, norm + output conv
     assert len(slots) == 4 + 16 + 6 + 3 + 20 + 3 + 2
     assert [kind for kind, _ in slots].count("attn") == 1
+
+
+def test_class_conditional_admunet_is_one_classs_prior():
+    """deepinv's ADMUNet layout with class labels (its published ImageNet-64 weights are class-conditional):
+    the preset's names and shapes are deepinv's default ADMUNet's, and with class_label set invdiff's
+    denoiser equals ADMUNet.forward with that one-hot label; without it, a clear error."""
+    with torch.device("meta"):
+        ref_shapes = {k: v.shape for k, v in dinv.models.ADMUNet(pretrained=None, label_dim=1000).state_dict().items()}
+        ours = EDMNetwork(EDM_PRESETS["edm-imagenet-64-cond"]["config"]).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == ref_shapes
+    cfg = EDMConfig(architecture="dhariwal", img_resolution=16, in_channels=3, model_channels=128, channel_mult=(1, 1),
+                    num_blocks=1, attn_resolutions=(8,), label_dim=10, class_label=7)
+    net = _randomize(EDMNetwork(cfg), 16)
+    ref = dinv.models.ADMUNet(img_resolution=16, in_channels=3, out_channels=3, model_channels=128, channel_mult=(1, 1),
+                              num_blocks=1, attn_resolutions=(8,), dropout=0.0, label_dim=10, pretrained=None,
+                              pixel_std=0.5)
+    ref.load_state_dict(net.state_dict())
+    prior = build_prior(identify_from_state(net.state_dict(), cfg, scale=1.0, offset=0.0))
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(17))
+    label = torch.nn.functional.one_hot(torch.tensor([7, 7]), 10).float()
+    with torch.no_grad():
+        assert _rel(prior.denoise(x, 0.3), ref.eval()(x, 0.3, class_labels=label)) < 2e-5
+    unset = build_prior(identify_from_state(net.state_dict(), EDMConfig(**{**cfg.__dict__, "class_label": None}),
+                                            scale=1.0, offset=0.0))
+    with pytest.raises(ValueError, match="class-conditional network \\(10 classes\\): set class_label"):
+        unset.denoise(x, 0.3)

@@ -37,7 +37,11 @@ Architecture = Literal["dhariwal", "song-ncsn", "song-ddpm"]
 
 @dataclass(frozen=True)
 class EDMConfig:
-    """The network (EDM's constructor arguments) and its preconditioning."""
+    """The network (EDM's constructor arguments) and its preconditioning.
+
+    A class-conditional network (``label_dim > 0``, e.g. deepinv's ImageNet-64 ``ADMUNet``) is used as
+    the prior of one class, ``class_label``, which must then be set.
+    """
 
     architecture: Architecture = "dhariwal"
     img_resolution: int = 64
@@ -49,6 +53,8 @@ class EDMConfig:
     attn_resolutions: tuple[int, ...] = (16,)
     augment_dim: int = 0
     dropout: float = 0.0
+    label_dim: int = 0
+    class_label: int | None = None
     precond: Precond = "edm"
     sigma_data: float = 0.5
     beta_d: float = 19.9
@@ -61,6 +67,8 @@ class EDMConfig:
                              f"got {self.architecture!r}")
         if self.precond not in ("edm", "vp", "ve"):
             raise ValueError(f"EDM config: precond must be edm, vp or ve, got {self.precond!r}")
+        if self.label_dim and self.class_label is not None and not 0 <= self.class_label < self.label_dim:
+            raise ValueError(f"EDM config: class_label must be in [0, {self.label_dim}), got {self.class_label}")
         if self.img_resolution % 2 ** (len(self.channel_mult) - 1):
             raise ValueError(f"EDM config: img_resolution {self.img_resolution} is not divisible by "
                              f"2^(levels - 1) = {2 ** (len(self.channel_mult) - 1)}")
@@ -90,7 +98,7 @@ class EDMNetwork(nn.Module):
         super().__init__()
         c = config
         common = dict(img_resolution=c.img_resolution, in_channels=c.in_channels, out_channels=c.in_channels,
-                      label_dim=0, augment_dim=c.augment_dim, model_channels=c.model_channels,
+                      label_dim=c.label_dim, augment_dim=c.augment_dim, model_channels=c.model_channels,
                       channel_mult=tuple(c.channel_mult), channel_mult_emb=c.channel_mult_emb, num_blocks=c.num_blocks,
                       attn_resolutions=tuple(c.attn_resolutions), dropout=c.dropout, pretrained=None)
         if c.architecture == "dhariwal":
@@ -103,7 +111,14 @@ class EDMNetwork(nn.Module):
         self.config = c
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        return self.unet.forward_unet(x, c_noise)
+        labels = None
+        if self.config.label_dim:
+            if self.config.class_label is None:
+                raise ValueError(f"a class-conditional network ({self.config.label_dim} classes): set class_label in "
+                                 "its config (invdiff priors convert --config) to use it as one class's prior")
+            labels = torch.zeros(x.shape[0], self.config.label_dim, dtype=x.dtype, device=x.device)
+            labels[:, self.config.class_label] = 1.0
+        return self.unet.forward_unet(x, c_noise, class_labels=labels)
 
     # the state dict is EDM's, without the wrapper's prefix
     def state_dict(self, *args, **kwargs):
@@ -179,6 +194,13 @@ EDM_PRESETS: dict[str, dict] = {
                     "(edm-ffhq-64x64-uncond-ve.pt)",
         scaling="images in [0, 1] mapped to [-1, 1] (scale 0.5, offset 0.5)", scale=0.5, offset=0.5,
         data_range=(0.0, 1.0), source="EDM (Karras et al. 2022), github.com/NVlabs/edm; deepinv's NCSNpp weights"),
+    "edm-imagenet-64-cond": dict(
+        config=EDMConfig(architecture="dhariwal", img_resolution=64, model_channels=192, channel_mult=(1, 2, 3, 4),
+                         num_blocks=3, attn_resolutions=(32, 16, 8), label_dim=1000),
+        description="EDM's class-conditional ImageNet 64x64 ADM (DhariwalUNet), as deepinv's ADMUNet publishes it; "
+                    "one class's prior once class_label is set",
+        scaling="images in [0, 1] mapped to [-1, 1] (scale 0.5, offset 0.5)", scale=0.5, offset=0.5,
+        data_range=(0.0, 1.0), source="EDM (Karras et al. 2022); deepinv's ADMUNet weights (imagenet64-cond)"),
     "edm-ffhq-64-vp": dict(
         config=EDMConfig(architecture="song-ddpm", img_resolution=64, augment_dim=9),
         description="EDM's FFHQ 64x64 DDPM++ (VP architecture, EDM preconditioning), as deepinv publishes it "
