@@ -17,7 +17,7 @@ no attention outside the middle block. Reproducing it is what makes the publishe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from deepinv.models.diffunet import (AttentionBlock, Downsample, ResBlock, TimestepEmbedSequential, Upsample,
@@ -25,16 +25,20 @@ from deepinv.models.diffunet import (AttentionBlock, Downsample, ResBlock, Times
 from deepinv.models.utils import conv_nd
 from torch import Tensor, nn
 
+from invdiff.priors.families.config import PlainConfig
+
 __all__ = ["ADMConfig", "ADMNetwork", "ADM_PRESETS"]
 
 
 @dataclass(frozen=True)
-class ADMConfig:
+class ADMConfig(PlainConfig):
     """guided-diffusion's ``create_model`` arguments (its names; ``channel_mult`` explicit).
 
     ``image_size`` only enters through ``attention_resolutions`` (see the module docstring): the network
     is convolutional and serves any size whose sides are multiples of ``2 ** (len(channel_mult) - 1)``.
     """
+
+    family = "ADM"
 
     image_size: int = 256
     in_channels: int = 3
@@ -64,17 +68,6 @@ class ADMConfig:
     @property
     def size_multiple(self) -> int:
         return 2 ** (len(self.channel_mult) - 1)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ADMConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"ADM config: unknown fields {unknown} (known: {sorted(known)})")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 class ADMNetwork(nn.Module):

@@ -19,7 +19,7 @@ itself, in model space ``z = (x - offset) / scale`` with ``s = sigma / scale``:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
 import deepinv as dinv
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from invdiff.linalg import batch_view
 from invdiff.priors.base import Denoiser, sigma_per_sample
+from invdiff.priors.families.config import PlainConfig
 
 __all__ = ["EDMConfig", "EDMNetwork", "EDMPrior", "EDM_PRESETS"]
 
@@ -36,12 +37,14 @@ Architecture = Literal["dhariwal", "song-ncsn", "song-ddpm"]
 
 
 @dataclass(frozen=True)
-class EDMConfig:
+class EDMConfig(PlainConfig):
     """The network (EDM's constructor arguments) and its preconditioning.
 
     A class-conditional network (``label_dim > 0``, e.g. deepinv's ImageNet-64 ``ADMUNet``) is used as
     the prior of one class, ``class_label``, which must then be set.
     """
+
+    family = "EDM"
 
     architecture: Architecture = "dhariwal"
     img_resolution: int = 64
@@ -72,17 +75,6 @@ class EDMConfig:
         if self.img_resolution % 2 ** (len(self.channel_mult) - 1):
             raise ValueError(f"EDM config: img_resolution {self.img_resolution} is not divisible by "
                              f"2^(levels - 1) = {2 ** (len(self.channel_mult) - 1)}")
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EDMConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"EDM config: unknown fields {unknown} (known: {sorted(known)})")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 class EDMNetwork(nn.Module):
