@@ -298,7 +298,10 @@ def main() -> None:
     notes = ("Random weights in each family's published layout (no published weights exist offline); the "
              "agreement rows compare invdiff's loader and noise-level conversion with the reference computed "
              "independently. Sampler rows check that the path runs end to end at the published size: the images "
-             "of a random network mean nothing, so no PSNR is reported.")
+             "of a random network mean nothing, so no PSNR is reported. Parts (and sampler rows) that a command does "
+             "not run are kept from the page's earlier runs (results.json): the agreement, cost and sampler tables "
+             "came from `--parts agreement`, `--parts cost` and `--parts samplers` (then `--samplers diffpir pnp-dm` "
+             "and `--samplers pigdm-deepinv` after the data_range and inner_steps fixes) at this session's commits.")
     script_page(out, "Published prior families: exactness, size, cost", rows, "\n".join(lines), notes)
 
 
