@@ -194,7 +194,8 @@ def cost(presets: list[str]) -> list[dict]:
             out = prior.denoise(xg, 0.5)
             (grad,) = torch.autograd.grad(out, xg, torch.ones_like(out))
             vjp = time.perf_counter() - start
-            rows.append({"preset": preset, "family": ckpt.family, "parameters_M": round(ckpt.num_parameters / 1e6, 1),
+            rows.append({"preset": preset, "family": ckpt.family, "threads": torch.get_num_threads(),
+                         "parameters_M": round(ckpt.num_parameters / 1e6, 1),
                          "file_MB": round(path.stat().st_size / 2**20), "image": "x".join(map(str, prior.event_shape)),
                          "load_s": round(load, 2), "nfe_s": round(nfe, 2), "nfe_plus_vjp_s": round(vjp, 2)})
             print(rows[-1], flush=True)
@@ -284,7 +285,8 @@ def main() -> None:
                   f"{r['max_rel']:.2e} |" for r in rows["agreement"]]
         lines.append("")
     if rows.get("cost"):
-        lines += [f"## Size and cost on this CPU ({args.threads} threads, batch 1, native size)", "",
+        threads = rows["cost"][0].get("threads", "?")
+        lines += [f"## Size and cost on this CPU ({threads} thread(s), batch 1, native size)", "",
                   "| preset | family | parameters (M) | file (MiB) | image | read + build (s) | one NFE (s) | "
                   "NFE + VJP (s) |", "|---|---|---:|---:|---|---:|---:|---:|"]
         lines += [f"| {r['preset']} | {r['family']} | {r['parameters_M']} | {r['file_MB']} | {r['image']} | "
