@@ -106,8 +106,8 @@ def agreement() -> list[dict]:
                     rows.append(_row("edm", f"SongUNet NCSN++, {precond} precond", "EDM Table 1 formula", sigma,
                                      prior.denoise(x, sigma), 0.5 + 0.5 * (c[0] * z + c[1] * f)))
         # score-SDE: a score-MRI-style checkpoint (EMA shadow params) against score-SDE's own outputs
-        fixture = torch.load(Path(__file__).resolve().parents[1] / "tests" / "data" / "scoresde_ncsnpp.pt",
-                             weights_only=True)
+        fixture_path = Path(__file__).resolve().parents[1] / "tests" / "data" / "scoresde_ncsnpp.pt"
+        fixture = torch.load(fixture_path, weights_only=True)
         for case, f in fixture["cases"].items():
             gen = torch.Generator().manual_seed(f["seed"])
             ema = [0.05 * torch.randn(shape, generator=gen) for _, shape in f["names_shapes"]]
