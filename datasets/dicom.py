@@ -108,8 +108,9 @@ def load_ct_series(source: str | os.PathLike | Iterable[str | os.PathLike]) -> C
 
     Raises:
         DataFormatError: a file that is not DICOM, not CT, has no pixel data or no rescale pair,
-            whose image size differs from the others', or whose slice position repeats another
-            file's. The message names the file.
+            whose image size or pixel spacing differs from the others', whose slice position repeats
+            another file's, or a series with a missing slice or irregular slice spacing. The message
+            names the file.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -131,8 +132,12 @@ def load_ct_series(source: str | os.PathLike | Iterable[str | os.PathLike]) -> C
             raise DataFormatError(f"{path}: cannot decode PixelData "
                                   f"({ds.file_meta.get('TransferSyntaxUID', '?')}): {err}") from None
         frames = pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
-        if "PixelSpacing" in ds and spacing is None:
-            spacing = tuple(float(s) for s in ds.PixelSpacing)
+        if "PixelSpacing" in ds:
+            this = tuple(float(s) for s in ds.PixelSpacing)
+            if spacing is not None and not np.allclose(this, spacing[0], rtol=1e-3):
+                raise DataFormatError(f"{path}: PixelSpacing {this} mm differs from {spacing[1]}'s {spacing[0]} mm; "
+                                      "a series has one pixel size")
+            spacing = spacing or (this, path)
         for f, frame in enumerate(frames):
             slope, intercept = _rescale(ds, f, path)
             slices.append((_position(ds), int(ds.get("InstanceNumber", 0) or 0) * 10_000 + f,
@@ -150,9 +155,31 @@ def load_ct_series(source: str | os.PathLike | Iterable[str | os.PathLike]) -> C
                                       "in one folder, or a duplicated file); keep one series per folder")
             seen.setdefault(position, path)
     slices.sort(key=(lambda s: s[0]) if have_positions else (lambda s: s[1]))
+    if have_positions and len(slices) > 2:
+        _check_slice_spacing([s[0] for s in slices], [s[3] for s in slices])
     hu = np.stack([s[2] for s in slices]).astype(np.float32)
     positions = tuple(s[0] for s in slices) if have_positions else None
-    return CTVolume(hu, spacing, positions, tuple(s[3] for s in slices))
+    return CTVolume(hu, spacing[0] if spacing else None, positions, tuple(s[3] for s in slices))
+
+
+#: relative deviation of a slice gap from the series' median gap that is refused
+SPACING_TOLERANCE = 0.01
+
+
+def _check_slice_spacing(positions: list[float], paths: list[Path]) -> None:
+    """A volume is a regular grid: refuse a gap of about a whole multiple of the median (a missing
+    slice) or any other gap off the median by more than :data:`SPACING_TOLERANCE`, naming both files."""
+    gaps = np.diff(np.asarray(positions, dtype=np.float64))
+    step = float(np.median(gaps))
+    for i, gap in enumerate(gaps):
+        if abs(gap - step) <= SPACING_TOLERANCE * step:
+            continue
+        ratio = gap / step
+        if abs(ratio - round(ratio)) <= SPACING_TOLERANCE and round(ratio) >= 2:
+            raise DataFormatError(f"{paths[i + 1]}: {round(ratio) - 1} slice(s) missing between it and {paths[i]} "
+                                  f"(gap {gap:g} mm, the series steps {step:g} mm)")
+        raise DataFormatError(f"{paths[i + 1]}: inconsistent slice spacing: {gap:g} mm after {paths[i]}, the series "
+                              f"steps {step:g} mm (tolerance {SPACING_TOLERANCE:.0%})")
 
 
 def hu_window(hu: np.ndarray, level: float = 40.0, width: float = 400.0) -> np.ndarray:

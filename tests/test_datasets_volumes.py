@@ -127,6 +127,23 @@ def test_series_is_sorted_along_the_slice_normal(tmp_path):
                                                  for z in (10, 20, 30)]
 
 
+def test_series_with_a_missing_slice_or_irregular_spacing_is_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(DataFormatError, match=r"slice2.dcm: 1 slice\(s\) missing between it and .*slice1.dcm "
+                                              r"\(gap 20 mm, the series steps 10 mm\)"):
+        load_ct_series(_series(tmp_path / "a", [0.0, 10.0, 30.0, 40.0]))
+    (tmp_path / "b").mkdir()
+    with pytest.raises(DataFormatError, match=r"slice2.dcm: inconsistent slice spacing: 13 mm after"):
+        load_ct_series(_series(tmp_path / "b", [0.0, 10.0, 23.0, 33.0]))
+    (tmp_path / "c").mkdir()
+    folder = _series(tmp_path / "c", [0.0, 10.0, 20.0])
+    ds = pydicom.dcmread(folder / "slice2.dcm")
+    ds.PixelSpacing = [0.9, 0.9]
+    ds.save_as(folder / "slice2.dcm")
+    with pytest.raises(DataFormatError, match=r"slice2.dcm: PixelSpacing \(0.9, 0.9\) mm differs"):
+        load_ct_series(folder)
+
+
 def test_bad_dicom_input(tmp_path):
     with pytest.raises(DataFormatError, match="Modality is 'MR'"):
         load_ct_series(PYDICOM_DATA / "MR_small.dcm")
