@@ -209,8 +209,9 @@ def script_page(folder: str | Path, title: str, rows: Any, table: str, notes: st
 
     folder = Path(folder)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    provenance = _provenance(command)  # before writing: the page's own files do not make the tree dirty
     atomic_write_text(folder / "results.json", json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
-    page = [f"# {title}", "", _provenance(command), ""] + ([notes.strip(), ""] if notes else []) + [table]
+    page = [f"# {title}", "", provenance, ""] + ([notes.strip(), ""] if notes else []) + [table]
     print(table)
     return atomic_write_text(folder / "README.md", "\n".join(page).rstrip() + "\n")
 
