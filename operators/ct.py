@@ -69,10 +69,11 @@ class CT(dinv.physics.LinearPhysics):
         geometry: :class:`ParallelBeamGeometry` or :class:`FanBeamGeometry`.
         image_size: ``n``.
         dtype: dtype of the weights and of the images it accepts (float32 or float64).
-        device: where the projector is built and kept; CUDA works the same (cuSPARSE, or gathers).
+        device: where the projector is built and kept; CUDA works the same (cuSPARSE, or grid_sample).
         projector: ``"matrix"`` (stored sparse matrix and transpose), ``"matrix-free"`` (weights on
             the fly), or ``"auto"``: the matrix when its estimated build peak fits ``budget``.
         budget: bytes for ``"auto"`` (default :data:`STORED_MATRIX_BUDGET`).
+        chunk_bytes: the matrix-free projector's working memory per chunk (16 MiB).
 
     The matrix for 256x256 and 180 views of 363 bins has 21 M entries; in float32 with int32 indices it
     and its transpose hold 325 MiB (``memory_bytes``), built in about 2 s on 2 CPU cores. The

@@ -1,11 +1,13 @@
-"""Joseph's ray-driven projector as a sparse matrix, and its exact transpose.
+"""Joseph's ray-driven projector, stored as a sparse matrix or computed on the fly; exact transposes.
 
 Joseph (IEEE TMI 1982): a ray is sampled once per image row (or column, whichever it crosses more
 steeply); at each sample the image is linearly interpolated between the two nearest pixels of that
 row, and the samples are weighted by the path length per row, ``1 / |d_y|``. Pixels outside the
 image are zero. The system matrix has at most ``2 n`` entries per ray and is stored twice in CSR
 (rows = rays, and its transpose), so that ``A`` and ``A^T`` are both a sparse-times-dense product —
-the transpose is exact by construction, not an approximate back-projector.
+the transpose is exact by construction, not an approximate back-projector. :class:`MatrixFreeJoseph`
+computes the same samples chunk by chunk instead (``grid_sample`` and its input gradient), in the
+memory of one chunk.
 """
 
 from __future__ import annotations
