@@ -31,3 +31,15 @@ def autograd_grad_log_likelihood(measurement, x: Tensor) -> Tensor:
 def relative_error(a: Tensor, b: Tensor) -> float:
     """``||a - b|| / ||b||`` over the whole tensor."""
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def randomize_parameters(net: torch.nn.Module, seed: int, std: float) -> torch.nn.Module:
+    """Every parameter of ``net`` drawn from ``N(0, std^2)`` by a generator seeded with ``seed``, in
+    ``net.parameters()`` order; returns ``net`` in evaluation mode. Published diffusion networks start
+    their output layers at zero, so a freshly built one would denoise to the identity: checks of a loader
+    against a reference network need weights that make every layer count."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(std * torch.randn(p.shape, generator=g))
+    return net.eval()

@@ -28,17 +28,14 @@ from pathlib import Path
 import torch
 
 from invdiff.benchmark.report import script_page
+from invdiff.testing import randomize_parameters
 
 SIGMAS = (0.01, 0.1, 1.0, 10.0)
 DATA = Path("outputs/native-brain/multicoil_test/file_brain_AXT1_colin27_test.h5")
 
 
 def _randomize(net: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(std * torch.randn(p.shape, generator=g))
-    return net.eval()
+    return randomize_parameters(net, seed, std)
 
 
 def _diff(got: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:

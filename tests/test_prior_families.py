@@ -17,6 +17,7 @@ from invdiff.priors.families import build_prior, convert, describe, identify
 from invdiff.priors.families.adm import ADM_PRESETS, ADMConfig, ADMNetwork
 from invdiff.priors.families.edm import EDM_PRESETS, EDMConfig, EDMNetwork
 from invdiff.priors.safe_load import read_weights
+from invdiff.testing import randomize_parameters
 from invdiff.schedule import VPSchedule
 
 SIGMAS = (0.01, 0.1, 1.0, 10.0)  # data units
@@ -24,11 +25,7 @@ SIGMAS = (0.01, 0.1, 1.0, 10.0)  # data units
 
 def _randomize(net: torch.nn.Module, seed: int, std: float = 0.05) -> torch.nn.Module:
     """Every parameter random (published networks start their last layers at zero: outputs would be 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(std * torch.randn(p.shape, generator=g))
-    return net.eval()
+    return randomize_parameters(net, seed, std)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -180,7 +177,7 @@ def test_edm_preconditionings_follow_edm_table_1(precond):
                 assert _rel(prior.denoise(x, sigma), ref.eval()(x, sigma)) < 2e-5
 
 
-def identify_from_state(state, cfg: EDMConfig, scale: float, offset: float, tmp=None):
+def identify_from_state(state, cfg: EDMConfig, scale: float, offset: float):
     from invdiff.priors.families.registry import ForeignCheckpoint
 
     return ForeignCheckpoint(family="edm", config=cfg.to_dict(), state_dict=dict(state), scale=scale, offset=offset)

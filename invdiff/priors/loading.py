@@ -44,8 +44,8 @@ def open_weights_file(path: str | os.PathLike, device: str | torch.device = "cpu
 
     path = Path(path)
     if path.is_dir():
-        return build_prior(identify(path), device)
+        return build_prior(identify(path, digest=False), device)
     content = read_weights(path)
     if isinstance(content, dict) and content.get("format") == FORMAT:
         return prior_from_checked(check_payload(content, path), path, device)
-    return build_prior(identify(path, content=content), device)
+    return build_prior(identify(path, content=content, digest=False), device)

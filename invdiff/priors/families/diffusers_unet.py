@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from invdiff.priors.checkpoint import CheckpointError
 
-__all__ = ["DiffusersNoisePredictor", "build_unet2d", "diffusers_folder_parts", "scheduler_betas"]
+__all__ = ["DiffusersNoisePredictor", "build_unet2d", "diffusers_folder_parts", "read_unet_config", "scheduler_betas"]
 
 _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "sample"}
@@ -68,21 +68,26 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: not readable JSON ({err})") from None
 
 
-def build_unet2d(config_path: Path) -> nn.Module:
-    """diffusers' ``UNet2DModel`` from its ``config.json`` (random weights)."""
-    diffusers = _diffusers()
+def read_unet_config(config_path: Path) -> dict:
+    """A ``UNet2DModel``'s ``config.json`` (another class is refused, named)."""
     config = _read_json(config_path)
     if config.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise CheckpointError(f"{config_path}: a {config.get('_class_name')!r}; invdiff reads UNet2DModel folders "
                               "(pixel-space, unconditional)")
+    return config
+
+
+def build_unet2d(config: dict, where: str | os.PathLike = "config") -> nn.Module:
+    """diffusers' ``UNet2DModel`` from its config (random weights); ``where`` names errors."""
+    diffusers = _diffusers()
     try:
         return diffusers.UNet2DModel.from_config(config)
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{config_path}: not a valid UNet2DModel config ({err})") from None
+        raise CheckpointError(f"{where}: not a valid UNet2DModel config ({err})") from None
 
 
-def scheduler_betas(path: Path) -> tuple[Tensor, str]:
-    """``(betas float64 (T,), invdiff prediction name)`` from a scheduler config, computed by the
+def scheduler_betas(path: Path) -> tuple[Tensor, str, str]:
+    """``(betas float64 (T,), invdiff prediction name, scheduler class)`` from a scheduler config, computed by the
     scheduler class the config names (DDPM, DDIM, PNDM, ... : any with ``betas``)."""
     diffusers = _diffusers()
     config = _read_json(path)
@@ -96,7 +101,7 @@ def scheduler_betas(path: Path) -> tuple[Tensor, str]:
     prediction = config.get("prediction_type", "epsilon")
     if prediction not in _PREDICTIONS:
         raise CheckpointError(f"{path}: prediction_type {prediction!r} is not one of {sorted(_PREDICTIONS)}")
-    return scheduler.betas.detach().to(torch.float64), _PREDICTIONS[prediction]
+    return scheduler.betas.detach().to(torch.float64), _PREDICTIONS[prediction], name
 
 
 class DiffusersNoisePredictor(nn.Module):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from invdiff.io import content_hash
 from invdiff.priors.base import Denoiser
 from invdiff.priors.checkpoint import FAMILY_ARCHITECTURES, CheckpointError, write_checkpoint
 from invdiff.priors.families.adm import ADM_PRESETS, ADMConfig, ADMNetwork
@@ -70,16 +70,6 @@ class ForeignCheckpoint:
         return sum(int(v.numel()) for k, v in self.state_dict.items() if v.is_floating_point())
 
 
-def _sha256(path: Path) -> str:
-    if path.is_dir():
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _network(family: str, config: dict) -> nn.Module:
     if family == "adm":
         return ADMNetwork(ADMConfig.from_dict(config))
@@ -121,7 +111,7 @@ def _family_of(state: dict[str, Tensor]) -> str | None:
 
 
 def _from_state(path: Path, state: dict[str, Tensor], family: str | None, preset: str | None,
-                spec: dict | None) -> ForeignCheckpoint:
+                spec: dict | None, digest: bool) -> ForeignCheckpoint:
     detected = _family_of(state)
     if family is None:
         family = spec.get("family") if spec else None
@@ -134,24 +124,30 @@ def _from_state(path: Path, state: dict[str, Tensor], family: str | None, preset
         raise CheckpointError(f"{path}: family {family!r} is read from a folder, not a weights file "
                               f"(known: {sorted(FAMILIES)})")
 
-    def named(config: dict) -> dict[str, Tensor]:  # score-SDE's weights under EDM's names for this config
-        if family != "score-sde":
-            return state
-        cfg = EDMConfig.from_dict(config)
-        return add_resample_filters(to_edm_names(state, cfg, path), list(_signature(family, config)), cfg)
+    named: dict[str, dict[str, Tensor]] = {}  # candidate -> its weights under the network's names
 
-    def mismatch(config: dict) -> str:
-        try:
-            return _mismatch(named(config), _signature(family, config))
-        except CheckpointError as err:
-            return str(err).split(": ", 1)[-1]
+    def mismatch(name: str, config: dict) -> str:
+        """'' when the weights fit ``config`` (then kept in ``named``), else the differences."""
+        signature = _signature(family, config)
+        weights = state
+        if family == "score-sde":  # score-SDE's weights under EDM's names for this config
+            cfg = EDMConfig.from_dict(config)
+            try:
+                weights = add_resample_filters(to_edm_names(state, cfg, path), list(signature), cfg)
+            except CheckpointError as err:
+                return str(err).split(": ", 1)[-1]
+        why = _mismatch(weights, signature)
+        if not why:
+            named[name] = weights
+        return why
 
-    if spec is not None and "config" in spec:
+    explicit = spec.get("config") if spec is not None else None
+    if explicit is not None:
         try:
             config = _CONFIGS[family].from_dict(spec["config"]).to_dict()
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: {err}") from None
-        why = mismatch(config)
+        why = mismatch("", config)
         if why:
             raise CheckpointError(f"{path}: the weights do not fit the given {family} config: {why}")
         entry = {"description": spec.get("description", f"{family} network from an explicit config"),
@@ -162,7 +158,7 @@ def _from_state(path: Path, state: dict[str, Tensor], family: str | None, preset
         candidates = [preset] if preset else list(PRESETS[family])
         if preset and preset not in PRESETS[family]:
             raise CheckpointError(f"{path}: unknown {family} preset {preset!r} (known: {sorted(PRESETS[family])})")
-        reasons = {name: mismatch(PRESETS[family][name]["config"].to_dict()) for name in candidates}
+        reasons = {name: mismatch(name, PRESETS[family][name]["config"].to_dict()) for name in candidates}
         matches = [name for name, why in reasons.items() if not why]
         if not matches:
             detail = "; ".join(f"{name}: {why}" for name, why in reasons.items())
@@ -174,21 +170,22 @@ def _from_state(path: Path, state: dict[str, Tensor], family: str | None, preset
     overrides = spec or {}
     data_range = overrides.get("data_range", entry.get("data_range"))
     return ForeignCheckpoint(
-        family=family, config=config, state_dict=named(config), preset=preset if spec is None or "config" not in spec else None,
+        family=family, config=config, state_dict=named[preset if explicit is None else ""],
+        preset=preset if explicit is None else None,
         scale=float(overrides.get("scale", entry["scale"])), offset=float(overrides.get("offset", entry["offset"])),
         data_range=tuple(data_range) if data_range is not None else None,
         betas=VPSchedule.linear().betas if family == "adm" else None,
         info={"description": entry["description"], "scaling": entry["scaling"], "source": entry["source"],
-              "file": str(path), "sha256": _sha256(path)})
+              "file": str(path), "sha256": content_hash(path) if digest else None})
 
 
-def _from_diffusers(path: Path, spec: dict | None) -> ForeignCheckpoint:
-    from invdiff.priors.families.diffusers_unet import diffusers_folder_parts, scheduler_betas
+def _from_diffusers(path: Path, spec: dict | None, digest: bool) -> ForeignCheckpoint:
+    from invdiff.priors.families.diffusers_unet import diffusers_folder_parts, read_unet_config, scheduler_betas
 
     config_path, weights, scheduler = diffusers_folder_parts(path)
-    config = json.loads(config_path.read_text())
+    config = read_unet_config(config_path)
     state = find_state_dict(read_weights(weights), weights)
-    betas, prediction = scheduler_betas(scheduler)
+    betas, prediction, scheduler_class = scheduler_betas(scheduler)
     spec = spec or {}
     data_range = spec.get("data_range", (0.0, 1.0))
     return ForeignCheckpoint(
@@ -200,11 +197,12 @@ def _from_diffusers(path: Path, spec: dict | None) -> ForeignCheckpoint:
               "scaling": spec.get("scaling", "diffusers' convention: images in [0, 1] mapped to [-1, 1] "
                                              "(scale 0.5, offset 0.5)"),
               "source": spec.get("source", "user-supplied diffusers folder"), "file": str(path),
-              "sha256": _sha256(weights), "scheduler": json.loads(scheduler.read_text()).get("_class_name")})
+              "sha256": content_hash(weights) if digest else None, "scheduler": scheduler_class})
 
 
 def identify(path: str | os.PathLike, family: str | None = None, preset: str | None = None,
-             config: str | os.PathLike | dict | None = None, content: object = None) -> ForeignCheckpoint:
+             config: str | os.PathLike | dict | None = None, content: object = None,
+             digest: bool = True) -> ForeignCheckpoint:
     """Recognise a published checkpoint (a weights file, or a diffusers folder).
 
     Args:
@@ -214,6 +212,8 @@ def identify(path: str | os.PathLike, family: str | None = None, preset: str | N
             "description", "scaling", "source"}``: a checkpoint of a configuration no preset has, or other
             data scaling.
         content: the file's content when the caller has already read it (:func:`read_weights`).
+        digest: record the weights file's SHA-256 in ``info`` (for provenance; reading a GiB-size file
+            again costs seconds, so loading a prior to use it skips it).
 
     Raises:
         CheckpointError: unknown family, no preset matching the weights' names and shapes (the
@@ -234,7 +234,7 @@ def identify(path: str | os.PathLike, family: str | None = None, preset: str | N
     if path.is_dir():
         if family not in (None, "diffusers"):
             raise CheckpointError(f"{path}: a folder; only the diffusers family is read from folders")
-        return _from_diffusers(path, spec)
+        return _from_diffusers(path, spec, digest)
     if family == "diffusers":
         raise CheckpointError(f"{path}: the diffusers family is a folder (config.json, weights, scheduler config)")
     content = read_weights(path) if content is None else content
@@ -242,18 +242,16 @@ def identify(path: str | os.PathLike, family: str | None = None, preset: str | N
         raise CheckpointError(f"{path}: already an invdiff prior checkpoint; load it with load_prior")
     state = strip_prefix(find_state_dict(content, path))
     if is_scoresde(state) and family in (None, "score-sde"):
-        state = scoresde_weights(content, path)  # the EMA copy, which score-SDE keeps apart
-    return _from_state(path, state, family, preset, spec)
+        state = scoresde_weights(state, content, path)  # the EMA copy, which score-SDE keeps apart
+    return _from_state(path, state, family, preset, spec, digest)
 
 
 def build_prior(ckpt: ForeignCheckpoint, device: str | torch.device = "cpu") -> Denoiser:
     """The invdiff denoiser of a recognised checkpoint, in evaluation mode, on ``device``."""
     if ckpt.family == "diffusers":
-        import diffusers
+        from invdiff.priors.families.diffusers_unet import DiffusersNoisePredictor, build_unet2d
 
-        from invdiff.priors.families.diffusers_unet import DiffusersNoisePredictor
-
-        net = DiffusersNoisePredictor(diffusers.UNet2DModel.from_config(ckpt.config))
+        net = DiffusersNoisePredictor(build_unet2d(ckpt.config, ckpt.info.get("file", "config")))
     else:
         net = _network(ckpt.family, ckpt.config)
     try:

@@ -40,12 +40,11 @@ def is_scoresde(state: Mapping[str, Tensor]) -> bool:
     return any(k.startswith("all_modules.") for k in state)
 
 
-def scoresde_weights(content: object, path: str | os.PathLike) -> dict[str, Tensor]:
-    """The EMA weights of a score-SDE checkpoint (``{"model", "ema": {"shadow_params"}}``), or the
-    state dict itself for a bare one; ``module.`` prefixes and the ``sigmas`` buffer removed."""
-    from invdiff.priors.safe_load import find_state_dict, strip_prefix
-
-    state = strip_prefix(find_state_dict(content, path), ("module.",))
+def scoresde_weights(state: Mapping[str, Tensor], content: object, path: str | os.PathLike) -> dict[str, Tensor]:
+    """The EMA weights of a score-SDE checkpoint (``{"model", "ema": {"shadow_params"}}``) put under the
+    names of ``state`` (its model weights, prefixes removed), or ``state`` itself for a bare file; the
+    ``sigmas`` buffer removed."""
+    state = dict(state)
     ema = content.get("ema") if isinstance(content, Mapping) else None
     state.pop("sigmas", None)
     if isinstance(ema, Mapping) and isinstance(ema.get("shadow_params"), (list, tuple)):
