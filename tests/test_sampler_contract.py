@@ -24,9 +24,10 @@ from invdiff.samplers.registry import SAMPLERS
 #: the kind of problem each registry name runs on in these tests (a new name must be placed here)
 KIND = {name: "tokens" if spec.token_prior else "vector" for name, spec in SAMPLERS.items()}
 KIND.update({"tv": "image", "l1-wavelet": "image", "diffpir": "image", "ddrm": "image", "pigdm-deepinv": "image"})  # TV, l1-wavelet need images; deepinv a data range
-KIND.update({"fbp": "ct"})  # filtered back-projection needs a CT operator
-#: samplers that draw from one stream over the whole batch (deepinv's), so an item depends on its mates
-BATCH_COUPLED = {"diffpir", "ddrm", "pigdm-deepinv"}
+KIND.update({"fbp": "ct", "tv-3d": "image"})  # filtered back-projection needs a CT operator; 3-D TV images
+#: samplers that draw from one stream over the whole batch (deepinv's), so an item depends on its mates, and
+#: the volume samplers, whose batch is one volume's slices coupled along z (tests/test_samplers_volume.py)
+BATCH_COUPLED = {"diffpir", "ddrm", "pigdm-deepinv"} | {n for n, s in SAMPLERS.items() if s.volume}
 
 
 def _vector_problem(batch: int):
@@ -133,10 +134,13 @@ def test_an_item_does_not_depend_on_its_batch_mates(name):
 # RED-Diff 0.12-0.13 (a mode seeker: no spread), TDS 0.01-0.03 / 0.06-0.07, AFE 0.04-0.20 / 0.02-0.14,
 # AFE-ODE 0.04-0.06 / 0.02-0.05, prior + importance weights 0.03-0.06 / 0.05-0.13; prior samples 1.5-1.6
 # (not a posterior sampler: the check must fail for it); DDS 0.08-0.09 / 0.30-0.32, DAPS 0.07-0.08 /
-# 0.17-0.32, PnP-DM 0.08-0.11 / 0.39-0.41, PiGDM 0.01-0.03 / 0.10-0.12. Bounds: about 1.5x the largest.
+# 0.17-0.32, PnP-DM 0.08-0.11 / 0.39-0.41, PiGDM 0.01-0.03 / 0.10-0.12; on one item (no slice to couple)
+# DDS's volume form 0.07-0.08 / 0.30-0.33 and DiffusionMBIR 0.19-0.22 (covariance 3-8: its hard projection of
+# the noisy sample onto the data ignores the noise, as the paper's noiseless CT does). Bounds: about 1.5x the largest.
 MOMENTS = {"dps": (0.35, None), "dps-ddim": (1.1, None), "red-diff": (0.25, None), "tds": (0.08, 0.15),
            "afe": (0.3, 0.25), "afe-ode": (0.12, 0.12), "prior-is": (0.12, 0.25), "dds": (0.14, 0.5),
-           "daps": (0.12, 0.48), "pnp-dm": (0.16, 0.62), "pigdm": (0.05, 0.19)}
+           "daps": (0.12, 0.48), "pnp-dm": (0.16, 0.62), "pigdm": (0.05, 0.19), "dds-volume": (0.12, 0.5),
+           "diffusion-mbir": (0.33, None)}
 
 
 @pytest.mark.parametrize("name", sorted(MOMENTS))

@@ -28,9 +28,11 @@ EPILOG = """examples:
   invdiff reconstruct head.nii.gz --operator mri --slices 90,100 --sampler tds --particles 8
   invdiff reconstruct ct_series/ --operator ct --views 30 --sampler diffpir
   invdiff reconstruct shepp-logan --operator ct --views 60 --angle-range 120   # limited angle
+  invdiff reconstruct head_ct.nii.gz --operator ct --views 36 --volume --sampler dds-volume --slices 40:104
 
-samplers: dps, dps-ddim, red-diff, diffpir, ddrm, tds, afe, afe-ode, prior, prior-is, and the baselines
-zero-filled, fbp (filtered back-projection, CT), lsq (least squares), cg, tv. Each has default settings per problem family (mri, ct, image), chosen on
+samplers: dps, dps-ddim, red-diff, dds, daps, pnp-dm, pigdm, diffpir, ddrm, tds, afe, afe-ode, prior, prior-is,
+the volume samplers (with --volume) dds-volume, diffusion-mbir, tv-3d, and the baselines
+zero-filled, fbp (filtered back-projection, CT), lsq (least squares), cg, tv, l1-wavelet. Each has default settings per problem family (mri, ct, image), chosen on
 validation data and recorded with their provenance in invdiff/problems/defaults.toml; change one with
 --set KEY=VALUE (e.g. --set lam=128).
 An interrupted run resumes: run the same command again. Finished slice groups are reused only when the
@@ -98,7 +100,11 @@ def add_parser(sub) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--slices", type=slice_list, default=None, help="'K', 'K,L' or 'A:B' (default: all)")
     r.add_argument("--batch-slices", type=positive_int, default=None,
-                   help="slices per sampler run and checkpoint (default: up to 8 within an estimated 4 GiB)")
+                   help="slices per sampler run and checkpoint (default: up to 8 within an estimated 4 GiB); with "
+                        "--volume, slices per network call")
+    r.add_argument("--volume", action="store_true",
+                   help="solve the chosen slices (contiguous) as one volume coupled along z: samplers dds-volume, "
+                        "diffusion-mbir, tv-3d; the whole volume's memory is estimated and checked first")
     r.add_argument("--max-memory", type=positive_float, default=None, metavar="GIB",
                    help="memory budget in GiB checked before any work (default: 90%% of the memory free now)")
     r.add_argument("--calibration", default=None, metavar="FILE",
@@ -169,7 +175,7 @@ def run_job(args: argparse.Namespace):
                        box=args.box, snr_db=args.snr_db, seed=args.seed, support_margin=args.support_margin)
     settings = ReconSettings(sampler=args.sampler, nfe=args.steps, particles=args.particles, seed=args.seed,
                              overrides=parse_overrides(args.set), prior=args.prior, slices=args.slices,
-                             batch_slices=args.batch_slices, device=check_device(args.device))
+                             batch_slices=args.batch_slices, device=check_device(args.device), volume=args.volume)
     check_settings(settings.sampler, settings.overrides)  # names and kinds, before any file is read
     calibration = None
     if args.calibration is not None:

@@ -53,3 +53,24 @@ class Denoiser(ABC):
         """``grad_x log p_sigma(x) = (denoise(x, sigma) - x) / sigma^2`` (Tweedie)."""
         s = sigma_per_sample(sigma, x).to(x.dtype)
         return (self.denoise(x, sigma) - x) / batch_view(s, x) ** 2
+
+
+class ChunkedDenoiser(Denoiser):
+    """``prior`` applied to at most ``chunk_size`` items per network call, the pieces concatenated: the same
+    result as one call (the networks act per item), with the peak memory of ``chunk_size`` items. What a
+    volume solved as one problem (all its slices in one batch) runs its prior through."""
+
+    def __init__(self, prior: Denoiser, chunk_size: int):
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        self.prior, self.chunk_size = prior, chunk_size
+        self.event_shape = tuple(prior.event_shape)
+        self.data_range, self.offset, self.scale, self.schedule = prior.data_range, prior.offset, prior.scale, prior.schedule
+        self.pixel_size_mm = getattr(prior, "pixel_size_mm", None)
+
+    def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        if x.shape[0] <= self.chunk_size:
+            return self.prior.denoise(x, sigma)
+        s = sigma_per_sample(sigma, x)
+        return torch.cat([self.prior.denoise(x[i : i + self.chunk_size], s[i : i + self.chunk_size])
+                          for i in range(0, x.shape[0], self.chunk_size)])

@@ -25,9 +25,9 @@ import os
 
 from invdiff.problems.spec import ProblemSpec
 
-__all__ = ["BYTES_PER_PIXEL", "DEFAULT_GROUP_BYTES", "MAX_GROUP", "MemoryBudgetError", "VJP_BYTES_PER_PIXEL",
+__all__ = ["VOLUME_STATE_BYTES_PER_PIXEL", "BYTES_PER_PIXEL", "DEFAULT_GROUP_BYTES", "MAX_GROUP", "MemoryBudgetError", "VJP_BYTES_PER_PIXEL",
            "available_memory_gib", "check_budget", "ct_projector_bytes", "default_group_size", "group_bytes",
-           "slice_group_size"]
+           "slice_group_size", "volume_state_bytes"]
 
 #: working memory per pixel of one particle's image in a forward pass of the shipped 32-channel U-Nets
 #: (state and activations): measured 2274-2635 B/px (peak RSS over the process's base, 320 x 320, batch
@@ -36,6 +36,10 @@ BYTES_PER_PIXEL = 2700
 #: the same for a forward pass kept for a vector-Jacobian product and the product itself: measured
 #: 8611-9824 B/px under the same conditions, rounded up
 VJP_BYTES_PER_PIXEL = 10000
+#: a volume sampler's state per pixel of one particle's slice, held for every slice at once: about 16
+#: float32 copies of a two-channel image (the iterate, A^T y, the denoised estimate, the ADMM's splitting
+#: and dual variables, CG's residual, direction and product, and temporaries)
+VOLUME_STATE_BYTES_PER_PIXEL = 16 * 2 * 4
 #: the most slices in one group: a volume is checkpointed at least every this many slices
 MAX_GROUP = 8
 #: the working set the default slice group stays under
@@ -71,6 +75,16 @@ def group_bytes(image_shape: tuple[int, int], slices: int, particles: int, vjp: 
     kh, kw = kspace_shape or image_shape
     operator = 3 * coils * kh * kw * 8
     return slices * (particles * per_image + operator)
+
+
+def volume_state_bytes(image_shape: tuple[int, int], slices: int, particles: int, coils: int = 0,
+                       kspace_shape: tuple[int, int] | None = None) -> int:
+    """Upper bound of a volume sampler's state for all ``slices`` at once (:data:`VOLUME_STATE_BYTES_PER_PIXEL`
+    per pixel and particle) plus each slice's multi-coil operator; the network's working set is separate
+    (:func:`group_bytes` of one network chunk)."""
+    h, w = image_shape
+    kh, kw = kspace_shape or image_shape
+    return slices * (particles * h * w * VOLUME_STATE_BYTES_PER_PIXEL + 3 * coils * kh * kw * 8)
 
 
 def check_budget(parts: dict[str, int], budget_bytes: int, hint: str = "") -> None:

@@ -1,7 +1,10 @@
 """The reconstruction job: an input, a sampler and a prior in; a volume's posterior summaries out.
 
 :func:`reconstruct` solves the chosen slices in groups of ``batch_slices`` (one batch per sampler
-run; by default up to 8 within 4 GiB estimated, :mod:`invdiff.reconstruct.budget`). Each finished group is saved atomically to
+run; by default up to 8 within 4 GiB estimated, :mod:`invdiff.reconstruct.budget`). With ``volume``
+(a volume sampler of :mod:`invdiff.samplers.volume`: ``dds-volume``, ``diffusion-mbir``, ``tv-3d``)
+the chosen slices, which must be contiguous, are one problem coupled along z: one group, the prior run
+on ``batch_slices`` slices per network call, the whole volume's estimate checked against the budget. Each finished group is saved atomically to
 ``OUT/parts/``; a rerun with the same settings loads finished groups instead of recomputing them, so an interrupted run resumes where it stopped.
 A rerun with another input (its bytes, not its name), other problem or sampler settings is refused
 (``run.json`` holds them) unless ``force`` clears the parts; a run that finished no part is replaced.
@@ -30,10 +33,11 @@ from invdiff.io import atomic_write, atomic_write_json
 from invdiff.metrics import interval_coverage
 from invdiff.posterior import Posterior
 from invdiff.priors import Denoiser, open_prior
+from invdiff.priors.base import ChunkedDenoiser
 from invdiff.priors.serving import fit_prior
 from invdiff.problems import Problem, ProblemSource, configured_sampler, sampler_settings
 from invdiff.reconstruct.budget import (available_memory_gib, check_budget, default_group_size, group_bytes,
-                                       slice_group_size)
+                                       slice_group_size, volume_state_bytes)
 from invdiff.samplers import Sampler, run
 from invdiff.samplers.registry import SAMPLERS
 
@@ -57,10 +61,18 @@ class ReconSettings:
     slices: tuple[int, ...] | None = None
     batch_slices: int | None = None
     device: str = "cpu"
+    volume: bool = False
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {sorted(SAMPLERS)}")
+        volume_samplers = sorted(n for n, s in SAMPLERS.items() if s.volume)
+        if self.volume and not SAMPLERS[self.sampler].volume:
+            raise ValueError(f"{self.sampler} solves each slice on its own; --volume couples the slices along z "
+                             f"with one of {volume_samplers}")
+        if SAMPLERS[self.sampler].volume and not self.volume:
+            raise ValueError(f"{self.sampler} couples a volume's slices along z: pass --volume (all the chosen "
+                             "slices solved as one problem)")
         if SAMPLERS[self.sampler].token_prior:
             raise ValueError(f"{self.sampler} samples a masked token prior, which reconstruct does not lift to its "
                              "inputs; run it with invdiff benchmark (scripts/benchmarks/aps-images.toml)")
@@ -117,7 +129,8 @@ def object_region(target: np.ndarray, fraction: float = 0.05) -> Tensor:
 
 def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
                   generator: torch.Generator, device: str = "cpu", progress: bool = False,
-                  prior_name: str | None = None, strict_pixel: bool = True) -> dict[str, Any]:
+                  prior_name: str | None = None, strict_pixel: bool = True,
+                  chunk_slices: int | None = None) -> dict[str, Any]:
     """Run ``sampler`` on ``problem`` and summarise its posterior in image units.
 
     Returns the images' weighted mean and std ``(B, h, w)``, the costs, the final ESS per item and, for
@@ -128,11 +141,14 @@ def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
     Sums, so that slice groups add up. The prior is fitted to the unknown's size and pixel size first
     (:func:`~invdiff.priors.serving.fit_prior`; ``prior_name`` names it in errors and in
     ``prior_warnings``; ``strict_pixel=False`` applies it off its declared pixel range with a warning).
+    ``chunk_slices`` runs the network on at most that many particles at a time (a volume's slices).
     """
     shape = problem.measurement.x_shape
     image_shape = tuple(shape[-2:]) if prior is not None and shape is not None and len(shape) == 4 else None
     prior, prior_warnings = fit_prior(prior, image_shape, problem.pixel_mm, name=prior_name or problem.prior_name,
                                       data=problem.name or "the problem", strict=strict_pixel)
+    if prior is not None and chunk_slices is not None:
+        prior = ChunkedDenoiser(prior, chunk_slices)
     post = run(sampler, problem.measurement.to(device), prior, n_particles=particles, generator=generator,
                progress=progress)
     b, n = post.log_weights.shape
@@ -236,9 +252,21 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     per_slice = group_bytes(inp.image_shape or (1, 1), 1, particles, spec.vjp, inp.coils, inp.kspace_shape)
     group = settings.batch_slices or default_group_size(len(slices), per_slice)  # not from free memory: a resume groups alike
     fits = slice_group_size(len(slices), per_slice, budget)
-    check_budget({f"{group} slice(s) x {particles} particle(s)": group * per_slice}, budget,
-                 f"use --batch-slices {fits}" if fits * per_slice <= budget else "use fewer --particles")
-    groups = _groups(slices, group)
+    chunk = None
+    if settings.volume:
+        if slices != list(range(slices[0], slices[0] + len(slices))):
+            raise ValueError(f"{inp.name}: --volume needs contiguous slices in order (e.g. --slices 10:74), got {slices}")
+        state = volume_state_bytes(inp.image_shape or (1, 1), len(slices), particles, inp.coils, inp.kspace_shape)
+        chunk = min(group, len(slices))
+        room = (budget - per_slice) // max(state // len(slices), 1)  # slices that fit with one slice per call
+        check_budget({f"{len(slices)} slice(s) x {particles} particle(s) of state": state,
+                      f"network on {chunk} slice(s) at a time": chunk * per_slice}, budget,
+                     f"a volume of {room} slices fits with --batch-slices 1" if room >= 1 else "use fewer --particles")
+        groups = [slices]
+    else:
+        check_budget({f"{group} slice(s) x {particles} particle(s)": group * per_slice}, budget,
+                     f"use --batch-slices {fits}" if fits * per_slice <= budget else "use fewer --particles")
+        groups = _groups(slices, group)
     out = Path(out_dir)
     fingerprint = {"input": inp.name, "input_key": inp.content_key, "settings": {**asdict(settings), "slices": slices},
                    "groups": groups,
@@ -259,7 +287,7 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
         setup = time.perf_counter() - start
         result = solve_problem(problem, sampler, prior, particles,
                                torch.Generator().manual_seed(settings.seed + 1_000_003 * k), settings.device, progress,
-                               prior_name, strict)
+                               prior_name, strict, chunk)
         part = {"slices": group, "target": problem.target, "baseline": problem.baseline,
                 "baseline_name": problem.baseline_name, "info": problem.info, "setup_s": setup, **result}
         atomic_write(part_file, lambda tmp, part=part: torch.save(_storable(part), tmp))

@@ -95,15 +95,20 @@ class DDS(Sampler):
                                   max_iter=self.cg_iterations)
         return u
 
+    def refine(self, state: DDSState, x0: Tensor) -> tuple[Tensor, dict]:
+        """``x0'`` and the state fields the data step changed (none here; the volume form keeps its ADMM
+        variables, :class:`~invdiff.samplers.volume.DDSVolume`)."""
+        return self.data_step(state, x0), {}
+
     def step(self, state: DDSState) -> DDSState:
         i = state.step
         sigma, sigma_next = float(state.sigmas[i]), float(state.sigmas[i + 1])
         x0 = state.prior.denoise(state.x, sigma)
-        refined = self.data_step(state, x0)
+        refined, changed = self.refine(state, x0)
         if sigma_next > 0:
             eps = (state.x - x0) / sigma
             z = state.rng.randn_like(state.x, state.n_particles)
             x_next = refined + sigma_next * (self.eta * z + math.sqrt(1.0 - self.eta**2) * eps)
         else:
             x_next = refined
-        return dataclasses.replace(state, x=x_next, step=i + 1, denoised=refined)
+        return dataclasses.replace(state, x=x_next, step=i + 1, denoised=refined, **changed)

@@ -29,6 +29,7 @@ from invdiff.samplers.pnp_dm import PnPDM
 from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.sparsity import L1Wavelet
 from invdiff.samplers.tds import TDS
+from invdiff.samplers.volume import DDSVolume, DiffusionMBIR, TotalVariation3D
 
 __all__ = ["SAMPLERS", "SamplerSpec", "check_settings", "make_sampler"]
 
@@ -49,6 +50,8 @@ class SamplerSpec:
         needs_linear: the operator must be linear; ``needs_svd``: it must expose a real SVD;
             ``needs_fbp``: it must have a filtered back-projection (the CT operators).
         vjp: each step back-propagates through the network.
+        volume: the batch is one volume's slices, in order, coupled along z (:mod:`invdiff.samplers.volume`):
+            ``invdiff reconstruct --volume`` runs these, and only these, on all slices at once.
     """
 
     cls: type
@@ -62,6 +65,7 @@ class SamplerSpec:
     needs_svd: bool = False
     needs_fbp: bool = False
     vjp: bool = False
+    volume: bool = False
 
     def build(self, nfe: int, settings: dict[str, Any]) -> Sampler:
         kwargs = {**self.fixed, **settings}
@@ -109,6 +113,12 @@ SAMPLERS: dict[str, SamplerSpec] = {
                       uses_prior=False, particles=False, needs_linear=True),
     "l1-wavelet": SamplerSpec(L1Wavelet, "l1-wavelet least squares (db4, 4 levels), FISTA, 100 iterations",
                               {"iterations": 100}, uses_prior=False, particles=False, needs_linear=True),
+    "dds-volume": SamplerSpec(DDSVolume, "DDS's volume form: DDIM with ADMM (CG + TV along z) on the denoised "
+                              "slices (Chung et al. 2024)", needs_linear=True, volume=True),
+    "diffusion-mbir": SamplerSpec(DiffusionMBIR, "DiffusionMBIR: VE predictor-corrector per slice, ADMM-TV along z "
+                                  "(Chung et al. 2023)", needs_linear=True, volume=True),
+    "tv-3d": SamplerSpec(TotalVariation3D, "3-D total variation over the volume, PDHG, 300 iterations",
+                         {"iterations": 300}, uses_prior=False, particles=False, needs_linear=True, volume=True),
 }
 
 
