@@ -100,6 +100,12 @@ ANATOMY_SOURCES: dict[str, AnatomySource] = {s.name: s for s in (
                   "pydicom", "MIT", "pip:pydicom", "data/test_files/CT_small.dcm", "dicom-ct"),
     AnatomySource("pydicom_data_ct_head", "CT", "pydicom-data-693", "512x512 head CT slice", "pydicom-data", "MIT",
                   "pip:data_store", "data/693_UNCR.dcm", "dicom-ct"),
+    AnatomySource("pydicom_data_ct_brain", "CT", "pydicom-data-ect",
+                  "two neighbouring 512x512 frames of an enhanced (multi-frame) brain CT, soft tissue only",
+                  "pydicom-data", "MIT", "pip:data_store", "data/eCT_Supplemental.dcm", "dicom-ct"),
+    AnatomySource("pydicom_data_ct_abdomen", "CT", "pydicom-data-pancreas",
+                  "512x512 abdominal CT slice through the pancreas, 0.86 mm pixels", "pydicom-data", "MIT",
+                  "pip:data_store", "data/explicit_VR-UN.dcm", "dicom-ct", pixel_mm=0.859375),
 )}
 
 

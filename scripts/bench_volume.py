@@ -29,7 +29,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from invdiff.benchmark.report import script_page
+from invdiff.plots import labelled_grid
 
 TASKS = {"sparse-view 36": {"views": 36}, "limited-angle 90°": {"views": 60, "angle_range": 90.0}}
 #: validation grids: the z-TV ADMM's threshold (data units; rho at its default 1), TV's lam. DiffusionMBIR
@@ -73,20 +76,25 @@ np.save(sys.argv[2], np.stack([target, mean]).astype(np.float32))
 print(json.dumps({"axial_psnr": float(np.mean(axial_psnr)), "axial_psnr_std": float(np.std(axial_psnr)),
                   "axial_ssim": ssim(target, mean, top), "sagittal_psnr": psnr(sag_t, sag_m, top),
                   "sagittal_ssim": ssim(sag_t, sag_m, top),
-                  "first_slice": centre, "nfe": out["network_evals"], "wall_s": round(wall, 1),
+                  "first_slice": centre, "network_evals": out["network_evals"], "wall_s": round(wall, 1),
                   "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}))
 """
 
 
+#: the fields that define a cell (its cache key); a result adds its metrics to them
+CELL_FIELDS = ("split", "source", "slices", "size", "task_name", "task", "method", "settings", "nfe")
+
+
 def _key(cell: dict) -> str:
-    return hashlib.sha256(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps({k: cell[k] for k in CELL_FIELDS}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_cell(cell: dict, cache: Path, threads: int) -> dict:
     """The cell's metrics, from the cache or from a child process (its reconstruction saved beside)."""
     file = cache / f"{_key(cell)}.json"
-    if file.exists():
-        return json.loads(file.read_text())
+    if file.exists():  # the cell's own fields win (an earlier version let the child's count overwrite "nfe")
+        cached = json.loads(file.read_text())
+        return {**cached, "network_evals": cached.get("network_evals", cached.get("nfe")), **cell}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cell), str(cache / f"{_key(cell)}.npy")],
                           env=env, capture_output=True, text=True)
@@ -103,6 +111,28 @@ def _settings_text(s: dict) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in s.items()) or "defaults"
 
 
+def write_figure(args, rows: list[dict]) -> None:
+    """Per task, the middle axial slice and the middle sagittal reslice of the target and of every method
+    that ran on the test volume (one grey window per figure: the target's 99.5th percentile)."""
+    cache, cells, top = Path(args.cache), [], 1.0
+    for task_name in TASKS:
+        ran = [r for r in rows if r["split"] == "test" and r["task_name"] == task_name and r["status"] == "ran"
+               and (cache / f"{_key(r)}.npy").exists()]
+        if not ran:
+            continue
+        stacks = {r["method"]: np.load(cache / f"{_key(r)}.npy") for r in ran}
+        target = next(iter(stacks.values()))[0]
+        top = float(np.percentile(target, 99.5))
+        mid_z, mid_x = target.shape[0] // 2, target.shape[2] // 2
+        for view, cut in (("axial", lambda v: v[mid_z]), ("sagittal", lambda v: v[:, :, mid_x])):
+            cells.append([(f"{task_name}: target ({view})", cut(target))]
+                         + [(f"{m} {r['axial_psnr' if view == 'axial' else 'sagittal_psnr']:.2f} dB", cut(stacks[m][1]))
+                            for m, r in zip(stacks, ran)])
+    if cells:
+        labelled_grid(Path(args.out) / "figures" / "volume_test.png", cells, "image", top,
+                      "test volume: middle axial slice and middle sagittal reslice (PSNR of the whole view set)")
+
+
 def write_page(args, rows: list[dict], chosen: dict) -> None:
     lines = ["| task | method | settings (chosen on validation) | axial PSNR (dB) | axial SSIM | sagittal PSNR (dB) | "
              "sagittal SSIM | NFE | wall (s) | peak (GiB) |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -114,7 +144,7 @@ def write_page(args, rows: list[dict], chosen: dict) -> None:
             continue
         lines.append(f"| {r['task_name']} | {r['method']} | {_settings_text(r['settings'])} | "
                      f"{r['axial_psnr']:.2f} ± {r['axial_psnr_std']:.2f} | {r['axial_ssim']:.3f} | "
-                     f"{r['sagittal_psnr']:.2f} | {r['sagittal_ssim']:.3f} | {r['nfe']} | {r['wall_s']} | {r['peak_gib']} |")
+                     f"{r['sagittal_psnr']:.2f} | {r['sagittal_ssim']:.3f} | {r['network_evals']} | {r['wall_s']} | {r['peak_gib']} |")
     val = ["", "Validation (choosing the settings; axial PSNR, dB):", "",
            "| task | method | settings | axial PSNR | sagittal PSNR |", "|---|---|---|---:|---:|"]
     for r in rows:
@@ -129,8 +159,10 @@ def write_page(args, rows: list[dict], chosen: dict) -> None:
              f"8 slices per call. {args.threads} torch threads on this 2-core CPU. DiffusionMBIR spends two "
              f"evaluations per step (predictor and corrector). Sagittal: the reslices through every column where "
              f"over 10 % of the column is object.")
+    write_figure(args, rows)
+    figure = "\n\n![test volume](figures/volume_test.png)" if (Path(args.out) / "figures" / "volume_test.png").exists() else ""
     script_page(args.out, "Volumes with 2-D priors: slice-wise against z-coupled, CT", rows,
-                "\n".join(lines + val), notes)
+                "\n".join(lines + val) + figure, notes)
 
 
 def main() -> None:
