@@ -27,8 +27,8 @@ def ct_volume(tmp_path_factory):
 
 
 def _run(path, out, *extra):
-    return main(["reconstruct", str(path), "--operator", "ct", "--views", "8", "--out", str(out), "--quiet",
-                 "--seed", "1", *extra])
+    return main(["reconstruct", str(path), "--operator", "ct", "--views", "8", "--size", "64", "--out", str(out),
+                 "--quiet", "--seed", "1", *extra])
 
 
 @pytest.mark.parametrize("sampler", ["dds-volume", "diffusion-mbir", "tv-3d"])
@@ -55,7 +55,7 @@ def test_volume_runs_refuse_mismatched_samplers_gaps_and_budgets(ct_volume, tmp_
         ReconSettings(sampler="dds", volume=True)
     assert _run(path, tmp_path / "a", "--volume", "--sampler", "dds-volume", "--slices", "0,2,3") == 1
     assert "contiguous slices" in capsys.readouterr().err
-    assert _run(path, tmp_path / "b", "--volume", "--sampler", "dds-volume", "--max-memory", "0.1") == 1
+    assert _run(path, tmp_path / "b", "--volume", "--sampler", "dds-volume", "--max-memory", "0.03") == 1
     err = capsys.readouterr().err
     assert "estimated memory" in err and "of state" in err and "slices fits" in err
     assert not (tmp_path / "b" / "parts").exists()

@@ -95,6 +95,9 @@ def add_parser(sub) -> None:
                         "recovers faint anatomy at the object's edge that the threshold cuts; the JSON reports the "
                         "support and the target's energy outside it")
     m.add_argument("--snr-db", type=finite_float, default=30.0, help="simulated MRI k-space SNR in dB (default 30)")
+    m.add_argument("--size", type=positive_int, default=128,
+                   help="image volumes (NIfTI, DICOM, anatomy, phantoms): resample slices to SIZE x SIZE (default 128, "
+                        "the shipped priors' size; a convolutional prior runs at any size); fastMRI files keep theirs")
     m.add_argument("--volume-index", type=nonnegative_int, default=None,
                    help="the volume of a 4-D NIfTI file (one-volume files need none)")
     r = p.add_argument_group("run")
@@ -172,7 +175,8 @@ def run_job(args: argparse.Namespace):
     spec = ProblemSpec(operator=args.operator, mask=args.mask, acceleration=args.acceleration,
                        center_fraction=args.center_fraction, views=args.views, geometry=args.geometry,
                        angle_range=args.angle_range, noise_sigma=args.noise_sigma, blur_std=args.blur_std,
-                       box=args.box, snr_db=args.snr_db, seed=args.seed, support_margin=args.support_margin)
+                       box=args.box, snr_db=args.snr_db, seed=args.seed, support_margin=args.support_margin,
+                       size=args.size)
     settings = ReconSettings(sampler=args.sampler, nfe=args.steps, particles=args.particles, seed=args.seed,
                              overrides=parse_overrides(args.set), prior=args.prior, slices=args.slices,
                              batch_slices=args.batch_slices, device=check_device(args.device), volume=args.volume)
