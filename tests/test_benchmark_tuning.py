@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from invdiff.benchmark.tuning import tune_on_grid
 
 
@@ -16,3 +18,16 @@ def test_the_grid_is_extended_until_the_best_value_is_inside():
     assert best == 8 and tried == [1, 2, 4, 8, 16] and all(isinstance(v, int) for v in scores)
     best, _ = tune_on_grid(lambda v: -v, [0.3, 1.0, 3.0], extensions=1)
     assert best == 0.09  # one step below the grid, rounded to 3 digits, then the budget is spent
+
+
+def test_an_extension_the_sampler_refuses_ends_the_extension():
+    """DAPS refuses lr >= 2: a grid whose best is its largest value 1.0 stops at the refused 3.0."""
+    def score(v):
+        if v >= 2:
+            raise ValueError(f"lr must be in (0, 2), got {v}")
+        return v
+
+    best, scores = tune_on_grid(score, [0.1, 0.3, 1.0], extensions=2)
+    assert best == 1.0 and sorted(scores) == [0.1, 0.3, 1.0]
+    with pytest.raises(ValueError, match="lr must be"):  # a refused value of the grid itself is the config's error
+        tune_on_grid(score, [1.0, 3.0], extensions=2)

@@ -29,7 +29,9 @@ def tune_on_grid(score: Callable[[float], float], grid: Sequence[float], extensi
 
     ``grid`` is increasing and geometric; while the best value is its smallest or largest, one more
     value is tried beyond it at the grid's ratio (at most ``extensions`` times). Integer grids stay
-    integers; other new values are rounded to 3 significant digits.
+    integers; other new values are rounded to 3 significant digits. An extension the sampler refuses
+    (``score`` raises ``ValueError``: DAPS's ``lr`` must stay below 2) ends the extension; a refused value
+    of the grid itself is an error of the configuration and propagates.
     """
     scores = {v: score(v) for v in grid}
     ratio = grid[1] / grid[0] if len(grid) > 1 else 1.0
@@ -39,7 +41,10 @@ def tune_on_grid(score: Callable[[float], float], grid: Sequence[float], extensi
             break
         step = best * ratio if best == values[-1] else best / ratio
         new = round(step) if isinstance(best, int) else float(f"{step:.3g}")
-        scores[new] = score(new)
+        try:
+            scores[new] = score(new)
+        except ValueError:
+            break
     return max(scores, key=scores.get), scores
 
 
