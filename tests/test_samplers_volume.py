@@ -147,3 +147,17 @@ def test_volume_samplers_refuse_bad_settings_and_nonlinear_data():
     prior, _, _ = _constant_volume(2)
     with pytest.raises(ValueError, match="linear measurement"):
         DDSVolume(4).init(None, prior, 1, _gen(0))
+
+
+def test_a_chunked_prior_gives_the_unchunked_result_with_per_item_noise_levels():
+    from invdiff.priors.base import ChunkedDenoiser
+
+    prior, _, _ = _constant_volume(2)
+    x = torch.randn(5, 1, 8, 8, generator=_gen(2), dtype=torch.float64)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+    chunked = ChunkedDenoiser(prior, 2)
+    torch.testing.assert_close(chunked.denoise(x, sigma), prior.denoise(x, sigma), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(chunked.denoise(x, 0.7), prior.denoise(x, 0.7), rtol=1e-12, atol=1e-12)
+    assert chunked.event_shape == prior.event_shape
+    with pytest.raises(ValueError, match="chunk_size"):
+        ChunkedDenoiser(prior, 0)
