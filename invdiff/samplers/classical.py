@@ -240,6 +240,14 @@ class TotalVariation(_Deterministic):
         return dataclasses.replace(state, dual_data=torch.zeros_like(m.y), dual_grad=torch.zeros_like(gradient_2d(x0)),
                                    x_bar=x0.clone(), tau=tau, a=a)
 
+    def gradient(self, x: Tensor) -> Tensor:
+        """The regulariser's gradient operator (:func:`gradient_2d`; 3-D in the volume form)."""
+        return gradient_2d(x)
+
+    def gradient_adjoint(self, g: Tensor) -> Tensor:
+        """The exact adjoint of :meth:`gradient`."""
+        return gradient_2d_adjoint(g)
+
     def step(self, state: PDHGState) -> PDHGState:
         m, x, x_bar = state.measurement, state.x, state.x_bar
         a, s = state.a, state.tau
@@ -247,10 +255,10 @@ class TotalVariation(_Deterministic):
         w = state.dual_data + batch_view(s / a, m.y) * m.forward(x_bar)
         dual_data = (w - batch_view(s / a, m.y) * m.y) / batch_view(1 + s / a**2, m.y)
         # dual of lam ||.||_{2,1}: projection onto the pointwise ball of radius lam (norm over directions and channels)
-        q = state.dual_grad + batch_view(s, state.dual_grad) * gradient_2d(x_bar)
+        q = state.dual_grad + batch_view(s, state.dual_grad) * self.gradient(x_bar)
         norm = q.pow(2).sum(dim=(1, 2), keepdim=True).sqrt()
         dual_grad = q / torch.clamp(norm / self.lam, min=1.0) if self.lam > 0 else torch.zeros_like(q)
-        x_new = x - batch_view(s, x) * (m.adjoint(dual_data) / batch_view(a, x) + gradient_2d_adjoint(dual_grad))
+        x_new = x - batch_view(s, x) * (m.adjoint(dual_data) / batch_view(a, x) + self.gradient_adjoint(dual_grad))
         return dataclasses.replace(state, x=x_new, x_bar=2 * x_new - x, dual_data=dual_data, dual_grad=dual_grad,
                                    step=state.step + 1)
 

@@ -50,7 +50,7 @@ from invdiff.linalg import batch_view
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas, start_from_noise
-from invdiff.samplers.classical import PDHGState, _Deterministic, _needs_linear
+from invdiff.samplers.classical import PDHGState, TotalVariation, _needs_linear
 from invdiff.samplers.dds import DDS, DDSState
 from invdiff.samplers.splitting import per_item_norm_sq
 from invdiff.schedule import VPSchedule
@@ -336,20 +336,27 @@ def gradient_3d_adjoint(g: Tensor, n_particles: int, z_weight: float = 1.0) -> T
     return out
 
 
-class TotalVariation3D(_Deterministic):
+class TotalVariation3D(TotalVariation):
     """Isotropic 3-D TV least squares on a volume's slices, by PDHG (Chambolle & Pock 2011).
 
     Minimises ``||A x - y||^2 / 2 + lam sum_voxels ||grad_3 x||_2`` over the whole volume, with ``grad_3``
     :func:`gradient_3d` (``z_weight``: the z difference's weight, e.g. the in-plane pixel size over the
-    slice spacing for anisotropic voxels). The same scaling, start and step rule as
-    :class:`~invdiff.samplers.TotalVariation`, with ``||grad_3||^2 <= 12`` and the step from the whole
-    volume's power iteration (one step size for all slices).
+    slice spacing for anisotropic voxels). :class:`~invdiff.samplers.TotalVariation`'s iteration, scaled
+    start and step rule, with ``||grad_3||^2 <= 12`` and one step size for the volume (from the whole
+    volume's power iteration).
     """
 
     def __init__(self, lam: float, iterations: int = 300, z_weight: float = 1.0):
-        if lam < 0 or iterations < 1 or not z_weight >= 0:
-            raise ValueError(f"need lam >= 0, iterations >= 1 and z_weight >= 0, got {lam}, {iterations}, {z_weight}")
-        self.lam, self.iterations, self.z_weight = float(lam), iterations, float(z_weight)
+        super().__init__(lam, iterations, "scaled-adjoint")
+        if not z_weight >= 0:
+            raise ValueError(f"z_weight must be >= 0, got {z_weight}")
+        self.z_weight = float(z_weight)
+
+    def gradient(self, x: Tensor) -> Tensor:
+        return gradient_3d(x, 1, self.z_weight)  # the deterministic iteration holds one volume: N = 1
+
+    def gradient_adjoint(self, g: Tensor) -> Tensor:
+        return gradient_3d_adjoint(g, 1, self.z_weight)
 
     def init(self, measurement: Measurement | None, prior: Denoiser | None, n_particles: int,
              generator: torch.Generator) -> SamplerState:
@@ -357,39 +364,22 @@ class TotalVariation3D(_Deterministic):
         aty = m.adjoint(m.y)
         if aty.dim() < 3:
             raise ValueError(f"TotalVariation3D needs images (B, ..., H, W), got unknowns of shape {tuple(aty.shape)}")
-        a_aty = m.forward(aty)
-        c = aty.pow(2).flatten(1).sum(1).sum() / a_aty.abs().pow(2).flatten(1).sum(1).sum().clamp_min(1e-30)
+        c = aty.pow(2).sum() / m.forward(aty).abs().pow(2).sum().clamp_min(1e-30)  # one scale for the volume
         x0 = c * aty
         state = self._state(m, prior, n_particles, generator, self.iterations, x0, PDHGState)
         start = torch.randn(aty.shape, generator=torch.Generator().manual_seed(0), dtype=aty.dtype).to(aty.device)
         a2 = (m.operator_norm_sq(30, start).max() / 12.0).clamp_min(1e-30)
-        a = a2.sqrt().expand(aty.shape[0]).clone()
-        grad = lambda v: gradient_3d(v, 1, self.z_weight)  # noqa: E731 - the unknowns are one volume
-        grad_t = lambda g: gradient_3d_adjoint(g, 1, self.z_weight)  # noqa: E731
-        v = start / start.norm()
-        k2 = torch.zeros((), dtype=aty.dtype)
-        for _ in range(30):  # power iteration over the whole volume: one step size for all slices
-            w = m.normal(v) / a2 + grad_t(grad(v))
+        v, k2 = start / start.norm(), torch.zeros((), dtype=aty.dtype)
+        for _ in range(30):  # power iteration over the whole volume
+            w = m.normal(v) / a2 + self.gradient_adjoint(self.gradient(v))
             k2 = (v * w).sum()
             v = w / w.norm().clamp_min(1e-30)
-        tau = (0.99 / (1.05 * k2).sqrt()).expand(aty.shape[0]).clone()
-        return dataclasses.replace(state, dual_data=torch.zeros_like(m.y), dual_grad=torch.zeros_like(grad(x0)),
-                                   x_bar=x0.clone(), tau=tau, a=a)
+        items = aty.shape[0]
+        return dataclasses.replace(state, dual_data=torch.zeros_like(m.y), dual_grad=torch.zeros_like(self.gradient(x0)),
+                                   x_bar=x0.clone(), tau=(0.99 / (1.05 * k2).sqrt()).expand(items).clone(),
+                                   a=a2.sqrt().expand(items).clone())
 
-    def step(self, state: PDHGState) -> PDHGState:
-        m, x, x_bar = state.measurement, state.x, state.x_bar
-        a, s = state.a, state.tau
-        w = state.dual_data + batch_view(s / a, m.y) * m.forward(x_bar)
-        dual_data = (w - batch_view(s / a, m.y) * m.y) / batch_view(1 + s / a**2, m.y)
-        q = state.dual_grad + batch_view(s, state.dual_grad) * gradient_3d(x_bar, 1, self.z_weight)
-        norm = q.pow(2).sum(dim=(1, 2), keepdim=True).sqrt()
-        dual_grad = q / torch.clamp(norm / self.lam, min=1.0) if self.lam > 0 else torch.zeros_like(q)
-        x_new = x - batch_view(s, x) * (m.adjoint(dual_data) / batch_view(a, x)
-                                         + gradient_3d_adjoint(dual_grad, 1, self.z_weight))
-        return dataclasses.replace(state, x=x_new, x_bar=2 * x_new - x, dual_data=dual_data, dual_grad=dual_grad,
-                                   step=state.step + 1)
-
-    def objective(self, measurement: Measurement, x: Tensor) -> Tensor:
+    def volume_objective(self, measurement: Measurement, x: Tensor) -> Tensor:
         """``||A x - y||^2 / 2 + lam TV_3(x)`` of the whole volume (a scalar)."""
-        data = 0.5 * measurement.residual(x).pow(2).sum()
-        return data + self.lam * gradient_3d(x, 1, self.z_weight).pow(2).sum(dim=(1, 2)).sqrt().sum()
+        tv = self.gradient(x).pow(2).sum(dim=(1, 2)).sqrt().sum()
+        return 0.5 * measurement.residual(x).pow(2).sum() + self.lam * tv
