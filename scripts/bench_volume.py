@@ -160,6 +160,7 @@ def write_page(args, rows: list[dict], chosen: dict) -> None:
              f"8 slices per call. {args.threads} torch threads on this 2-core CPU. DiffusionMBIR spends two "
              f"evaluations per step (predictor and corrector). Sagittal: the reslices through every column where "
              f"over 10 % of the column is object.")
+    notes += (" " + args.extra_note) if args.extra_note else ""
     untested = sorted({r["method"] for r in rows if r["split"] == "validation"}
                       - {r["method"] for r in rows if r["split"] == "test"})
     if untested:
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--test-methods", default=None,
                         help="the methods run on the test volume (default: --methods); the others are tuned only")
     parser.add_argument("--cache", default="outputs/bench/volume")
+    parser.add_argument("--extra-note", default="", help="a sentence added to the page's notes (how a cell was run)")
     parser.add_argument("--out", default="docs/results/volume")
     args = parser.parse_args()
     cache = Path(args.cache)
