@@ -157,8 +157,8 @@ def write_page(args, rows: list[dict], chosen: dict) -> None:
              f"{args.size}² (1 mm slices, 0.85 mm pixels after the resize); validation: {args.val_slices} slices of "
              f"ICBM152 2009a. Diffusion methods: {args.nfe} network evaluations, prior ct_128 (trained at 128² on CT "
              f"slices and phantoms; applied at {args.size}², a convolutional prior), 1 particle, seed 0, network on "
-             f"8 slices per call. {args.threads} torch threads on this 2-core CPU. DiffusionMBIR spends two "
-             f"evaluations per step (predictor and corrector). Sagittal: the reslices through every column where "
+             f"8 slices per call. {args.threads} torch threads on this 2-core CPU. DiffusionMBIR runs "
+             f"predictor-only (a corrector would halve its steps at this budget). Sagittal: the reslices through every column where "
              f"over 10 % of the column is object.")
     notes += (" " + args.extra_note) if args.extra_note else ""
     untested = sorted({r["method"] for r in rows if r["split"] == "validation"}
