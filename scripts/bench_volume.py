@@ -164,7 +164,7 @@ def write_page(args, rows: list[dict], chosen: dict) -> None:
     untested = sorted({r["method"] for r in rows if r["split"] == "validation"}
                       - {r["method"] for r in rows if r["split"] == "test"})
     if untested:
-        notes += (f" Tuned on validation but not run on the test volume (this machine's time): {', '.join(untested)}; "
+        notes += (f" Not in the test table (this machine's time): {', '.join(untested)}; "
                   "their validation scores are below.")
     write_figure(args, rows)
     figure = "\n\n![test volume](figures/volume_test.png)" if (Path(args.out) / "figures" / "volume_test.png").exists() else ""
