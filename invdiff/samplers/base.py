@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from invdiff.measurement import Measurement
 from invdiff.posterior import Diagnostics, Posterior
-from invdiff.priors.base import Denoiser
+from invdiff.priors.base import ChunkedDenoiser, Denoiser
 from invdiff.rng import BatchGenerator
 from invdiff.schedule import VPSchedule
 
@@ -46,23 +46,22 @@ class CountingDenoiser(Denoiser):
     """Wraps a prior and counts its calls into a :class:`Diagnostics` (the prior is untouched).
 
     With ``chunk_size``, a call on many particles runs the network on ``chunk_size`` of them at a time
-    (bounding its peak memory) and still counts as one network evaluation.
+    (bounding its peak memory, per-item noise levels included: :class:`~invdiff.priors.base.ChunkedDenoiser`)
+    and still counts as one network evaluation.
     """
 
     def __init__(self, prior: Denoiser, diagnostics: Diagnostics, chunk_size: int | None = None):
         self.prior = prior
         self.diagnostics = diagnostics
         self.chunk_size = chunk_size
+        self._network = prior if chunk_size is None else ChunkedDenoiser(prior, chunk_size)
         self.event_shape = tuple(prior.event_shape)
         self.data_range = prior.data_range
         self.offset, self.scale, self.schedule = prior.offset, prior.scale, prior.schedule
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         self.diagnostics.network_evals += 1
-        slices = batch_chunks(x.shape[0], self.chunk_size)
-        if len(slices) == 1 or (isinstance(sigma, Tensor) and sigma.dim() > 0):
-            return self.prior.denoise(x, sigma)
-        return torch.cat([self.prior.denoise(x[sl], sigma) for sl in slices])
+        return self._network.denoise(x, sigma)
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,8 @@ from invdiff.linalg import batch_view
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas, start_from_noise
-from invdiff.samplers.classical import PDHGState, TotalVariation, _needs_linear
+from invdiff.samplers.classical import PDHGState, TotalVariation, _needs_linear, gradient_2d, gradient_2d_adjoint
 from invdiff.samplers.dds import DDS, DDSState
-from invdiff.samplers.splitting import per_item_norm_sq
 from invdiff.schedule import VPSchedule
 
 __all__ = ["DDSVolume", "DiffusionMBIR", "TotalVariation3D", "ZTV", "gradient_3d", "gradient_3d_adjoint",
@@ -170,15 +169,14 @@ class ZTV:
         return x, d, u
 
 
-def _admm_weights(measurement: Measurement, n_particles: int, gamma: float, rho: float) -> tuple[Tensor, Tensor]:
-    """``(w, r)`` per particle ``(N,)``: hard data consistency (``gamma = inf``): ``w = 1 / c_A``; finite:
-    ``w = gamma / ||A||^2`` (DDS's noisy form); ``r = rho x w x c_A``, ``c_A`` the mean curvature of
-    ``A^T A`` (:func:`mean_curvature`) on the first slice: a volume's slices share the operator."""
+def _admm_weights(measurement: Measurement, n_particles: int, rho: float,
+                  weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(w, r)`` per particle ``(N,)``: ``w`` is ``weight`` when given (DDS's noisy form, ``gamma / ||A||^2``,
+    already computed by :class:`~invdiff.samplers.DDS`), else ``1 / c_A`` (hard data consistency);
+    ``r = rho x w x c_A``, ``c_A`` the mean curvature of ``A^T A`` (:func:`mean_curvature`) on the first
+    slice: a volume's slices share the operator."""
     c = mean_curvature(measurement)[0].clamp_min(1e-30)
-    if math.isinf(gamma):
-        w = 1.0 / c
-    else:
-        w = gamma / per_item_norm_sq(measurement, 1)[0].double().clamp_min(1e-30)
+    w = 1.0 / c if weight is None else weight.double()
     dtype = measurement.y.real.dtype
     return w.expand(n_particles).to(dtype), (rho * w * c).expand(n_particles).to(dtype)
 
@@ -221,7 +219,8 @@ class DDSVolume(DDS):
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         state = super().init(_check_volume(measurement, "DDSVolume"), prior, n_particles, generator)
-        weight, penalty = _admm_weights(measurement, n_particles, self.gamma, self.admm.rho)
+        given = None if math.isinf(self.gamma) else state.weight[:n_particles]  # item 0's particles
+        weight, penalty = _admm_weights(measurement, n_particles, self.admm.rho, given)
         zeros = z_diff(state.x, n_particles).zero_()
         fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
         return VolumeState(**{**fields, "weight": weight, "penalty": penalty, "d": zeros, "u": zeros.clone()})
@@ -284,7 +283,7 @@ class DiffusionMBIR(Sampler):
                                    x_init=start_from_noise(prior, float(sigmas[0]), n_particles))
         m = m0.expand(n_particles)
         zeros = z_diff(state.x, n_particles).zero_()
-        weight, penalty = _admm_weights(m0, n_particles, math.inf, self.admm.rho)
+        weight, penalty = _admm_weights(m0, n_particles, self.admm.rho)
         return extend_state(state, MBIRState, measurement=m, sigmas=sigmas, aty=m.adjoint(m.y), weight=weight,
                             penalty=penalty, d=zeros, u=zeros.clone())
 
@@ -316,8 +315,6 @@ def gradient_3d(x: Tensor, n_particles: int, z_weight: float = 1.0) -> Tensor:
     """In-plane forward differences (:func:`~invdiff.samplers.classical.gradient_2d`'s convention) and
     ``z_weight`` times the difference to the next slice (zero on the last): ``(B * N, ...)`` ->
     ``(B * N, 3, ...)``."""
-    from invdiff.samplers.classical import gradient_2d
-
     g = x.new_zeros(x.shape[0], 3, *x.shape[1:])
     g[:, :2] = gradient_2d(x)
     dz = z_diff(x, n_particles)
@@ -327,8 +324,6 @@ def gradient_3d(x: Tensor, n_particles: int, z_weight: float = 1.0) -> Tensor:
 
 def gradient_3d_adjoint(g: Tensor, n_particles: int, z_weight: float = 1.0) -> Tensor:
     """The exact adjoint of :func:`gradient_3d`."""
-    from invdiff.samplers.classical import gradient_2d_adjoint
-
     out = gradient_2d_adjoint(g[:, :2])
     rows = g.shape[0] - n_particles
     if rows > 0:
