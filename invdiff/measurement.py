@@ -179,6 +179,13 @@ class Measurement:
         return self._solver
 
     @property
+    def couples_batch(self) -> bool:
+        """Whether the operator mixes the batch's items (a 3-D acquisition over a volume's slices,
+        :class:`~invdiff.operators.mri3d.Cartesian3DMRI`): then only samplers that treat the batch as one
+        volume (:mod:`invdiff.samplers.volume`) solve it correctly."""
+        return bool(getattr(self._physics, "couples_batch", False))
+
+    @property
     def is_linear(self) -> bool:
         return isinstance(self._physics, dinv.physics.LinearPhysics)
 
@@ -213,7 +220,13 @@ class Measurement:
             raise CapabilityError(f"operator_norm_sq needs the unknown's shape; {self.operator_name} gave none")
         if start is None:
             start = torch.randn(self._x_shape, generator=torch.Generator().manual_seed(0), dtype=self._y.real.dtype)
-        return operator_norm_sq(self._physics.A_adjoint_A, start.to(self._y.device), iterations)
+        start = start.to(self._y.device)
+        if self.couples_batch:  # one operator over the whole batch: one norm, every item's
+            flat = start.expand(self._x_shape).reshape(1, -1)
+            lam = operator_norm_sq(lambda v: self._physics.A_adjoint_A(v.reshape(self._x_shape)).reshape(1, -1),
+                                   flat, iterations)
+            return lam.expand(self.batch_size)
+        return operator_norm_sq(self._physics.A_adjoint_A, start, iterations)
 
     # ----- likelihood --------------------------------------------------------------------------
     def residual(self, x: Tensor) -> Tensor:

@@ -71,6 +71,17 @@ class BatchGenerator:
     def device(self) -> torch.device:
         return self._generators[0].device
 
+    def get_state(self) -> list[torch.Tensor]:
+        """Every stream's state (byte tensors), for a checkpoint."""
+        return [g.get_state() for g in self._generators]
+
+    def set_state(self, states: list[torch.Tensor]) -> None:
+        """Restore the streams from :meth:`get_state`'s states (as many as there are streams)."""
+        if len(states) != len(self._generators):
+            raise ValueError(f"{len(states)} stream states for a BatchGenerator of {len(self._generators)} streams")
+        for g, state in zip(self._generators, states):
+            g.set_state(state)
+
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal draws, shape ``(B, *shape)``."""
         return torch.stack(

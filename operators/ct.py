@@ -73,16 +73,19 @@ class CT(dinv.physics.LinearPhysics):
         projector: ``"matrix"`` (stored sparse matrix and transpose), ``"matrix-free"`` (weights on
             the fly), or ``"auto"``: the matrix when its estimated build peak fits ``budget``.
         budget: bytes for ``"auto"`` (default :data:`STORED_MATRIX_BUDGET`).
-        chunk_bytes: the matrix-free projector's working memory per chunk (16 MiB).
+        chunk_bytes: the matrix-free ``grid_sample`` kernel's working memory per chunk (16 MiB).
+        kernel: the matrix-free projector's kernel: ``"auto"`` (compiled on the CPU, :mod:`ct_kernels`;
+            ``grid_sample`` on other devices), ``"compiled"`` or ``"grid_sample"``.
 
     The matrix for 256x256 and 180 views of 363 bins has 21 M entries; in float32 with int32 indices it
     and its transpose hold 325 MiB (``memory_bytes``), built in about 2 s on 2 CPU cores. The
-    matrix-free projector holds the rays (a few MiB) and works in chunks of ``chunk_bytes``.
+    matrix-free projector holds the rays (a few MiB); on the CPU its compiled kernel costs 1.4-1.6x the
+    stored matrix's time per product at 512x512 (``docs/results/ct-projector``).
     """
 
     def __init__(self, geometry: ParallelBeamGeometry, image_size: int, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", projector: Projector = "auto", budget: int | None = None,
-                 chunk_bytes: int = 1 << 24):
+                 chunk_bytes: int = 1 << 24, kernel: str = "auto"):
         super().__init__()
         if int(image_size) < 2:
             raise ValueError(f"image_size must be >= 2, got {image_size}")
@@ -90,6 +93,8 @@ class CT(dinv.physics.LinearPhysics):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if projector not in ("auto", "matrix", "matrix-free"):
             raise ValueError(f"projector must be 'auto', 'matrix' or 'matrix-free', got {projector!r}")
+        if kernel not in ("auto", "compiled", "grid_sample"):
+            raise ValueError(f"kernel must be 'auto', 'compiled' or 'grid_sample', got {kernel!r}")
         geometry.check_covers(int(image_size))
         self.geometry = geometry
         self.image_size = int(image_size)
@@ -99,7 +104,7 @@ class CT(dinv.physics.LinearPhysics):
             peak = _BUILD_PEAK_FACTOR * stored_matrix_bytes(rays, n, torch.finfo(dtype).bits // 8)
             projector = "matrix" if peak <= (STORED_MATRIX_BUDGET if budget is None else budget) else "matrix-free"
         self.projector = projector
-        self.chunk_bytes = int(chunk_bytes)
+        self.chunk_bytes, self.kernel = int(chunk_bytes), kernel
         if projector == "matrix":
             matrix, transpose = csr_pair(*joseph_entries(*geometry.rays(device=device), n, dtype), (rays, n * n))
             self.register_buffer("matrix", matrix, persistent=False)
@@ -119,7 +124,12 @@ class CT(dinv.physics.LinearPhysics):
     def _free(self) -> MatrixFreeJoseph | None:
         if self.projector != "matrix-free":
             return None
-        return MatrixFreeJoseph(self.ray_origins, self.ray_dirs, self.image_size, self.dtype, self.chunk_bytes)
+        cached = self.__dict__.get("_free_cache")  # the rays' precomputed lines live as long as the rays
+        if cached is None or cached[0] is not self.ray_origins or cached[1].dtype != self.dtype:
+            free = MatrixFreeJoseph(self.ray_origins, self.ray_dirs, self.image_size, self.dtype, self.chunk_bytes,
+                                    self.kernel)
+            self.__dict__["_free_cache"] = cached = (self.ray_origins, free)
+        return cached[1]
 
     def with_dtype(self, dtype: torch.dtype) -> CT:
         """The same projector with its weights in ``dtype`` (this one is left as it is)."""

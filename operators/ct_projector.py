@@ -6,16 +6,20 @@ row, and the samples are weighted by the path length per row, ``1 / |d_y|``. Pix
 image are zero. The system matrix has at most ``2 n`` entries per ray and is stored twice in CSR
 (rows = rays, and its transpose), so that ``A`` and ``A^T`` are both a sparse-times-dense product —
 the transpose is exact by construction, not an approximate back-projector. :class:`MatrixFreeJoseph`
-computes the same samples chunk by chunk instead (``grid_sample`` and its input gradient), in the
-memory of one chunk.
+computes the same weights on the fly instead: on the CPU with the compiled kernels of
+:mod:`ct_kernels`, elsewhere (or without numba) chunk by chunk with ``grid_sample`` and its input
+gradient, in the memory of one chunk.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
 from torch import Tensor
+
+from invdiff.operators import ct_kernels
 
 _ENTRIES_PER_CHUNK = 1 << 22
 
@@ -139,9 +143,11 @@ def joseph_lines(origins: Tensor, dirs: Tensor, n: int) -> tuple[Tensor, Tensor,
 
 
 class MatrixFreeJoseph:
-    """Joseph's projector computed on the fly, ray chunk by ray chunk, without storing a matrix.
+    """Joseph's projector computed on the fly, without storing a matrix.
 
-    Each chunk's sample positions (:func:`joseph_lines`) go to ``grid_sample`` (bilinear, zero
+    On the CPU (with numba) the compiled kernels of :mod:`ct_kernels` visit each ray's samples inside
+    the image and accumulate the ray sum in float64 (about the stored matrix's speed). Otherwise each
+    chunk's sample positions (:func:`joseph_lines`) go to ``grid_sample`` (bilinear, zero
     padding, ``align_corners=True``): one coordinate of every sample is a whole row or column, so
     bilinear is exactly Joseph's linear interpolation along the other; ``A^T`` is ``grid_sample``'s
     input gradient for the same positions (``grid_sampler_2d_backward``), so the adjoint is exact to
@@ -149,24 +155,42 @@ class MatrixFreeJoseph:
     the stored matrix to that dtype's rounding of a position (about ``n`` ulp: 1e-5 relative in float32).
     All images of a batch (slices, particles, channels) share each chunk's positions.
 
-    Memory: the images, the sinograms, and one chunk of at most ``chunk_bytes``.
+    Memory: the images, the sinograms, and one chunk of at most ``chunk_bytes`` (the compiled adjoint:
+    one image per thread when there are fewer images than threads).
 
     Args:
         origins, dirs: the rays, ``(R, 2)`` each (:mod:`ct_geometry`).
         n: image side.
         dtype: the images' dtype.
-        chunk_bytes: working memory of one chunk.
+        chunk_bytes: working memory of one ``grid_sample`` chunk.
+        kernel: ``"auto"`` (compiled on the CPU when numba imports, ``grid_sample`` otherwise),
+            ``"compiled"`` or ``"grid_sample"``.
     """
 
     def __init__(self, origins: Tensor, dirs: Tensor, n: int, dtype: torch.dtype = torch.float32,
-                 chunk_bytes: int = 1 << 24):
+                 chunk_bytes: int = 1 << 24, kernel: str = "auto"):
+        if kernel not in ("auto", "compiled", "grid_sample"):
+            raise ValueError(f"kernel must be 'auto', 'compiled' or 'grid_sample', got {kernel!r}")
+        if kernel == "compiled" and not ct_kernels.available():
+            raise RuntimeError("kernel='compiled' needs numba (installed with sigpy)")
         # positions are computed in float64 whatever a module's .to(dtype) did to the ray buffers
         self.origins, self.dirs, self.n, self.dtype = origins.double(), dirs.double(), int(n), dtype
-        self.chunk_bytes = int(chunk_bytes)
+        self.chunk_bytes, self.kernel = int(chunk_bytes), kernel
 
     @property
     def num_rays(self) -> int:
         return int(self.origins.shape[0])
+
+    def _compiled(self, t: Tensor) -> bool:
+        if self.kernel == "auto":
+            return t.device.type == "cpu" and ct_kernels.available()
+        if self.kernel == "compiled" and t.device.type != "cpu":
+            raise ValueError(f"the compiled kernel runs on the CPU; this tensor is on {t.device}")
+        return self.kernel == "compiled"
+
+    @functools.cached_property
+    def _lines(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return ct_kernels.ray_lines(self.origins.cpu(), self.dirs.cpu(), self.n)
 
     def _chunks(self, batch: int):
         """``(rays, grid (1, r, n, 2), path lengths (r,))`` over the rays, sized for ``batch`` images;
@@ -202,6 +226,8 @@ class MatrixFreeJoseph:
 
     def forward(self, x: Tensor) -> Tensor:
         """``(M, n*n)`` images -> ``(M, R)`` ray sums."""
+        if self._compiled(x):
+            return ct_kernels.forward(x.detach(), self._lines, self.n)
         m, n = x.shape[0], self.n
         images = x.reshape(1, m, n, n)
         out = torch.empty(m, self.num_rays, dtype=x.dtype, device=x.device)
@@ -220,6 +246,8 @@ class MatrixFreeJoseph:
         otherwise), so each chunk's rays are split into groups (:meth:`_groups`), each group
         back-projected into its own image, and the images summed.
         """
+        if self._compiled(y):
+            return ct_kernels.adjoint(y.detach(), self._lines, self.n)
         m, n = y.shape[0], self.n
         out = torch.zeros(m, n * n, dtype=y.dtype, device=y.device)
         for rays, grid, step in self._chunks(m):

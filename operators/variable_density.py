@@ -15,16 +15,18 @@ import torch
 from torch import Tensor
 
 
-def _check(shape: tuple[int, int], acceleration: float, calib: int) -> tuple[int, int]:
+def _check(shape: tuple[int, int], acceleration: float, calib: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (int(s) for s in shape)
     if h < 2 or w < 2:
         raise ValueError(f"shape must be (H, W) with H, W >= 2, got {shape}")
     if not acceleration > 1:
         raise ValueError(f"acceleration must exceed 1, got {acceleration}")
-    if not 0 <= calib <= min(h, w):
-        raise ValueError(f"calib must lie in [0, {min(h, w)}] for shape {shape}, got {calib}")
-    if calib * calib > h * w / acceleration:
-        raise ValueError(f"a {calib}x{calib} calibration square alone exceeds 1/{acceleration} of {h}x{w} samples")
+    ch, cw = (calib, calib) if isinstance(calib, int) else (int(calib[0]), int(calib[1]))
+    if not (0 <= ch <= h and 0 <= cw <= w):
+        raise ValueError(f"calib {calib} must fit in shape {shape}")
+    if ch * cw > h * w / acceleration:
+        raise ValueError(f"a {ch}x{cw} calibration square (or rectangle) alone exceeds 1/{acceleration} of "
+                         f"{h}x{w} samples")
     return h, w
 
 
@@ -37,8 +39,10 @@ def calibration_square(shape: tuple[int, int], calib: int) -> Tensor:
     return mask
 
 
-def poisson_disc_mask(shape: tuple[int, int], acceleration: float, calib: int = 0, seed: int = 0) -> Tensor:
-    """Variable-density Poisson-disc sampling by :func:`sigpy.mri.poisson` (corners cropped).
+def poisson_disc_mask(shape: tuple[int, int], acceleration: float, calib: int | tuple[int, int] = 0,
+                      seed: int = 0) -> Tensor:
+    """Variable-density Poisson-disc sampling by :func:`sigpy.mri.poisson` (corners cropped); ``calib``: the
+    side of the fully sampled centre square, or ``(rows, columns)`` of a centre rectangle.
 
     sigpy seeds numpy's global generator with ``seed`` and restores its previous state afterwards.
     The achieved acceleration is within sigpy's tolerance (10 %) of the requested one.
@@ -46,7 +50,12 @@ def poisson_disc_mask(shape: tuple[int, int], acceleration: float, calib: int = 
     import sigpy.mri
 
     h, w = _check(shape, acceleration, calib)
-    mask = sigpy.mri.poisson((h, w), acceleration, calib=(calib, calib), dtype=np.float32, seed=int(seed))
+    calib = (calib, calib) if isinstance(calib, int) else (int(calib[0]), int(calib[1]))
+    try:
+        mask = sigpy.mri.poisson((h, w), acceleration, calib=calib, dtype=np.float32, seed=int(seed))
+    except ValueError as err:
+        raise ValueError(f"no Poisson-disc mask of shape {(h, w)} with a {calib} calibration region reaches "
+                         f"acceleration {acceleration} (sigpy: {err})") from None
     return torch.from_numpy(np.ascontiguousarray(mask.real)).to(torch.float32)
 
 

@@ -149,3 +149,34 @@ def test_auto_projector_chooses_by_the_build_estimate():
     assert large.projector == "matrix-free"
     with pytest.raises(ValueError, match="projector must be 'auto', 'matrix' or 'matrix-free'"):
         ParallelBeamCT(32, sparse_view_angles(8), projector="dense")
+
+
+@pytest.mark.parametrize("images", [1, 5])
+@pytest.mark.parametrize("fan", [False, True])
+def test_compiled_and_grid_sample_kernels_agree_with_the_stored_matrix(fan, images):
+    """Both matrix-free kernels against the float64 stored matrix, to float64 rounding, with rays along
+    the image's edges (0 and 90 degrees, a pixel-aligned detector) and rays that miss the image; one
+    image (the compiled adjoint splits the rays over threads) and five (it splits the images)."""
+    from invdiff.operators.ct_projector import MatrixFreeJoseph
+    angles = [0.0, 30.0, 45.0, 90.0, 135.0, 181.0] if fan else [0.0, 30.0, 45.0, 90.0, 135.0, 179.0]
+    kwargs = dict(source_distance=40.0, source_detector_distance=80.0, num_detectors=80) if fan else \
+        dict(num_detectors=40)  # beyond the image's diagonal (23 bins): some rays miss it
+    cls = FanBeamCT if fan else ParallelBeamCT
+    stored = cls(16, angles, dtype=torch.float64, projector="matrix", **kwargs)
+    origins, dirs = stored.geometry.rays()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(images, 16 * 16, generator=g, dtype=torch.float64)
+    y = torch.rand(images, origins.shape[0], generator=g, dtype=torch.float64)
+    ax, aty = (stored.matrix @ x.T).T, (stored.transpose @ y.T).T
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for kernel in ("compiled", "grid_sample"):
+            free = MatrixFreeJoseph(origins, dirs, 16, torch.float64, chunk_bytes=1 << 12, kernel=kernel)
+            torch.testing.assert_close(free.forward(x), ax, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(free.adjoint(y), aty, rtol=1e-12, atol=1e-12)
+    finally:
+        torch.set_num_threads(threads)
+    assert float(ax.abs().sum()) > 0 and bool((ax == 0).any())  # some rays miss the image
+    with pytest.raises(ValueError, match="kernel must be"):
+        MatrixFreeJoseph(origins, dirs, 16, kernel="numba")

@@ -77,3 +77,39 @@ def test_an_mri_volume_is_coupled_with_k_space_simulated_per_slice(tmp_path):
     mean = nib.load(str(out / "mr_mean.nii.gz"))
     np.testing.assert_allclose(mean.affine, affine, atol=1e-6)
     assert np.isfinite(np.asarray(mean.dataobj)).all()
+
+
+def test_a_stopped_volume_run_resumes_at_its_last_saved_step(ct_volume, tmp_path, monkeypatch):
+    """The sampler's state is saved between steps; a run killed after step 3 of 6 resumes there (the log
+    says so) and ends with the uninterrupted run's volume, bit for bit; the state file is then removed."""
+    from invdiff.problems import ProblemSpec
+    from invdiff.problems.sources import open_source
+    from invdiff.reconstruct import reconstruct
+    from invdiff.samplers.checkpoint import StepCheckpoint
+
+    path, _ = ct_volume
+    spec = ProblemSpec(operator="ct", views=8, size=64, seed=1)
+    settings = ReconSettings(sampler="dds-volume", nfe=6, particles=2, seed=1, slices=[1, 2, 3, 4], volume=True)
+    whole = reconstruct(open_source(str(path), spec, tmp_path), settings, tmp_path / "whole", progress=False,
+                        log=lambda *_: None)
+    save = StepCheckpoint.__call__
+
+    def save_then_stop(self, state):
+        save(self, state)
+        if state.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(StepCheckpoint, "__call__", save_then_stop)
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(open_source(str(path), spec, tmp_path), settings, out, progress=False, log=lambda *_: None,
+                    checkpoint_seconds=0.0)
+    assert (out / "parts" / "state_0000.pt").exists() and not (out / "parts" / "group_0000.pt").exists()
+    monkeypatch.setattr(StepCheckpoint, "__call__", save)
+    lines = []
+    resumed = reconstruct(open_source(str(path), spec, tmp_path), settings, out, progress=False, log=lines.append,
+                          checkpoint_seconds=0.0)
+    assert any("resumed at step 3" in line for line in lines), lines
+    np.testing.assert_array_equal(resumed.mean, whole.mean)
+    np.testing.assert_array_equal(resumed.std, whole.std)
+    assert not (out / "parts" / "state_0000.pt").exists()

@@ -82,6 +82,9 @@ def add_parser(sub) -> None:
     m.add_argument("--operator", choices=OPERATORS, default="auto",
                    help="auto: mri for .h5/NIfTI, ct for DICOM and shepp-logan")
     m.add_argument("--mask", choices=["equispaced_fraction", "equispaced", "random"], default="equispaced_fraction")
+    m.add_argument("--acquisition", choices=["2d", "3d"], default="2d",
+                   help="MRI: 2d (a mask over columns, per slice) or 3d (k-space transformed along the slices, a "
+                        "Poisson-disc mask over (kz, ky); needs --volume)")
     m.add_argument("--acceleration", type=finite_float, default=4.0, help="MRI acceleration, 1 to 32 (default 4)")
     m.add_argument("--center-fraction", type=finite_float, default=0.08, help="fully sampled centre (default 0.08)")
     m.add_argument("--views", type=positive_int, default=60, help="CT views (default 60)")
@@ -176,7 +179,7 @@ def run_job(args: argparse.Namespace):
                        center_fraction=args.center_fraction, views=args.views, geometry=args.geometry,
                        angle_range=args.angle_range, noise_sigma=args.noise_sigma, blur_std=args.blur_std,
                        box=args.box, snr_db=args.snr_db, seed=args.seed, support_margin=args.support_margin,
-                       size=args.size)
+                       size=args.size, acquisition=args.acquisition)
     settings = ReconSettings(sampler=args.sampler, nfe=args.steps, particles=args.particles, seed=args.seed,
                              overrides=parse_overrides(args.set), prior=args.prior, slices=args.slices,
                              batch_slices=args.batch_slices, device=check_device(args.device), volume=args.volume)

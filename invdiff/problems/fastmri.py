@@ -43,6 +43,9 @@ __all__ = ["cg_sense", "estimate_noise_std", "fastmri_problem", "singlecoil_prob
 def estimate_noise_std(kspace: Tensor, mask: Tensor, recon_height: int) -> float:
     """Noise standard deviation per real component of complex ``(S, C, H, W)`` k-space.
 
+    ``mask``: the sampled columns ``(W,)`` (or any shape that broadcasts), or one mask per k-space plane
+    ``(S, 1, 1, W)`` (a 3-D acquisition's ``kz`` planes).
+
     With fastMRI's readout oversampling (``H > recon_height``) the coil images hold no object in the
     rows outside the centre crop, at any column, even when undersampled (columns alias along
     columns): the zero-filled coil images there are noise of variance ``sigma^2 f``, ``f`` the
@@ -58,7 +61,14 @@ def estimate_noise_std(kspace: Tensor, mask: Tensor, recon_height: int) -> float
         top = (h - recon_height) // 2
         margin = max(1, h // 32)
         outside = torch.cat([image[..., : max(0, top - margin), :], image[..., top + recon_height + margin:, :]], -2)
-        scale = float(cols.float().mean()) ** 0.5
+        if mask.dim() == 4:  # a mask per k-space plane (S, 1, 1, W) (a 3-D acquisition): each plane's fraction
+            fraction = cols.float().flatten(1).mean(1)
+            outside = outside[fraction > 0] / fraction[fraction > 0].sqrt()[:, None, None, None]
+            scale = 1.0
+        else:
+            scale = float(cols.float().mean()) ** 0.5
+    elif mask.dim() == 4:
+        raise ValueError("a per-plane mask (S, 1, 1, W) needs readout oversampling to estimate the noise")
     else:
         e = max(1, h // 16)
         outside = torch.cat([kspace[..., :e, :][..., cols], kspace[..., h - e:, :][..., cols]], dim=-1)

@@ -41,6 +41,7 @@ from invdiff.measurement import Measurement
 from invdiff.operators import MaskFunc
 from invdiff.problems.base import Problem, channel_norm
 from invdiff.problems.fastmri import fastmri_problem, singlecoil_problem
+from invdiff.problems.mri3d import cartesian_3d_problem
 from invdiff.priors.shipped import default_mri_prior
 from invdiff.problems.spec import FAMILY, PRIOR, ProblemSpec, resolve_operator
 
@@ -83,6 +84,7 @@ class ProblemSource:
     ``coils`` and ``kspace_shape``: multi-coil MRI's, for memory estimates (0 and ``None`` otherwise).
     ``pixel_mm``: the unknown's pixel size when the input states it (``None`` for phantoms and the
     anatomy catalogue's resized slices); it picks the default MRI prior and is checked against a prior's.
+    ``couples_slices``: the measurement couples the slices (a 3-D acquisition): only ``--volume`` solves it.
     """
 
     name: str
@@ -97,6 +99,7 @@ class ProblemSource:
     coils: int = 0
     kspace_shape: tuple[int, int] | None = None
     pixel_mm: float | None = None
+    couples_slices: bool = False
 
     @property
     def family(self) -> str:
@@ -122,15 +125,21 @@ def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key:
     prior = default_mri_prior(pixel)
 
     def build(slices: list[int]) -> Problem:
-        if file.multicoil:
+        if spec.acquisition == "3d":
+            problem = cartesian_3d_problem(file, spec.acceleration, spec.center_fraction, slices, seed=spec.seed,
+                                           name=name, support_margin=spec.support_margin)
+        elif file.multicoil:
             problem = fastmri_problem(file, mask_func, slices=slices, name=name, support_margin=spec.support_margin)
         else:
             problem = singlecoil_problem(file, mask_func, slices=slices, name=name)
         return dataclasses.replace(problem, pixel_mm=pixel, prior=prior)
 
+    if spec.acquisition == "3d" and (not file.multicoil or file.mask is not None):
+        raise ValueError(f"{file.path}: --acquisition 3d simulates a 3-D acquisition from fully sampled multi-coil "
+                         "slices; this file is " + ("single-coil" if not file.multicoil else "undersampled (its own mask)"))
     key = content_key or content_hash(file.path)
     return ProblemSource(name, file.path, "mri", file.num_slices, voxel, build, key, (h, w), None, file.num_coils,
-                         tuple(file.kspace_shape[-2:]), pixel)
+                         tuple(file.kspace_shape[-2:]), pixel, couples_slices=spec.acquisition == "3d")
 
 
 def simulated_mri_source(images: np.ndarray, spec: ProblemSpec, name: str, workdir: Path, voxel,

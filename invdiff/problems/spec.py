@@ -5,7 +5,10 @@ operator    measurement
 ==========  ==========================================================================================
 ``mri``     multi-coil Cartesian MRI: a fastMRI file's k-space under a fastMRI mask (``mask``,
             ``acceleration``, ``center_fraction``; the file's own mask for test files), or k-space
-            simulated from an image volume (``coils``, ``snr_db``, 2x readout oversampling)
+            simulated from an image volume (``coils``, ``snr_db``, 2x readout oversampling). With
+            ``acquisition="3d"`` the slices' k-spaces are transformed along z and a Poisson-disc mask
+            over ``(kz, ky)`` (``acceleration``, a centre block from ``center_fraction``) samples them:
+            all slices are one problem (:mod:`invdiff.problems.mri3d`)
 ``ct``      parallel- or fan-beam CT (``geometry``) with ``views`` views over ``angle_range`` degrees
             (below 180: limited angle) on relative attenuation ``1 + HU/1000``, noise ``noise_sigma``
             per detector bin (default 0.1)
@@ -52,6 +55,7 @@ class ProblemSpec:
     size: int = 128
     seed: int = 0
     support_margin: int = 0
+    acquisition: Literal["2d", "3d"] = "2d"
 
     def __post_init__(self):
         """Every field checked up front; a message names the field (the CLI option with dashes) and its range."""
@@ -77,6 +81,10 @@ class ProblemSpec:
         _integer("size", self.size, 8, 4096)
         _integer("seed", self.seed, 0, 2**62)
         _integer("support_margin", self.support_margin, 0, 64)
+        if self.acquisition not in ("2d", "3d"):
+            raise ValueError(f"acquisition (--acquisition) must be '2d' or '3d', got {self.acquisition!r}")
+        if self.acquisition == "3d" and self.operator not in ("auto", "mri"):
+            raise ValueError(f"acquisition '3d' is an MRI acquisition; operator {self.operator!r} has none")
 
 
 #: the masks of :class:`~operators.MaskFunc` a spec may name

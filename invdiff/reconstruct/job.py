@@ -4,8 +4,11 @@
 run; by default up to 8 within 4 GiB estimated, :mod:`invdiff.reconstruct.budget`). With ``volume``
 (a volume sampler of :mod:`invdiff.samplers.volume`: ``dds-volume``, ``diffusion-mbir``, ``tv-3d``)
 the chosen slices, which must be contiguous, are one problem coupled along z: one group, the prior run
-on ``batch_slices`` slices per network call, the whole volume's estimate checked against the budget. Each finished group is saved atomically to
-``OUT/parts/``; a rerun with the same settings loads finished groups instead of recomputing them, so an interrupted run resumes where it stopped.
+on ``batch_slices`` slices per network call, the whole volume's estimate checked against the budget.
+Each finished group is saved atomically to ``OUT/parts/``, and within a group the sampler's state every
+:data:`CHECKPOINT_SECONDS`; a rerun with the same settings loads finished groups instead of recomputing
+them and continues an unfinished one from its last saved step, so an interrupted run resumes where it
+stopped.
 A rerun with another input (its bytes, not its name), other problem or sampler settings is refused
 (``run.json`` holds them) unless ``force`` clears the parts; a run that finished no part is replaced.
 
@@ -39,12 +42,15 @@ from invdiff.problems import Problem, ProblemSource, configured_sampler, sampler
 from invdiff.reconstruct.budget import (available_memory_gib, check_budget, default_group_size, group_bytes,
                                        slice_group_size, volume_state_bytes)
 from invdiff.samplers import Sampler, run
+from invdiff.samplers.checkpoint import StepCheckpoint
 from invdiff.samplers.registry import SAMPLERS
 
 __all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "check_prior_fits", "load_denoiser", "object_region", "particle_images",
            "reconstruct", "solve_problem"]
 
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
+#: a group's sampler state is saved at most this often (seconds), so that a stopped run resumes mid-group
+CHECKPOINT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def object_region(target: np.ndarray, fraction: float = 0.05) -> Tensor:
 def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
                   generator: torch.Generator, device: str = "cpu", progress: bool = False,
                   prior_name: str | None = None, strict_pixel: bool = True,
-                  chunk_slices: int | None = None) -> dict[str, Any]:
+                  chunk_slices: int | None = None, checkpoint: StepCheckpoint | None = None) -> dict[str, Any]:
     """Run ``sampler`` on ``problem`` and summarise its posterior in image units.
 
     Returns the images' weighted mean and std ``(B, h, w)``, the costs, the final ESS per item and, for
@@ -142,6 +148,8 @@ def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
     (:func:`~invdiff.priors.serving.fit_prior`; ``prior_name`` names it in errors and in
     ``prior_warnings``; ``strict_pixel=False`` applies it off its declared pixel range with a warning).
     ``chunk_slices`` runs the network on at most that many particles at a time (a volume's slices).
+    ``checkpoint`` saves the sampler's state between steps and resumes from a saved one; the wall time
+    then includes the stopped run's.
     """
     shape = problem.measurement.x_shape
     image_shape = tuple(shape[-2:]) if prior is not None and shape is not None and len(shape) == 4 else None
@@ -150,7 +158,9 @@ def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
     if prior is not None and chunk_slices is not None:
         prior = ChunkedDenoiser(prior, chunk_slices)
     post = run(sampler, problem.measurement.to(device), prior, n_particles=particles, generator=generator,
-               progress=progress)
+               progress=progress, callback=checkpoint, resume=None if checkpoint is None else checkpoint.restore)
+    if checkpoint is not None:
+        post.diagnostics.wall_time += checkpoint.elapsed_before
     b, n = post.log_weights.shape
     mean = problem.to_image(post.mean)
     if not (bool(torch.isfinite(post.samples).all()) and np.isfinite(mean).all()):
@@ -225,8 +235,8 @@ def check_prior_fits(prior, inp: ProblemSource, name: str, strict: bool = True) 
 
 
 def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path, *, problem_spec: dict | None = None,
-                force: bool = False, progress: bool = True, log=print, max_memory_bytes: int | None = None
-                ) -> SliceResults:
+                force: bool = False, progress: bool = True, log=print, max_memory_bytes: int | None = None,
+                checkpoint_seconds: float = CHECKPOINT_SECONDS) -> SliceResults:
     """Solve ``settings.slices`` of ``inp`` (module docstring); parts are kept in ``out_dir/parts``.
 
     ``max_memory_bytes`` (default: 90 % of the memory available now) bounds the estimated working set
@@ -234,6 +244,10 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     :func:`~invdiff.reconstruct.budget.default_group_size`: up to 8 within an estimated 4 GiB, never
     derived from the free memory, so that a resumed run groups as the first did), and a group
     that does not fit is refused before any work, naming the ``batch_slices`` that would.
+
+    Within a group, the sampler's state is saved to ``out_dir/parts/state_K.pt`` at most every
+    ``checkpoint_seconds`` (:class:`~invdiff.samplers.checkpoint.StepCheckpoint`): a stopped run resumes
+    at the saved step, not at the group's start (a volume is one group).
     """
     slices = list(range(inp.num_slices)) if settings.slices is None else list(settings.slices)
     bad = [s for s in slices if not 0 <= s < inp.num_slices]
@@ -253,6 +267,10 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     group = settings.batch_slices or default_group_size(len(slices), per_slice)  # not from free memory: a resume groups alike
     fits = slice_group_size(len(slices), per_slice, budget)
     chunk = None
+    if inp.couples_slices and not settings.volume:
+        volume_samplers = sorted(n for n, s in SAMPLERS.items() if s.volume)
+        raise ValueError(f"{inp.name}: a 3-D acquisition couples all slices through k-space; solve them as one "
+                         f"volume with --volume and one of {volume_samplers}")
     if settings.volume:
         if slices != list(range(slices[0], slices[0] + len(slices))):
             raise ValueError(f"{inp.name}: --volume needs contiguous slices in order (e.g. --slices 10:74), got {slices}")
@@ -285,12 +303,16 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
         start = time.perf_counter()
         problem = inp.build(group)
         setup = time.perf_counter() - start
+        checkpoint = StepCheckpoint(out / "parts" / f"state_{k:04d}.pt", checkpoint_seconds)
         result = solve_problem(problem, sampler, prior, particles,
                                torch.Generator().manual_seed(settings.seed + 1_000_003 * k), settings.device, progress,
-                               prior_name, strict, chunk)
+                               prior_name, strict, chunk, checkpoint)
+        if checkpoint.resumed_step is not None:
+            log(f"slices {group}: resumed at step {checkpoint.resumed_step} ({checkpoint.path.name})")
         part = {"slices": group, "target": problem.target, "baseline": problem.baseline,
                 "baseline_name": problem.baseline_name, "info": problem.info, "setup_s": setup, **result}
         atomic_write(part_file, lambda tmp, part=part: torch.save(_storable(part), tmp))
+        checkpoint.remove()
         log(f"slices {group}: {result['wall_time_s']:.1f} s, {result['network_evals']} network evaluations")
         parts.append(part)
     return _merge(parts)

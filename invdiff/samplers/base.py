@@ -225,13 +225,16 @@ class DenoisedEstimate(Protocol):
 
 def run(sampler: Sampler, measurement: Measurement | None, prior: Denoiser, *, n_particles: int = 1,
         generator: torch.Generator, progress: bool = True, between_steps: StepHook | None = None,
-        callback: Callable[[SamplerState], None] | None = None) -> Posterior:
+        callback: Callable[[SamplerState], None] | None = None,
+        resume: Callable[[SamplerState], SamplerState] | None = None) -> Posterior:
     """Drive ``sampler`` to completion and return its :class:`~invdiff.posterior.Posterior` (with wall time).
 
     ``between_steps(sampler, state)`` runs after every step but the last and returns the state to go on
     from (module docstring); ``callback(state)`` observes the state after every step (and after the
-    hook). ``progress=False`` silences the progress bar. Steps run under ``torch.no_grad()``: a step that
-    differentiates (through the denoiser, say) enables gradients itself, so no graph is kept across steps.
+    hook); ``resume(state)`` maps the initial state to the one to start from (a checkpoint's,
+    :mod:`invdiff.samplers.checkpoint`). ``progress=False`` silences the progress bar. Steps run under
+    ``torch.no_grad()``: a step that differentiates (through the denoiser, say) enables gradients itself,
+    so no graph is kept across steps.
     """
     if isinstance(sampler, type):
         raise TypeError(f"run needs a sampler instance, got the class {sampler.__name__}; "
@@ -246,7 +249,9 @@ def run(sampler: Sampler, measurement: Measurement | None, prior: Denoiser, *, n
                         f"got {type(generator).__name__}")
     start = time.perf_counter()
     state = sampler.init(measurement, prior, n_particles, generator)
-    with torch.no_grad(), tqdm(total=state.num_steps, desc=type(sampler).__name__,
+    if resume is not None:
+        state = resume(state)
+    with torch.no_grad(), tqdm(total=state.num_steps, initial=state.step, desc=type(sampler).__name__,
                                disable=not progress, leave=False) as bar:
         while not state.done:
             state = sampler.step(state)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -41,8 +42,9 @@ def soft_threshold(c: Tensor, threshold: Tensor | float) -> Tensor:
 @dataclasses.dataclass(frozen=True)
 class FISTAState(DeterministicState):
     """The extrapolated point ``v``, the momentum scalar ``s``, the step ``t`` (``(B,)``) and the wavelet
-    transform fitted to the image size."""
+    transform fitted to the image size (built by ``init``, so a checkpoint need not hold it)."""
 
+    rebuilt_fields: ClassVar[tuple[str, ...]] = ("transform",)
     v: Tensor | None = None
     s: float = 1.0
     t: Tensor | None = None

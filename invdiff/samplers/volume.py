@@ -109,20 +109,20 @@ def volume_cg(apply: Callable[[Tensor], Tensor], rhs: Tensor, x0: Tensor, iterat
 
 
 def mean_curvature(measurement: Measurement, probes: int = 4) -> Tensor:
-    """``(B,)``: ``trace(A^T A) / n`` per item (``n`` unknowns), by Hutchinson's estimator with ``probes``
-    Rademacher vectors from a fixed seed (the same probes for every item; unbiased, within a few per cent
-    for images)."""
+    """``trace(A^T A) / n`` over the batch's ``n`` unknowns (a scalar tensor), by Hutchinson's estimator
+    with ``probes`` Rademacher vectors from a fixed seed, independent between items (so that it holds for
+    an operator that couples them, :attr:`Measurement.couples_batch`); unbiased, within a few per cent
+    for images."""
     shape = measurement.x_shape
     if shape is None:
         raise ValueError("mean_curvature needs a measurement that knows its unknown's shape")
     g = torch.Generator().manual_seed(0)
     dtype, device = measurement.y.real.dtype, measurement.y.device
-    total = torch.zeros(measurement.batch_size, dtype=torch.float64, device=device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for _ in range(probes):
-        z = (torch.randint(0, 2, (1, *shape[1:]), generator=g) * 2 - 1).to(dtype=dtype, device=device)
-        ax = measurement.forward(z.expand(measurement.batch_size, *shape[1:]))
-        total += ax.abs().pow(2).flatten(1).sum(1).double()
-    return total / (probes * math.prod(shape[1:]))
+        z = (torch.randint(0, 2, tuple(shape), generator=g) * 2 - 1).to(dtype=dtype, device=device)
+        total += measurement.forward(z).abs().pow(2).sum().double()
+    return total / (probes * math.prod(shape))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,9 +173,8 @@ def _admm_weights(measurement: Measurement, n_particles: int, rho: float,
                   weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``(w, r)`` per particle ``(N,)``: ``w`` is ``weight`` when given (DDS's noisy form, ``gamma / ||A||^2``,
     already computed by :class:`~invdiff.samplers.DDS`), else ``1 / c_A`` (hard data consistency);
-    ``r = rho x w x c_A``, ``c_A`` the mean curvature of ``A^T A`` (:func:`mean_curvature`) on the first
-    slice: a volume's slices share the operator."""
-    c = mean_curvature(measurement)[0].clamp_min(1e-30)
+    ``r = rho x w x c_A``, ``c_A`` the mean curvature of ``A^T A`` (:func:`mean_curvature`) over the volume."""
+    c = mean_curvature(measurement).clamp_min(1e-30)
     w = 1.0 / c if weight is None else weight.double()
     dtype = measurement.y.real.dtype
     return w.expand(n_particles).to(dtype), (rho * w * c).expand(n_particles).to(dtype)
