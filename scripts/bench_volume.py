@@ -9,7 +9,7 @@ ICBM152 2009a template, nilearn: another subject) and reported on the **test** v
 
 Methods: FBP (ramp filter); 3-D TV (PDHG, ``lam`` chosen on validation); slice-wise DDS (hard data
 consistency, the same CG as the volume form, each slice alone); DDS's volume form and DiffusionMBIR (z-TV
-ADMM, threshold chosen on validation), all with the shipped ``ct_128`` prior at the volume's size and the
+ADMM, threshold chosen on validation), all with the shipped ``ct_128_fold_a`` prior at the volume's size and the
 same network-evaluation budget. Metrics: PSNR / SSIM of the axial slices (mean and std over slices) and of
 the sagittal reslices through the object (the plane where slice-wise methods show z-discontinuities), all
 with the target volume's maximum as data range. Each cell runs in a child process: its wall time and peak
@@ -64,7 +64,7 @@ images = 2.0 * vol[centre:centre + cell["slices"]]
 spec = ProblemSpec(operator="ct", size=cell["size"], **cell["task"])
 problem = image_source(images, spec, "ct", cell["source"]).build(list(range(len(images))))
 sampler = SAMPLERS[cell["method"]].build(cell["nfe"], cell["settings"])  # build: DDS's gamma may be inf
-prior = open_prior("ct_128", "cpu") if cell["method"] not in ("fbp", "tv-3d") else None
+prior = open_prior("ct_128_fold_a", "cpu") if cell["method"] not in ("fbp", "tv-3d") else None
 start = time.perf_counter()
 out = solve_problem(problem, sampler, prior, 1, torch.Generator().manual_seed(0), chunk_slices=8)
 wall = time.perf_counter() - start
@@ -155,8 +155,9 @@ def write_page(args, rows: list[dict], chosen: dict) -> None:
                        f"{r['axial_psnr']:.2f} | {r['sagittal_psnr']:.2f} |")
     notes = (f"Test volume: {args.slices} contiguous axial slices of Colin27 (the block with the most object), "
              f"{args.size}² (1 mm slices, 0.85 mm pixels after the resize); validation: {args.val_slices} slices of "
-             f"ICBM152 2009a. Diffusion methods: {args.nfe} network evaluations, prior ct_128 (trained at 128² on CT "
-             f"slices and phantoms; applied at {args.size}², a convolutional prior), 1 particle, seed 0, network on "
+             f"ICBM152 2009a. Diffusion methods: {args.nfe} network evaluations, prior ct_128_fold_a (trained at 128² "
+             f"on two real CT slices and phantoms, the shipped ct_128 until 2026-12-06; applied at {args.size}², a "
+             f"convolutional prior), 1 particle, seed 0, network on "
              f"8 slices per call. {args.threads} torch threads on this 2-core CPU. DiffusionMBIR runs "
              f"predictor-only (a corrector would halve its steps at this budget). Sagittal: the reslices through every column where "
              f"over 10 % of the column is object.")

@@ -31,3 +31,27 @@ def test_an_extension_the_sampler_refuses_ends_the_extension():
     assert best == 1.0 and sorted(scores) == [0.1, 0.3, 1.0]
     with pytest.raises(ValueError, match="lr must be"):  # a refused value of the grid itself is the config's error
         tune_on_grid(score, [1.0, 3.0], extensions=2)
+
+
+def test_tuning_runs_with_the_problems_prior(tmp_path, monkeypatch):
+    """A problem's `prior` is the one its test cells use; tuning on its validation data must use it too
+    (it once fell back to the operator's default prior)."""
+    import invdiff.benchmark.cells as cells
+    from invdiff.benchmark.config import load_config
+    from invdiff.benchmark.tuning import tune
+
+    config_file = tmp_path / "c.toml"
+    config_file.write_text('[benchmark]\nname = "t"\nnfe = [4]\ntune = true\n'
+                           '[[problem]]\nname = "ct"\ndata = ["ellipses:1:3"]\noperator = "ct"\nviews = 8\n'
+                           'prior = "ct_128_fold_b"\nvalidation = { data = ["ellipses:1:7"], slices = [0], seed = 1 }\n'
+                           '[[sampler]]\nname = "dds"\ngrid = { gamma = [1.0, 10.0] }\n')
+    config = load_config(config_file)
+    used = []
+
+    def fake_evaluate(problem, name, nfe, settings, particles, seed, prior, *args, **kwargs):
+        used.append(prior)
+        return {"metrics": {"PSNR": -abs(math.log(settings["gamma"] / 10.0))}}, None
+
+    monkeypatch.setattr(cells, "evaluate", fake_evaluate)
+    chosen = tune(config, config.problems[0], config.samplers[0], 4, tmp_path / "out", log=lambda *_: None)
+    assert chosen == {"gamma": 10.0} and used and set(used) == {"ct_128_fold_b"}

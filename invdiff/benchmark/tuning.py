@@ -66,7 +66,8 @@ def tune(config: BenchmarkConfig, problem: ProblemConfig, sampler: SamplerConfig
     seed = config.seeds[0]
     summary = out / "tuning" / f"{problem.name}__{_slug(sampler.label)}__nfe{nfe}.json"
     what = json.loads(json.dumps({"grid": grid, "settings": sampler.settings, "particles": sampler.particles,
-                                  "prior": sampler.prior, "seed": seed, "validation": problem.validation,
+                                  "prior": sampler.prior or problem.prior, "seed": seed,
+                                  "validation": problem.validation,
                                   "spec": problem.spec}))
     if summary.is_file():
         done = json.loads(summary.read_text())
@@ -77,14 +78,15 @@ def tune(config: BenchmarkConfig, problem: ProblemConfig, sampler: SamplerConfig
 
     def score(values: dict[str, Any]) -> float:
         settings = {**sampler.settings, **values}
-        digest = hashlib.sha256(json.dumps([sampler.name, settings, sampler.particles, sampler.prior, seed],
+        prior = sampler.prior or problem.prior  # the test cells' prior (CellSpec.prior)
+        digest = hashlib.sha256(json.dumps([sampler.name, settings, sampler.particles, prior, seed],
                                            sort_keys=True).encode()).hexdigest()[:8]
         path = summary.with_name(f"{summary.stem}__{digest}.json")
         if path.is_file():
             record = json.loads(path.read_text())
         else:
-            record, _ = evaluate(validation, sampler.name, nfe, settings, sampler.particles, seed, sampler.prior, device,
-                                 strict_pixel=(sampler.prior or problem.prior) is not None and not sampler.any_pixel_size)
+            record, _ = evaluate(validation, sampler.name, nfe, settings, sampler.particles, seed, prior, device,
+                                 strict_pixel=prior is not None and not sampler.any_pixel_size)
             atomic_write_json(path, {**record, "settings": settings})
         value = -record["metrics"]["sw"] if gmm else record["metrics"]["PSNR"]
         log(f"  validation {problem.name} {sampler.label} {values}: {abs(value):.3f} {'SW' if gmm else 'dB'}")

@@ -39,7 +39,14 @@ SHIPPED_PRIORS: dict[str, ShippedPrior] = {
     # ICBM152 (1 mm, 233 mm square) resized to 128: 1.82 mm, zoomed 0.85-1.3x in training
     "mri_brain_128": ShippedPrior("mri_brain_128.pt", "complex (2-channel) T1 brain MRI, 128x128, magnitude in [0, 1]",
                                   (1.40, 2.14)),
-    "ct_128": ShippedPrior("ct_128.pt", "CT, 128x128, attenuation relative to water (1 + HU/1000)"),
+    "ct_128": ShippedPrior("ct_128.pt", "CT, 128x128, attenuation relative to water (1 + HU/1000); every real CT "
+                           "slice offline and phantoms"),
+    # the two folds of a split of the real CT by subject, for evaluation on subjects a prior never saw
+    "ct_128_fold_a": ShippedPrior("ct_128_fold_a.pt", "CT, 128x128, 1 + HU/1000; real CT of pydicom-data's head "
+                                  "slice 693 and pydicom's CT_small, and phantoms (held out: pydicom-data's brain "
+                                  "frames and abdominal slice)"),
+    "ct_128_fold_b": ShippedPrior("ct_128_fold_b.pt", "CT, 128x128, 1 + HU/1000; real CT of pydicom-data's brain "
+                                  "frames and abdominal slice, and phantoms (held out: head slice 693, CT_small)"),
     "mri_brain_tokens_128": ShippedPrior("mri_brain_tokens_128.pt", "masked token prior (4x4-patch VQ tokenizer, 512 "
                                          "codes, MaskGIT transformer) over T1 brain MRI magnitudes, 128x128, [0, 1]; "
                                          "for APS"),
