@@ -85,6 +85,14 @@ def _kernels():
     # Steep rays walk the transposed image, so memory is read (or written) nearly contiguously.
 
     @numba.njit(cache=True, inline="always")
+    def neighbours(a, b, line, n):
+        """Sample ``line``'s lower pixel ``i``, its weight on ``i + 1``, and whether each pixel is inside."""
+        pos = a + b * line
+        lower = math.floor(pos)
+        i = int(lower)
+        return i, pos - lower, 0 <= i < n, 0 <= i + 1 < n
+
+    @numba.njit(cache=True, inline="always")
     def ray_sum(image, a, b, step, n):
         lo, hi, inner_lo, inner_hi = sample_range(a, b, n)
         acc = 0.0
@@ -93,17 +101,11 @@ def _kernels():
             i = int(pos)
             frac = pos - i
             acc += (1.0 - frac) * image[i * n + line] + frac * image[(i + 1) * n + line]
-        for line in range(lo, hi):
-            if inner_lo <= line < inner_hi:
-                continue
-            pos = a + b * line
-            lower = math.floor(pos)
-            frac = pos - lower
-            i = int(lower)
-            if 0 <= i < n:
-                acc += (1.0 - frac) * image[i * n + line]
-            if 0 <= i + 1 < n:
-                acc += frac * image[(i + 1) * n + line]
+        for line in range(lo, hi):  # the samples near the image's edge
+            if not inner_lo <= line < inner_hi:
+                i, frac, first, second = neighbours(a, b, line, n)
+                acc += (1.0 - frac) * image[i * n + line] if first else 0.0
+                acc += frac * image[(i + 1) * n + line] if second else 0.0
         return acc * step
 
     @numba.njit(cache=True, inline="always")
@@ -117,16 +119,12 @@ def _kernels():
             out[i * n + line] += (1.0 - frac) * v
             out[(i + 1) * n + line] += frac * v
         for line in range(lo, hi):
-            if inner_lo <= line < inner_hi:
-                continue
-            pos = a + b * line
-            lower = math.floor(pos)
-            frac = pos - lower
-            i = int(lower)
-            if 0 <= i < n:
-                out[i * n + line] += (1.0 - frac) * v
-            if 0 <= i + 1 < n:
-                out[(i + 1) * n + line] += frac * v
+            if not inner_lo <= line < inner_hi:
+                i, frac, first, second = neighbours(a, b, line, n)
+                if first:
+                    out[i * n + line] += (1.0 - frac) * v
+                if second:
+                    out[(i + 1) * n + line] += frac * v
 
     @numba.njit(parallel=True, cache=True)
     def forward(x, xt, a, b, step, steep, n, out, threads):
