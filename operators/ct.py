@@ -79,7 +79,7 @@ class CT(dinv.physics.LinearPhysics):
 
     The matrix for 256x256 and 180 views of 363 bins has 21 M entries; in float32 with int32 indices it
     and its transpose hold 325 MiB (``memory_bytes``), built in about 2 s on 2 CPU cores. The
-    matrix-free projector holds the rays (a few MiB); on the CPU its compiled kernel costs 1.4-1.6x the
+    matrix-free projector holds the rays (a few MiB); on the CPU its compiled kernel costs 1.0-1.9x the
     stored matrix's time per product at 512x512 (``docs/results/ct-projector``).
     """
 

@@ -210,3 +210,8 @@ def test_a_run_resumed_from_its_checkpoint_continues_it_exactly(name, tmp_path):
     torch.testing.assert_close(resumed.samples, full.samples, rtol=0, atol=0)
     torch.testing.assert_close(resumed.log_weights, full.log_weights, rtol=0, atol=0)
     assert resumed.diagnostics.network_evals == full.diagnostics.network_evals
+    if m is not None:  # a checkpoint of other measured data is refused, not resumed
+        with pytest.raises(ValueError, match="other measured data"):
+            run(configured_sampler(name, nfe, family), m.with_y(m.y + 1.0), used, n_particles=3,
+                generator=torch.Generator().manual_seed(1), progress=False,
+                resume=lambda s: restore_state(s, torch.load(path, weights_only=True)))

@@ -15,6 +15,7 @@ that stopped (bit for bit on the same machine and thread count).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,21 @@ def _plain(value: Any) -> bool:
     return isinstance(value, _PLAIN)
 
 
+def _measurement_digest(state: SamplerState) -> str | None:
+    """A hash of the state's data ``y``: a measurement changed during the run (an acquisition policy's
+    new mask, :mod:`invdiff.active`) is not rebuilt by ``init``, so a checkpoint taken after it must not
+    resume a run that starts from the original."""
+    m = getattr(state, "measurement", None)
+    if m is None:
+        return None
+    y = m.y.detach().cpu().contiguous()
+    return hashlib.sha256(y.numpy().tobytes() + str((tuple(y.shape), str(y.dtype))).encode()).hexdigest()
+
+
 def state_snapshot(state: SamplerState) -> dict[str, Any]:
     """The state's fields that a rebuilt initial state lacks, as plain data for ``torch.save``
-    (``weights_only`` loading): tensors, numbers, the streams' states and the cost counters."""
+    (``weights_only`` loading): tensors, numbers, the streams' states and the cost counters, and a hash of
+    the measurement's data that :func:`restore_state` checks."""
     fields: dict[str, Any] = {}
     rebuilt = _REBUILT + tuple(getattr(type(state), "rebuilt_fields", ()))
     for f in dataclasses.fields(state):
@@ -55,7 +68,7 @@ def state_snapshot(state: SamplerState) -> dict[str, Any]:
         else:
             raise TypeError(f"{type(state).__name__}.{f.name} holds a {type(value).__name__}, which a checkpoint "
                             "cannot save; keep sampler state in tensors and numbers")
-    return {"state": type(state).__name__, "fields": fields}
+    return {"state": type(state).__name__, "fields": fields, "measurement": _measurement_digest(state)}
 
 
 def restore_state(initial: SamplerState, snapshot: dict[str, Any]) -> SamplerState:
@@ -64,6 +77,9 @@ def restore_state(initial: SamplerState, snapshot: dict[str, Any]) -> SamplerSta
     if snapshot.get("state") != type(initial).__name__:
         raise ValueError(f"the checkpoint holds a {snapshot.get('state')}, this sampler's state is a "
                          f"{type(initial).__name__}")
+    if snapshot.get("measurement") != _measurement_digest(initial):
+        raise ValueError("the checkpoint was taken with other measured data than this run starts from (a run "
+                         "whose measurement changes as it goes, like an acquisition policy's, cannot resume)")
     fields = dict(snapshot["fields"])
     initial.rng.set_state(fields.pop("rng"))
     for key, value in fields.pop("diagnostics").items():
