@@ -23,8 +23,8 @@ from torch import Tensor
 from invdiff.operators.base import check_image, reject_parameter_kwargs
 from invdiff.operators.ct_geometry import (FanBeamGeometry, ParallelBeamGeometry, default_num_detectors,
                                            limited_angle_angles, sparse_view_angles)
-from invdiff.operators.ct_projector import (MatrixFreeApply, MatrixFreeJoseph, SparseApply, csr_nbytes, csr_pair,
-                                            joseph_entries, stored_matrix_bytes)
+from invdiff.operators.ct_projector import (MatrixFreeApply, MatrixFreeJoseph, SparseApply, check_kernel, csr_nbytes,
+                                            csr_pair, joseph_entries, stored_matrix_bytes)
 
 __all__ = ["CT", "FanBeamCT", "ParallelBeamCT", "STORED_MATRIX_BUDGET", "ramp_filter"]
 
@@ -93,8 +93,6 @@ class CT(dinv.physics.LinearPhysics):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if projector not in ("auto", "matrix", "matrix-free"):
             raise ValueError(f"projector must be 'auto', 'matrix' or 'matrix-free', got {projector!r}")
-        if kernel not in ("auto", "compiled", "grid_sample"):
-            raise ValueError(f"kernel must be 'auto', 'compiled' or 'grid_sample', got {kernel!r}")
         geometry.check_covers(int(image_size))
         self.geometry = geometry
         self.image_size = int(image_size)
@@ -104,7 +102,7 @@ class CT(dinv.physics.LinearPhysics):
             peak = _BUILD_PEAK_FACTOR * stored_matrix_bytes(rays, n, torch.finfo(dtype).bits // 8)
             projector = "matrix" if peak <= (STORED_MATRIX_BUDGET if budget is None else budget) else "matrix-free"
         self.projector = projector
-        self.chunk_bytes, self.kernel = int(chunk_bytes), kernel
+        self.chunk_bytes, self.kernel = int(chunk_bytes), check_kernel(kernel)
         if projector == "matrix":
             matrix, transpose = csr_pair(*joseph_entries(*geometry.rays(device=device), n, dtype), (rays, n * n))
             self.register_buffer("matrix", matrix, persistent=False)

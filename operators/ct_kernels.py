@@ -35,26 +35,6 @@ def available() -> bool:
     return True
 
 
-def ray_lines(origins: Tensor, dirs: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per ray ``(a, b, step, steep)`` in float64 (``steep`` as uint8), in the pixel frame of
-    :mod:`ct_geometry` (row 0 at the top, the centre at ``(n - 1) / 2``).
-
-    Steep rays (``|d_y| >= |d_x|``): row ``l`` is at ``y = half - l``, where the ray's column is
-    ``o_x + (half - l - o_y) d_x / d_y + half``. Other rays: column ``l`` is at ``x = l - half``, where
-    the ray's row is ``half - o_y - (l - half - o_x) d_y / d_x``.
-    """
-    o, d = origins.double(), dirs.double()
-    half = (n - 1) / 2
-    steep = d[:, 1].abs() >= d[:, 0].abs()
-    ox, oy, dx, dy = o[:, 0], o[:, 1], d[:, 0], d[:, 1]
-    safe_dy = torch.where(steep, dy, torch.ones_like(dy))
-    safe_dx = torch.where(steep, torch.ones_like(dx), dx)
-    a = torch.where(steep, ox + (half - oy) * dx / safe_dy + half, half - oy + (half + ox) * dy / safe_dx)
-    b = torch.where(steep, -dx / safe_dy, -dy / safe_dx)
-    step = 1.0 / torch.where(steep, dy, dx).abs()
-    return a.contiguous(), b.contiguous(), step.contiguous(), steep.to(torch.uint8).contiguous()
-
-
 def _sample_range(a: float, b: float, n: int) -> tuple[int, int, int, int]:
     """Samples ``l`` whose position ``a + b l`` may touch the image, ``(-1, n)``: ``[lo, hi)``, and
     within it ``[inner_lo, inner_hi)`` whose position lies in ``[0, n - 1)`` (both neighbours inside,
@@ -159,7 +139,8 @@ def _threads() -> int:
 
 
 def forward(x: Tensor, lines: tuple[Tensor, Tensor, Tensor, Tensor], n: int) -> Tensor:
-    """``(M, n*n)`` CPU images -> ``(M, R)`` ray sums; ``lines`` from :func:`ray_lines`."""
+    """``(M, n*n)`` CPU images -> ``(M, R)`` ray sums; ``lines``: per ray ``(a, b, step, steep)``, float64
+    and uint8 (module docstring; :meth:`~invdiff.operators.ct_projector.MatrixFreeJoseph` builds them)."""
     x = x.contiguous()
     xt = x.reshape(-1, n, n).transpose(1, 2).reshape(x.shape[0], -1).contiguous()
     out = torch.empty(x.shape[0], lines[0].shape[0], dtype=x.dtype)

@@ -119,6 +119,16 @@ def csr_nbytes(matrix: Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in parts)
 
 
+#: the matrix-free projector's kernels (:class:`MatrixFreeJoseph`)
+KERNELS = ("auto", "compiled", "grid_sample")
+
+
+def check_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be 'auto', 'compiled' or 'grid_sample', got {kernel!r}")
+    return kernel
+
+
 def joseph_lines(origins: Tensor, dirs: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Where Joseph's method samples each ray, in ``grid_sample``'s normalised coordinates
     (``align_corners=True``: pixel ``i`` at ``2 i / (n - 1) - 1``).
@@ -169,9 +179,7 @@ class MatrixFreeJoseph:
 
     def __init__(self, origins: Tensor, dirs: Tensor, n: int, dtype: torch.dtype = torch.float32,
                  chunk_bytes: int = 1 << 24, kernel: str = "auto"):
-        if kernel not in ("auto", "compiled", "grid_sample"):
-            raise ValueError(f"kernel must be 'auto', 'compiled' or 'grid_sample', got {kernel!r}")
-        if kernel == "compiled" and not ct_kernels.available():
+        if check_kernel(kernel) == "compiled" and not ct_kernels.available():
             raise RuntimeError("kernel='compiled' needs numba (installed with sigpy)")
         # positions are computed in float64 whatever a module's .to(dtype) did to the ray buffers
         self.origins, self.dirs, self.n, self.dtype = origins.double(), dirs.double(), int(n), dtype
@@ -190,7 +198,11 @@ class MatrixFreeJoseph:
 
     @functools.cached_property
     def _lines(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return ct_kernels.ray_lines(self.origins.cpu(), self.dirs.cpu(), self.n)
+        """The compiled kernels' rays: :func:`joseph_lines` in pixels (sample ``l`` at ``a + b l`` along
+        its row or column), float64, with the step and the steep flag."""
+        p, q, steep, step = joseph_lines(self.origins.cpu(), self.dirs.cpu(), self.n)
+        scale = 2.0 / max(self.n - 1, 1)
+        return ((p + 1.0) / scale).contiguous(), (q / scale).contiguous(), step.contiguous(), steep.to(torch.uint8)
 
     def _chunks(self, batch: int):
         """``(rays, grid (1, r, n, 2), path lengths (r,))`` over the rays, sized for ``batch`` images;

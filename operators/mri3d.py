@@ -116,8 +116,3 @@ class Cartesian3DMRI(dinv.physics.LinearPhysics):
         reject_parameter_kwargs(self, kwargs)
         self._volume(y, "k-space")
         return self.slice_op.A_adjoint(from_complex(self._planes(to_complex(y), inverse=True)))
-
-    def slice_kspace(self, y: Tensor) -> Tensor:
-        """Complex ``(S * N, C, H, W)``: each slice's 2-D k-space, ``F_z^H M y`` (zero where not acquired)."""
-        self._volume(y, "k-space")
-        return self._planes(to_complex(y), inverse=True)

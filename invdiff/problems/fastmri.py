@@ -37,7 +37,7 @@ from invdiff.measurement import Measurement
 from invdiff.operators import MaskFunc, MultiCoilMRI, espirit_maps, from_complex, ifft2c
 from invdiff.problems.base import Problem
 
-__all__ = ["cg_sense", "estimate_noise_std", "fastmri_problem", "singlecoil_problem"]
+__all__ = ["cg_sense", "estimate_noise_std", "fastmri_problem", "scaled_measurement", "singlecoil_problem"]
 
 
 def estimate_noise_std(kspace: Tensor, mask: Tensor, recon_height: int) -> float:
@@ -80,12 +80,18 @@ def estimate_noise_std(kspace: Tensor, mask: Tensor, recon_height: int) -> float
 
 
 def cg_sense(measurement: Measurement, iterations: int) -> Tensor:
-    """``iterations`` CG steps on ``A^T A x = A^T y`` from zero (early stopping regularises)."""
-    x, _ = conjugate_gradient(measurement.normal, measurement.adjoint(measurement.y), tol=0.0, max_iter=iterations)
-    return x
+    """``iterations`` CG steps on ``A^T A x = A^T y`` from zero (early stopping regularises); per item, or
+    the whole batch as one unknown when the operator couples the items (a 3-D acquisition)."""
+    b = measurement.adjoint(measurement.y)
+    if not measurement.couples_batch:
+        return conjugate_gradient(measurement.normal, b, tol=0.0, max_iter=iterations)[0]
+    shape = b.shape
+    x, _ = conjugate_gradient(lambda v: measurement.normal(v.reshape(shape)).reshape(1, -1), b.reshape(1, -1),
+                              tol=0.0, max_iter=iterations)
+    return x.reshape(shape)
 
 
-def _scaled_measurement(file: FastMRIFile, op: MultiCoilMRI, y: Tensor, kspace: Tensor, mask: Tensor,
+def scaled_measurement(file: FastMRIFile, op: MultiCoilMRI, y: Tensor, kspace: Tensor, mask: Tensor,
                         recon_height: int) -> tuple[Measurement, float, float]:
     """The measurement in problem units (module docstring): the noise estimated from the data, and
     ``scale`` = the 99.5th percentile magnitude of 10 CG-SENSE steps; returns it, sigma and scale."""
@@ -125,7 +131,7 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
     h, w = file.recon_size
     op = MultiCoilMRI(mask.to(torch.float32), maps, image_size=(h, w))
     y = from_complex(kspace)
-    measurement, sigma, scale = _scaled_measurement(file, op, y, kspace, mask, h)
+    measurement, sigma, scale = scaled_measurement(file, op, y, kspace, mask, h)
     zero_filled = torch.stack([rss_reconstruction(k, (h, w)) for k in kspace]).numpy().astype(np.float32)
     target = None
     if file.target_key is not None:
@@ -164,7 +170,7 @@ def singlecoil_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: li
         raise ValueError(f"{file.path}: recon size {(h, w)} exceeds the k-space grid {grid}")
     op = MultiCoilMRI(mask.to(torch.float32), torch.ones(1, *grid, dtype=torch.complex64), image_size=(h, w))
     y = from_complex(kspace)
-    measurement, sigma, scale = _scaled_measurement(file, op, y, kspace, mask, h)
+    measurement, sigma, scale = scaled_measurement(file, op, y, kspace, mask, h)
     zero_filled = op.A_adjoint(y).norm(dim=1).numpy().astype(np.float32)
     target = None
     if file.target_key is not None:

@@ -12,7 +12,7 @@ builds the problem the volume samplers solve:
 * noise: estimated from the acquired data, per ``kz`` plane
   (:func:`~invdiff.problems.fastmri.estimate_noise_std`);
 * units: as :func:`~invdiff.problems.fastmri.fastmri_problem` (the 99.5th percentile of 10 CG-SENSE
-  iterations over the whole volume is 1);
+  iterations, over the whole volume as one unknown, is 1);
 * baseline: the zero-filled RSS of each slice, ``|F_2^H F_z^H M y|`` combined over coils and cropped.
 """
 
@@ -24,15 +24,13 @@ from torch import Tensor
 
 from invdiff.datasets import FastMRIFile
 from invdiff.datasets.fastmri import rss_reconstruction
-from invdiff.linalg import conjugate_gradient
-from invdiff.measurement import Measurement
 from invdiff.operators import espirit_maps, from_complex, poisson_disc_mask
 from invdiff.operators.mri3d import Cartesian3DMRI, fftc, ifftc
 from invdiff.operators.variable_density import acceleration_of
 from invdiff.problems.base import Problem
-from invdiff.problems.fastmri import estimate_noise_std
+from invdiff.problems.fastmri import scaled_measurement
 
-__all__ = ["calibration_block", "cartesian_3d_problem", "cg_sense_volume"]
+__all__ = ["calibration_block", "cartesian_3d_problem"]
 
 
 def calibration_block(slices: int, columns: int, center_fraction: float) -> tuple[int, int]:
@@ -41,15 +39,6 @@ def calibration_block(slices: int, columns: int, center_fraction: float) -> tupl
     needs planes outside the block)."""
     ky = min(columns, 24, max(8, round(center_fraction * columns)))
     return max(1, min(slices // 2, ky)), ky
-
-
-def cg_sense_volume(measurement: Measurement, iterations: int) -> Tensor:
-    """``iterations`` CG steps on ``A^T A x = A^T y`` from zero, the whole volume as one unknown."""
-    b = measurement.adjoint(measurement.y)
-    shape = b.shape
-    x, _ = conjugate_gradient(lambda v: measurement.normal(v.reshape(shape)).reshape(1, -1), b.reshape(1, -1),
-                              tol=0.0, max_iter=iterations)
-    return x.reshape(shape)
 
 
 def cartesian_3d_problem(file: FastMRIFile, acceleration: float, center_fraction: float, slices: list[int],
@@ -81,13 +70,7 @@ def cartesian_3d_problem(file: FastMRIFile, acceleration: float, center_fraction
                         margin=support_margin).to(torch.complex64)
     h, w = file.recon_size
     op = Cartesian3DMRI(mask, maps, image_size=(h, w))
-    y = from_complex(k3)
-    sigma = max(estimate_noise_std(k3, planes, h), 1e-12)
-    x_cg = cg_sense_volume(Measurement(op, y, sigma), 10)
-    scale = float(np.percentile(x_cg.norm(dim=1).numpy(), 99.5))
-    if not scale > 0:
-        raise ValueError(f"{where}: the measured data is zero")
-    measurement = Measurement(op, y / scale, sigma / scale)
+    measurement, sigma, scale = scaled_measurement(file, op, from_complex(k3), k3, planes, h)
     per_slice = ifftc(k3, 0)
     zero_filled = torch.stack([rss_reconstruction(k, (h, w)) for k in per_slice]).numpy().astype(np.float32)
     target = None if file.target_key is None else np.stack([file.target(i).numpy() for i in slices])

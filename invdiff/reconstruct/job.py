@@ -53,6 +53,10 @@ COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 CHECKPOINT_SECONDS = 60.0
 
 
+def _volume_samplers() -> list[str]:
+    return sorted(n for n, s in SAMPLERS.items() if s.volume)
+
+
 @dataclass(frozen=True)
 class ReconSettings:
     """A reconstruction's choices. ``prior`` is a shipped prior's name or a ``prior.pt`` path
@@ -72,10 +76,9 @@ class ReconSettings:
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {sorted(SAMPLERS)}")
-        volume_samplers = sorted(n for n, s in SAMPLERS.items() if s.volume)
         if self.volume and not SAMPLERS[self.sampler].volume:
             raise ValueError(f"{self.sampler} solves each slice on its own; --volume couples the slices along z "
-                             f"with one of {volume_samplers}")
+                             f"with one of {_volume_samplers()}")
         if SAMPLERS[self.sampler].volume and not self.volume:
             raise ValueError(f"{self.sampler} couples a volume's slices along z: pass --volume (all the chosen "
                              "slices solved as one problem)")
@@ -268,9 +271,8 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     fits = slice_group_size(len(slices), per_slice, budget)
     chunk = None
     if inp.couples_slices and not settings.volume:
-        volume_samplers = sorted(n for n, s in SAMPLERS.items() if s.volume)
         raise ValueError(f"{inp.name}: a 3-D acquisition couples all slices through k-space; solve them as one "
-                         f"volume with --volume and one of {volume_samplers}")
+                         f"volume with --volume and one of {_volume_samplers()}")
     if settings.volume:
         if slices != list(range(slices[0], slices[0] + len(slices))):
             raise ValueError(f"{inp.name}: --volume needs contiguous slices in order (e.g. --slices 10:74), got {slices}")

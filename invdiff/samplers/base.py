@@ -53,7 +53,6 @@ class CountingDenoiser(Denoiser):
     def __init__(self, prior: Denoiser, diagnostics: Diagnostics, chunk_size: int | None = None):
         self.prior = prior
         self.diagnostics = diagnostics
-        self.chunk_size = chunk_size
         self._network = prior if chunk_size is None else ChunkedDenoiser(prior, chunk_size)
         self.event_shape = tuple(prior.event_shape)
         self.data_range = prior.data_range
