@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from invdiff import metrics
-from invdiff.metrics import PROJECTION_SEED, mode_weights, moment_errors, sliced_wasserstein, wasserstein_1d_squared
+from invdiff.metrics import (PROJECTION_SEED, mode_weights, moment_errors, sliced_wasserstein, sliced_wasserstein_draws,
+                             wasserstein_1d_squared)
 
 
 def test_w2_1d_unequal_sizes_by_hand():
@@ -98,3 +99,14 @@ def test_fastmri_volume_metrics_crop_to_the_target_width():
     assert metrics.center_crop(torch.arange(10.0).reshape(1, 10), (1, 3)).tolist() == [[3.0, 4.0, 5.0]]
     with pytest.raises(ValueError, match=r"\(slices, H, W\)"):
         metrics.ssim(gt[0], pred[0])
+
+
+@pytest.mark.parametrize("n", [1000, 713, 1])
+def test_sliced_wasserstein_draws_equal_separate_calls(n):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(1000, 6, dtype=torch.float64, generator=g)
+    draws = [1.1 * torch.randn(n, 6, dtype=torch.float64, generator=g) for _ in range(3)]
+    separate = torch.stack([sliced_wasserstein(x, y, n_projections=64) for x in draws])
+    assert torch.allclose(sliced_wasserstein_draws(draws, y, n_projections=64), separate, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="one shape"):
+        sliced_wasserstein_draws([draws[0], y[:5]], y)

@@ -3,7 +3,8 @@
 ``results.csv`` has one row per cell. ``results.md`` has one table per problem, one row per sampler
 and budget, and ``mean ± std`` of every metric over data and seeds (the std of ``n = 1`` is shown as
 0), with the particles, the cell count, network evaluations, VJPs and wall time per cell, and a note on
-what coverage with few particles can resolve; with tuning, a table of the settings chosen on validation
+what coverage with few particles can resolve; for Gaussian-mixture cells, how many pass the exact-posterior
+tests (:func:`fidelity_table`); with tuning, a table of the settings chosen on validation
 data and their validation scores. ``figures/PROBLEM__DATA_mean.png`` is a grid per problem and datum:
 one row per budget, columns target, baseline and each sampler's posterior mean (the lowest seed, first
 slice), and ``..._std.png`` the posterior stds. :func:`publish` turns a run into a results page
@@ -29,12 +30,14 @@ import torch
 
 from invdiff.io import atomic_write, atomic_write_text
 from invdiff.plots import calibration_figure, labelled_grid
+from invdiff.problems.gmm import COVERAGE_TOLERANCE
 
-__all__ = ["markdown_tables", "publish", "script_page", "tuning_table", "write_reports"]
+__all__ = ["fidelity_table", "markdown_tables", "publish", "script_page", "tuning_table", "write_reports"]
 
 IMAGE_METRICS = ("PSNR", "SSIM", "NMSE", "coverage_0.50", "coverage_0.90", "coverage_0.95", "object_coverage_0.50",
                  "object_coverage_0.90", "equal_weight_object_coverage_0.90", "ceiling_PSNR")
-GMM_METRICS = ("sw", "sw_exact", "mean_rel", "cov_rel", "mode_tv", "ess")
+GMM_METRICS = ("sw", "sw_exact", "sw_floor_q99", "mean_rel", "cov_rel", "mode_tv", "ess", "coverage_90_min",
+               "coverage_90_max")
 RECORD_COLUMNS = {"ess_min_steps": "min ESS", "resampled_steps": "resampled steps"}
 
 
@@ -80,6 +83,31 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
             lines += ["", COVERAGE_NOTE]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def fidelity_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown of the exact-posterior tests per sampler and budget: on how many Gaussian-mixture cells
+    (problems x seeds) the samples pass the sliced Wasserstein test, the 90 % coverage test, and both
+    (:func:`invdiff.problems.gmm.score_posterior`); empty without such cells."""
+    gmm = [r for r in rows if r.get("family") == "gmm" and "sw_pass" in r["metrics"]]
+    if not gmm:
+        return ""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in gmm:
+        groups[(r["sampler"], r["nfe"])].append(r)
+    order = list(dict.fromkeys(r["sampler"] for r in gmm))
+    lines = ["### Exact-posterior tests passed", "",
+             "Sliced Wasserstein: the distance is within the 99th percentile of an exact sampler's of the same "
+             f"effective size. Coverage: every coordinate's 90 % interval holds {0.9 - COVERAGE_TOLERANCE:.2f}-"
+             f"{0.9 + COVERAGE_TOLERANCE:.2f} of the exact posterior.", "",
+             "| sampler | NFE budget | particles | SW test | coverage test | both |", "|---|---:|---:|---:|---:|---:|"]
+    for (sampler, nfe), rs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        sw = [r["metrics"]["sw_pass"] == 1.0 for r in rs]
+        cov = [r["metrics"]["coverage_pass"] == 1.0 for r in rs]
+        both = sum(a and b for a, b in zip(sw, cov))
+        particles = "/".join(str(n) for n in sorted({r.get("particles", 1) for r in rs}))
+        lines.append(f"| {sampler} | {nfe} | {particles} | {sum(sw)}/{len(rs)} | {sum(cov)}/{len(rs)} | {both}/{len(rs)} |")
+    return "\n".join(lines) + "\n"
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -160,6 +188,8 @@ def write_reports(rows: list[dict[str, Any]], out: str | Path, tuning: Path | No
     if not rows:
         return []
     markdown = markdown_tables(rows)
+    fidelity = fidelity_table(rows)
+    markdown += ("\n" + fidelity) if fidelity else ""
     if tuning is not None and tuning.is_dir():
         table = tuning_table(tuning)
         markdown += ("\n" + table) if table else ""

@@ -72,6 +72,37 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, x_weights
     return wasserstein_1d_squared(xp, yp, x_weights, y_weights).mean().sqrt()
 
 
+def sliced_wasserstein_draws(draws: list[Tensor], y: Tensor, n_projections: int = 256,
+                             seed: int = PROJECTION_SEED) -> Tensor:
+    """:func:`sliced_wasserstein` from each equally weighted point cloud in ``draws`` (each ``(n, d)``, one
+    ``n`` for all) to ``y`` ``(m, d)``: ``(len(draws),)``, float64, equal to separate calls to round-off.
+
+    For the distribution of an exact-vs-exact distance (the floor of a test): the projections, the sorted
+    projections of ``y`` and the merged quantile grid of two uniform distributions are computed once.
+    """
+    if not draws:
+        raise ValueError("draws is empty")
+    n, m = draws[0].shape[0], y.shape[0]
+    if any(x.dim() != 2 or x.shape != draws[0].shape or x.shape[1] != y.shape[1] for x in draws) or y.dim() != 2:
+        raise ValueError(f"expected (n, d) draws of one shape and an (m, d) reference, got "
+                         f"{[tuple(x.shape) for x in draws[:3]]} and {tuple(y.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(n_projections, y.shape[1], dtype=torch.float64, generator=g)
+    theta = (theta / theta.norm(dim=1, keepdim=True)).to(y.device)
+    y_sorted, _ = torch.sort(theta @ y.to(torch.float64).T, dim=-1)
+    steps = [torch.arange(1, k + 1, dtype=torch.float64) / k for k in (n, m)]
+    breaks, _ = torch.sort(torch.cat(steps).clamp(0.0, 1.0))
+    widths = torch.diff(breaks, prepend=torch.zeros(1, dtype=torch.float64))
+    mids = (breaks - 0.5 * widths).clamp(1e-15, 1 - 1e-15)
+    iu, iv = (torch.searchsorted(s, mids).clamp_max(s.numel() - 1).to(y.device) for s in steps)
+    y_q, widths = y_sorted[:, iv], widths.to(y.device)
+    out = []
+    for x in draws:
+        x_sorted, _ = torch.sort(theta @ x.to(torch.float64).T, dim=-1)
+        out.append((widths * (x_sorted[:, iu] - y_q) ** 2).sum(-1).mean().sqrt())
+    return torch.stack(out)
+
+
 def weighted_moments(samples: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Weighted mean ``(d,)`` and covariance ``(d, d)`` of ``samples`` ``(n, d)``, float64."""
     s = samples.to(torch.float64)
