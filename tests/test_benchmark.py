@@ -115,6 +115,7 @@ def test_a_failing_cell_loses_nothing_and_a_rerun_finishes_the_rest(tmp_path, mo
     assert all(r["metrics"]["sw_exact"] > 0 and r["particles"] == 64 for r in gmm)
     ct = [r for r in rows if r["sampler"] == "DPS"]
     assert all(0 <= r["metrics"]["coverage_0.50"] <= r["metrics"]["coverage_0.95"] <= 1 for r in ct)
+    assert all(r["metrics"]["delta_cal"] > 0 and r["metrics"]["object_delta_cal"] > 0 for r in ct)
     assert all(r["network_evals"] == r["nfe"] for r in ct)
     # the cli writes the reports from the finished cells
     assert main(["benchmark", str(tmp_path / "smoke.toml"), "--out", str(out), "--quiet"]) == 0
@@ -234,3 +235,16 @@ name = "tv"
 """)
     with pytest.raises(ConfigError, match="validation"):
         load_config(path)
+
+
+def test_calibration_ratio_is_variance_over_squared_error():
+    from invdiff.benchmark.cells import calibration_ratios
+
+    target = np.zeros((1, 16, 16), np.float32)
+    target[0, 4:12, 4:12] = 1.0  # the object
+    mean = target + 0.5  # error 0.5 everywhere
+    std = np.full_like(target, 0.25)
+    std[0, 4:12, 4:12] = 1.0
+    r = calibration_ratios(target, mean, std)
+    assert r["object_delta_cal"] == pytest.approx(4.0)  # 1 / 0.25 inside the object
+    assert r["delta_cal"] == pytest.approx((64 * 1.0 + 192 * 0.0625) / 256 / 0.25)

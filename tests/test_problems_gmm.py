@@ -70,6 +70,7 @@ def test_a_spread_20_percent_too_small_fails_the_coverage_test(suite, index):
     mean = problem.exact.mean()[0]
     t = score_posterior(problem, Posterior(mean + 0.8 * (exact.samples - mean), exact.log_weights), g)
     assert t["coverage_pass"] == 0.0 and t["coverage_90_max"] < 0.9 - COVERAGE_TOLERANCE, t
+    assert t["delta_cal"] == pytest.approx(0.64, abs=0.06)  # variance 0.8^2 of the exact one, the mean kept
     if index == 4:
         assert t["sw_pass"] == 0.0 and t["sw"] > 2 * t["sw_floor_q99"], t
 

@@ -7,11 +7,13 @@ it, and a crash loses only the cells that were running.
 
 Scores (:func:`evaluate`): image problems get the fastMRI NMSE/PSNR/SSIM of the posterior mean's
 image; with at least two particles, the coverage of the pixel-wise central 50/90/95 % credible
-intervals over all pixels and over the object (``object_coverage_*``), and for weighted samplers the
-same with the weights dropped (``equal_weight_*``: what the particles spread); SMC samplers add their
+intervals over all pixels and over the object (``object_coverage_*``), the calibration ratio
+(:func:`calibration_ratios`), and for weighted samplers the coverage with the weights dropped
+(``equal_weight_*``: what the particles spread); SMC samplers add their
 smallest ESS over the steps and the steps that resampled; token priors add the tokenizer's ceiling.
 Gaussian-mixture problems get :func:`invdiff.problems.gmm.score_posterior` (sliced Wasserstein
-distance beside the exact-vs-exact floor, mean and covariance errors, mode TV, ESS).
+distance beside the exact-vs-exact floor, mean and covariance errors, mode TV, ESS, the calibration
+ratio, and the two exact-posterior tests).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from invdiff.problems import Problem, ProblemSpec, configured_sampler, image_tas
 from invdiff.problems.gmm import gmm_problem, score_posterior
 from invdiff.problems.tokens import token_prior_for, tokenizer_ceiling
 from invdiff.reconstruct import load_denoiser, solve_problem
+from invdiff.reconstruct.job import object_region
 from invdiff.samplers import run
 from invdiff.samplers.registry import SAMPLERS
 
@@ -87,6 +90,16 @@ def _prior(name: str, device: str):
     return open_prior(name, device)
 
 
+def calibration_ratios(target: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, float]:
+    """``delta_cal``: the posterior's mean variance over the mean squared error of its mean, over all pixels,
+    and ``object_delta_cal`` over the object (:func:`~invdiff.reconstruct.job.object_region`); arrays
+    ``(B, h, w)`` in image units. 1 is calibrated on average, below 1 the spread understates the error."""
+    region = object_region(target).numpy()
+    var, err = np.asarray(std, np.float64) ** 2, (np.asarray(mean, np.float64) - target) ** 2
+    return {"delta_cal": float(var.mean() / max(err.mean(), 1e-300)),
+            "object_delta_cal": float(var[region].mean() / max(err[region].mean(), 1e-300))}
+
+
 def evaluate(problem: Problem, sampler_name: str, nfe: int, settings: dict[str, Any], particles: int, seed: int,
              prior: str | None = None, device: str = "cpu", strict_pixel: bool = True
              ) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
@@ -123,6 +136,8 @@ def evaluate(problem: Problem, sampler_name: str, nfe: int, settings: dict[str, 
                         strict_pixel=strict_pixel)
     if problem.target is not None:
         metrics.update(fastmri_volume_metrics(problem.target, res["mean"]))
+    if problem.target is not None and n > 1:
+        metrics.update(calibration_ratios(problem.target, res["mean"], res["std"]))
     for prefix in ("", "object_", "equal_weight_", "equal_weight_object_"):
         sums = res.get(f"{prefix}coverage_sums")
         if sums:

@@ -10,6 +10,9 @@ A problem is a Gaussian-mixture prior, a linear measurement ``y = A x0 + s n`` o
 * ``cov_rel``: relative Frobenius error of the weighted covariance;
 * ``mode_tv``: total-variation distance between the exact component weights and the fraction of
   (weighted) samples each component claims;
+* ``delta_cal``: the calibration ratio, the samples' total variance ``trace(cov)`` over the expected squared
+  error of their mean for a truth drawn from the exact posterior, ``trace(exact cov) + ||mean - exact mean||^2``
+  (1 when the spread matches the error; below 1 the samples claim more certainty than they have);
 * ``coverage_90_min`` / ``coverage_90_max``: over the coordinates, the smallest and largest *exact*
   posterior probability of the samples' central 90 % interval (weighted 5 % and 95 % quantiles of each
   coordinate; :func:`interval_mass`). A calibrated sampler gives 0.9 in every coordinate;
@@ -38,7 +41,7 @@ from torch import Tensor
 
 from invdiff.measurement import Measurement
 from invdiff.metrics import (mode_weights, moment_errors, sliced_wasserstein, sliced_wasserstein_draws,
-                             weighted_quantiles)
+                             weighted_moments, weighted_quantiles)
 from invdiff.operators import MatrixOperator
 from invdiff.posterior import Posterior
 from invdiff.priors import GaussianMixture, GaussianMixturePrior
@@ -103,6 +106,8 @@ def score_posterior(problem: Problem, posterior: Posterior, generator: torch.Gen
     sampled_modes = mode_weights(resp, weights)
     exact_modes = problem.exact.weights[0]
     moments = moment_errors(samples, exact_mean, exact_cov, weights)
+    sample_mean, sample_cov = weighted_moments(samples, weights)
+    delta_cal = float(torch.trace(sample_cov) / (torch.trace(exact_cov) + (sample_mean - exact_mean).square().sum()))
     sw = float(sliced_wasserstein(samples, ref, x_weights=weights))
     ess = float(posterior.ess[0])
     n_eff = max(2, round(ess))
@@ -117,6 +122,7 @@ def score_posterior(problem: Problem, posterior: Posterior, generator: torch.Gen
         "cov_rel": moments["cov_rel"],
         "mode_tv": 0.5 * float((sampled_modes - exact_modes).abs().sum()),
         "ess": ess,
+        "delta_cal": delta_cal,
         "sw_floor_q99": floor_q99,
         "coverage_90_min": float(coverage.min()),
         "coverage_90_max": float(coverage.max()),
