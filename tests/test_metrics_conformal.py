@@ -21,6 +21,10 @@ def test_threshold_is_the_smallest_lambda_whose_adjusted_risk_meets_alpha():
     assert risk_control_threshold([np.array([1.0, 1.0, 1.0, 2.0])] * 3, 0.5) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least 9 calibration slices"):
         risk_control_threshold([np.ones(4)] * 8, 0.1)
+    # exactly 9 slices at level 0.9 (alpha = 1 - 0.9, which is 0.09999999999999998 in floating point): the
+    # budget is 0, so lam is the largest score
+    nine = [np.array([0.1 * i, 0.1 * i + 0.05]) for i in range(9)]
+    assert risk_control_threshold(nine, 1 - 0.9) == pytest.approx(0.85)
 
 
 def _slices(rng: np.random.Generator, n: int, shrink: float = 3.0):

@@ -72,7 +72,7 @@ def risk_control_threshold(scores: list[np.ndarray], alpha: float) -> float:
     """
     n = len(scores)
     budget = ((n + 1) * alpha - 1) / n if n else -1.0
-    if budget < 0:
+    if budget < -1e-12:  # alpha = 1 - 0.9 is 0.09999999999999998: n = 9 is enough for 90 %
         raise ValueError(f"conformal risk control at level {1 - alpha:g} needs at least {math.ceil(1 / alpha - 1 - 1e-9)} "
                          f"calibration slices, got {n}")
     if any(s.size == 0 for s in scores):
@@ -84,7 +84,7 @@ def risk_control_threshold(scores: list[np.ndarray], alpha: float) -> float:
     # risk at lam = values[k]: the weight of the scores strictly above it (ties included at the last copy)
     above = weights.sum() - np.cumsum(weights)
     last_of_tie = np.r_[values[1:] != values[:-1], True]
-    ok = np.flatnonzero(last_of_tie & (above <= budget + 1e-12))
+    ok = np.flatnonzero(last_of_tie & (above <= max(budget, 0.0) + 1e-12))
     return float(values[ok[0]]) if ok.size else float(values[-1])
 
 
