@@ -38,10 +38,14 @@ def _top(image: np.ndarray) -> float:
 
 
 def _panel(fig, ax, image: np.ndarray, kind: str, vmax: float) -> None:
-    """Grey on ``[0, vmax]`` for ``"image"``; magma from 0 to the panel's 99.5th percentile with a colour bar
-    otherwise."""
+    """Grey on ``[0, vmax]`` for ``"image"``; black and red on ``[0, 1]`` for ``"mask"`` (a boolean map);
+    magma from 0 to the panel's 99.5th percentile with a colour bar otherwise."""
     if kind == "image":
         ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
+    elif kind == "mask":
+        from matplotlib.colors import ListedColormap
+
+        ax.imshow(np.asarray(image, dtype=float), cmap=ListedColormap(["black", "red"]), vmin=0, vmax=1)
     else:
         shown = ax.imshow(image, cmap="magma", vmin=0, vmax=_top(image))
         fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
@@ -49,7 +53,7 @@ def _panel(fig, ax, image: np.ndarray, kind: str, vmax: float) -> None:
 
 def slice_figure(path: str | Path, panels: Sequence[tuple[str, np.ndarray, str]], title: str, dpi: int = 80) -> Path:
     """One row of panels ``(caption, image, kind)``; kind ``"image"`` (grey, a window shared by all image
-    panels), ``"std"`` or ``"error"`` (magma from 0, with a colour bar)."""
+    panels), ``"std"`` or ``"error"`` (magma from 0, with a colour bar) or ``"mask"`` (red where true)."""
     images = [p[1] for p in panels if p[2] == "image"]
     vmax = max(_top(im) for im in images) if images else 1.0
     fig = _figure(2.9 * len(panels), 2.9)
@@ -121,7 +125,8 @@ def gmm_scatter(path: str | Path, prior_samples: np.ndarray, exact: np.ndarray, 
     return _save(fig, path, dpi)
 
 
-def calibration_figure(path: str | Path, curves: dict[str, dict[float, float]], title: str, dpi: int = 90) -> Path:
+def calibration_figure(path: str | Path, curves: dict[str, dict[float, float]], title: str, dpi: int = 90,
+                       ylabel: str = "fraction of object pixels covered") -> Path:
     """Empirical against nominal coverage of central credible intervals, one curve per label, beside the
     diagonal a calibrated sampler follows."""
     fig = _figure(5, 4.2)
@@ -131,7 +136,7 @@ def calibration_figure(path: str | Path, curves: dict[str, dict[float, float]], 
         levels = sorted(cov)
         ax.plot(levels, [cov[k] for k in levels], "o-", label=label)
     ax.set_xlabel("nominal level of the central interval")
-    ax.set_ylabel("fraction of object pixels covered")
+    ax.set_ylabel(ylabel)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=7)

@@ -153,5 +153,10 @@ def test_calibrate_then_reconstruct_with_the_calibration(tmp_path):
     assert report["coverage"] >= 0.5 and report["half_width"] > 0
     half = load_nifti(out / "demo_brain_interval50.nii.gz").data
     assert half.shape == load_nifti(out / "demo_brain_mean.nii.gz").data.shape and half.max() > 0
+    # the figures a person reads: per slice the calibrated half-width and where the error exceeds it, and the
+    # volume's coverage against the nominal level
+    for name in ("demo_brain_slice_000.png", "demo_brain_slice_001.png", "demo_brain_calibration.png"):
+        assert (out / "figures" / name).read_bytes()[:4] == b"\x89PNG", name
+    assert "figures/demo_brain_calibration.png" in summary["outputs"]
     assert main(["calibrate", source, str(run / "reconstructions"), "--levels", "0.9", "--out", str(cal_file)]) == 1
     assert load_calibration(cal_file) == cal  # the refused fit left the file as it was

@@ -13,7 +13,13 @@
                                    back from the prior's size; slices not solved are 0), so they
                                    overlay the input; otherwise axial RAS+ on the solved grid
 ``figures/NAME_slice_K.png``       target (when known), baseline, mean, std (several particles),
-                                   |error|, with colour bars on the std and error panels
+                                   |error|, with colour bars on the std and error panels; with
+                                   ``--calibration``, the calibrated 90 % half-width (or the
+                                   calibration's highest level) and, with a target, the pixels
+                                   whose error exceeds it
+``figures/NAME_calibration.png``   with a target and several particles: the volume's coverage
+                                   against the nominal level, the particles' credible intervals
+                                   and, with ``--calibration``, the calibrated intervals
 ``NAME.json``                      metrics (fastMRI definitions) of the mean and the baseline,
                                    coverage, settings, costs, timings and ``warnings``: a mean that
                                    scores below the baseline, a budget outside the range the
@@ -30,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from invdiff.io import atomic_write_json
-from invdiff.plots import slice_figure
+from invdiff.plots import calibration_figure, slice_figure
 from invdiff.problems import ProblemSource, default_entry
 from invdiff.reconstruct.job import SliceResults
 from invdiff.samplers.registry import SAMPLERS
@@ -70,6 +76,8 @@ def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str,
             inp.grid.write(path, stack)
         else:
             save_nifti(path, slices_to_volume(arr, "axial"), affine=affine)
+    shown_level = None if calibration is None else ("0.9" if "0.9" in calibration.lams
+                                                     else max(calibration.lams, key=float))
     for i, s in enumerate(results.slices):
         panels = [] if results.target is None else [("target", results.target[i], "image")]
         panels += [(results.info["baseline"], results.baseline[i], "image"), (f"{sampler} mean", results.mean[i], "image")]
@@ -77,7 +85,21 @@ def write_outputs(results: SliceResults, inp: ProblemSource, settings: dict[str,
             panels.append((f"posterior std ({results.particles} particles)", results.std[i], "std"))
         if results.target is not None:
             panels.append(("|mean - target|", np.abs(results.mean[i] - results.target[i]), "error"))
+        if shown_level is not None:
+            half = calibration.half_width(results.std[i:i + 1], shown_level)[0]
+            percent = round(100 * float(shown_level))
+            panels.append((f"calibrated {percent} % half-width", half, "std"))
+            if results.target is not None:
+                outside = np.abs(results.mean[i] - results.target[i]) > half
+                panels.append((f"error beyond it ({100 * outside.mean():.1f} % of pixels)", outside, "mask"))
         slice_figure(out / "figures" / f"{name}_slice_{s:03d}.png", panels, f"{name} slice {s}: {sampler}")
+    if results.target is not None and results.coverage:
+        curves = {"particles' credible intervals (all pixels)": {float(a): v for a, v in results.coverage.items()}}
+        if calibrated is not None:
+            curves[f"calibrated intervals ({calibration.region} pixels)"] = {
+                float(a): v["coverage"] for a, v in calibrated["on_these_slices"].items()}
+        calibration_figure(out / "figures" / f"{name}_calibration.png", curves,
+                           f"{name}: coverage over {len(results.slices)} slice(s)", ylabel="fraction of pixels covered")
     metrics = {"mean": _volume_metrics(results.target, results.mean),
                results.info["baseline"]: _volume_metrics(results.target, results.baseline)}
     summary = {
