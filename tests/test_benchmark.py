@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from invdiff.benchmark import cells as cells_module
 from invdiff.benchmark.cells import load_results
@@ -80,6 +81,10 @@ def test_grid_is_the_product_with_baselines_once_per_seed(tmp_path):
     (SMOKE.replace('only = ["gmm"]', 'only = ["gmmm"]'), "'only' names unknown problems"),
     (SMOKE.replace("views = 20", "views = 0"), r"ct-20\): views \(--views\) must lie in \[1, 4096\], got 0"),
     ("[benchmark\n", "not valid TOML"),
+    (SMOKE.replace("noise_sigma = 0.5", "noise_sigma = 0.5\ncalibration = { instance_seed = 3 }"),
+     r"\(gmm\): 'calibration' is for image problems"),
+    (SMOKE.replace("views = 20", 'views = 20\ncalibration = { data = "ellipses:9:3", level = 0.9 }'),
+     r"'calibration' must be a table of \['data', 'seed', 'slices'\]"),
 ])
 def test_bad_configs_name_the_file_and_key(tmp_path, text, message):
     path = _write(tmp_path, text)
@@ -248,3 +253,61 @@ def test_calibration_ratio_is_variance_over_squared_error():
     r = calibration_ratios(target, mean, std)
     assert r["object_delta_cal"] == pytest.approx(4.0)  # 1 / 0.25 inside the object
     assert r["delta_cal"] == pytest.approx((64 * 1.0 + 192 * 0.0625) / 256 / 0.25)
+
+
+def test_calibration_slices_give_conformal_intervals_scored_on_the_test_slices(tmp_path):
+    """A problem with a calibration table: a sampler with particles also runs on the calibration slices, fits
+    conformal intervals there (written as a file reconstruct takes) and reports their coverage and width on
+    the test slices; a deterministic baseline is left alone; the table is part of the cells' keys."""
+    from invdiff.benchmark.executors import run_local
+    from invdiff.metrics.conformal import load_calibration
+
+    text = """
+[benchmark]
+name = "calibrated"
+seeds = [0]
+nfe = [4]
+particles = 3
+
+[[problem]]
+name = "ct-20"
+data = ["ellipses:4:5"]
+operator = "ct"
+views = 20
+size = 48
+calibration = { data = ["ellipses:9:6"] }
+
+[[sampler]]
+name = "fbp"
+
+[[sampler]]
+name = "dps"
+settings = { step_size = 0.03 }
+"""
+    config = load_config(_write(tmp_path, text, "calibrated.toml"))
+    plain = load_config(_write(tmp_path, text.replace('calibration = { data = ["ellipses:9:6"] }\n', ""), "plain.toml"))
+    assert {c.key for c in config.cells()}.isdisjoint({c.key for c in plain.cells()})
+    out = tmp_path / "out"
+    assert run_local(config.cells(), out, progress=False) == {}
+    rows = {r["sampler_name"]: r for r in load_results(out)}
+    dps, fbp = rows["dps"], rows["fbp"]
+    assert "calibration" not in fbp and not any(k.startswith("calibrated") for k in fbp["metrics"])
+    # 9 calibration slices allow 50 % and 90 % (95 % needs 19)
+    assert sorted(dps["calibration"]["lams"]) == ["0.5", "0.9"] and dps["calibration"]["slices"] == 9
+    cal = load_calibration(next((out / "calibration").glob("*.json")))
+    assert cal.lams == dps["calibration"]["lams"]
+    assert 0 <= dps["metrics"]["calibrated_coverage_0.50"] <= dps["metrics"]["calibrated_coverage_0.90"] <= 1
+    assert dps["metrics"]["calibrated_half_width_0.90"] > dps["metrics"]["calibrated_half_width_0.50"] > 0
+    # the fit is the calibration slices' (recomputed here from their own run), not the test slices'
+    from invdiff.metrics.conformal import fit_conformal
+    from invdiff.priors import open_prior
+    from invdiff.problems import configured_sampler
+    from invdiff.reconstruct import load_denoiser, solve_problem
+
+    calibration = cells_module.load_problem(config.problems[0], "ellipses:4:5", out, "calibration")
+    assert len(calibration.slices) == 9 and calibration.target.shape[0] == 9
+    res = solve_problem(calibration, configured_sampler("dps", 4, "ct", {"step_size": 0.03}),
+                        load_denoiser(open_prior(calibration.prior, "cpu"), "cpu"), 3,
+                        torch.Generator().manual_seed(0 + 1_000_003))
+    refit = fit_conformal(res["mean"], res["std"], calibration.target, (0.5, 0.9), region="object")
+    assert refit.lams == pytest.approx(cal.lams, rel=1e-6) and refit.floor == pytest.approx(cal.floor)

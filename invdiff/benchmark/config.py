@@ -18,6 +18,7 @@ their product (data belong to a problem)::
     slices = [0]               # optional: which slices of each input (default: all)
     prior = "ct_128"           # optional: a shipped prior or a prior.pt (default: the operator's)
     validation = { data = ["ellipses:1:7"], slices = [0], seed = 1 }   # for tune = true
+    calibration = { data = ["ellipses:20:8"], seed = 2 }   # optional: conformal calibration slices
 
     [[problem]]                # a named task of invdiff.problems.image_tasks: its test problem is
     name = "mri-4x"            # scored, its validation problem tunes
@@ -51,6 +52,9 @@ Classical baselines (``uses_prior = False``) run once per problem, data and seed
 With ``tune = true`` a sampler with a grid is first run on the problem's validation data for every
 grid point (the first seed; a 1-D grid is extended while its best value sits at an edge) and its
 test cells take the best setting (highest PSNR; lowest sliced Wasserstein distance for ``gmm``).
+With a ``calibration`` table, every test cell of a sampler with several particles also runs on those slices
+(same settings and budget; at least 9 slices for the 90 % level, 19 for 95 %), fits conformal intervals on
+them and reports their coverage and width on the test slices (:mod:`invdiff.benchmark.cells`).
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class ProblemConfig:
     slices: tuple[int, ...] | None = None
     prior: str | None = None
     validation: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
 
     @property
     def tunable(self) -> bool:
@@ -165,6 +170,8 @@ class Cell:
             sampler.append("any_pixel_size")
         what = {"problem": [self.problem.kind, self.problem.spec, self.problem.slices, self.problem.prior],
                 "data": self.data, "sampler": sampler}
+        if self.problem.calibration is not None:
+            what["calibration"] = self.problem.calibration
         if _is_path(self.data):  # a file's bytes, not its name, identify it (named inputs are fixed)
             what["data_sha256"] = _content_hash(self.data, *_stamp(self.data))
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -256,23 +263,28 @@ def _check_inputs(where: str, name: str, data: list[str]) -> None:
             raise ConfigError(f"{where} ({name}): data {d!r}: no such file or folder")
 
 
-def _validation(path: Path, where: str, name: str, kind: str, raw: Any) -> dict[str, Any] | None:
+def _held_out(path: Path, where: str, name: str, kind: str, raw: Any, what: str = "validation"
+              ) -> dict[str, Any] | None:
+    """A problem's ``validation`` or ``calibration`` table (the latter for image problems only)."""
     if raw is None:
         return None
+    if what == "calibration" and kind != "image":
+        raise ConfigError(f"{where} ({name}): 'calibration' is for image problems (data, slices, seed); "
+                          f"this problem is kind {kind!r}")
     allowed = {"instance_seed"} if kind == "gmm" else {"data", "slices", "seed"}
     if not isinstance(raw, dict) or set(raw) - allowed or not raw:
-        raise ConfigError(f"{where} ({name}): 'validation' must be a table of {sorted(allowed)}, got {raw!r}")
+        raise ConfigError(f"{where} ({name}): '{what}' must be a table of {sorted(allowed)}, got {raw!r}")
     out = dict(raw)
     if kind != "gmm":
         data = out.get("data")
         if isinstance(data, str):
             data = [data]
         if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], str):
-            raise ConfigError(f"{where} ({name}): validation.data must name one input, got {data!r}")
+            raise ConfigError(f"{where} ({name}): {what}.data must name one input, got {data!r}")
         out["data"] = _resolve_data(path, data)[0]
-        _check_inputs(f"{where}.validation", name, [out["data"]])
+        _check_inputs(f"{where}.{what}", name, [out["data"]])
         if "slices" in out:
-            out["slices"] = list(_ints(path, f"{where}.validation.slices", out["slices"], 0))
+            out["slices"] = list(_ints(path, f"{where}.{what}.slices", out["slices"], 0))
     return out
 
 
@@ -283,7 +295,8 @@ def _problem(path: Path, i: int, raw: dict) -> ProblemConfig:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9.-]+", name):
         raise ConfigError(f"{where}: 'name' must be letters, digits, '.' or '-', got {name!r}")
     kind = raw.pop("kind", "image")
-    validation = _validation(path, where, name, kind, raw.pop("validation", None))
+    validation = _held_out(path, where, name, kind, raw.pop("validation", None))
+    calibration = _held_out(path, where, name, kind, raw.pop("calibration", None), "calibration")
     if kind == "gmm":
         unknown = set(raw) - _GMM_KEYS
         if unknown or not {"dim", "observations", "noise_sigma"} <= set(raw):
@@ -315,13 +328,14 @@ def _problem(path: Path, i: int, raw: dict) -> ProblemConfig:
     unknown = set(raw) - _SPEC_KEYS
     if unknown:
         raise ConfigError(f"{where} ({name}): unknown keys {sorted(unknown)}; a problem takes name, data, slices, "
-                          f"prior, kind, validation and {sorted(_SPEC_KEYS)}")
+                          f"prior, kind, validation, calibration and {sorted(_SPEC_KEYS)}")
     try:
         ProblemSpec(**raw)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where} ({name}): {err}") from None
     return ProblemConfig(name, kind, tuple(data), raw,
-                         None if slices is None else _ints(path, f"problem[{i}].slices", slices, 0), prior, validation)
+                         None if slices is None else _ints(path, f"problem[{i}].slices", slices, 0), prior, validation,
+                         calibration)
 
 
 def _sampler(path: Path, i: int, raw: dict, particles: int) -> SamplerConfig:

@@ -35,8 +35,8 @@ from invdiff.problems.gmm import COVERAGE_TOLERANCE
 __all__ = ["fidelity_table", "markdown_tables", "publish", "script_page", "tuning_table", "write_reports"]
 
 IMAGE_METRICS = ("PSNR", "SSIM", "NMSE", "coverage_0.50", "coverage_0.90", "coverage_0.95", "object_coverage_0.50",
-                 "object_coverage_0.90", "equal_weight_object_coverage_0.90", "delta_cal", "object_delta_cal",
-                 "ceiling_PSNR")
+                 "object_coverage_0.90", "equal_weight_object_coverage_0.90", "calibrated_coverage_0.90",
+                 "calibrated_half_width_0.90", "delta_cal", "object_delta_cal", "ceiling_PSNR")
 GMM_METRICS = ("sw", "sw_exact", "sw_floor_q99", "mean_rel", "cov_rel", "mode_tv", "ess", "delta_cal",
                "coverage_90_min", "coverage_90_max")
 RECORD_COLUMNS = {"ess_min_steps": "min ESS", "resampled_steps": "resampled steps"}
