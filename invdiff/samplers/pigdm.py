@@ -36,6 +36,7 @@ from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import (Sampler, SamplerState, check_num_steps, extend_state, prior_scale, resolve_sigmas,
                                    start_from_noise)
 from invdiff.samplers.ddim import ddim_update
+from invdiff.samplers.splitting import pseudo_inverse_guidance
 from invdiff.schedule import VPSchedule
 
 
@@ -89,8 +90,7 @@ class PiGDM(Sampler):
     def guidance_direction(self, state: PiGDMState, x0: Tensor, sigma: float) -> Tensor:
         """``A^T (r^2 A A^T + s^2 I)^{-1} (y - A x0)``, image-shaped (before the VJP)."""
         r2 = sigma**2 * state.scale**2 / (sigma**2 + state.scale**2)
-        m = state.measurement
-        return m.solve_regularised(m.residual(x0), r2, tol=1e-6, max_iter=self.cg_iterations) / r2
+        return pseudo_inverse_guidance(state.measurement, x0, r2, self.cg_iterations)[0]
 
     def step(self, state: PiGDMState) -> PiGDMState:
         i = state.step

@@ -1,5 +1,6 @@
 """Pieces shared by the samplers that split the posterior into a likelihood part and a prior part
-(:class:`~invdiff.samplers.PnPDM`, :class:`~invdiff.samplers.DAPS`, :class:`~invdiff.samplers.DDS`).
+(:class:`~invdiff.samplers.PnPDM`, :class:`~invdiff.samplers.DAPS`, :class:`~invdiff.samplers.DDS`), and the
+Gaussian likelihood of ΠGDM and TDS's Gaussian twist (:func:`pseudo_inverse_guidance`).
 
 All noise levels are in data units (``x = x0 + sigma n``, the EDM convention of
 :class:`~invdiff.priors.base.Denoiser`).
@@ -19,7 +20,8 @@ from invdiff.rng import BatchGenerator
 from invdiff.samplers.base import prior_scale
 from invdiff.schedule import VPSchedule, karras_sigmas
 
-__all__ = ["denoising_levels", "gaussian_likelihood_sample", "per_item_norm_sq", "prior_sigma_range"]
+__all__ = ["denoising_levels", "gaussian_likelihood_sample", "per_item_norm_sq", "prior_sigma_range",
+           "pseudo_inverse_guidance"]
 
 
 def prior_sigma_range(prior: Denoiser) -> tuple[float, float]:
@@ -54,6 +56,28 @@ def gaussian_likelihood_sample(m: Measurement, z: Tensor, gamma: float | Tensor,
     y = m.y
     e_y = rng.randn_like(y, n_particles) * batch_view(m.sigma.to(y.real.dtype), y)
     return m.with_y(y + e_y).prox(z + e_x, gamma_t if gamma_t.dim() else float(gamma_t))
+
+
+def pseudo_inverse_guidance(m: Measurement, x0: Tensor, r2: float | Tensor, max_iter: int = 50,
+                            value: bool = False) -> tuple[Tensor, Tensor | None]:
+    """For ``y ~ N(A x0, s^2 I + r^2 A A^T)`` (``x0`` known up to ``N(0, r^2 I)``; ``r2`` a float or ``(B,)``):
+    the gradient in ``x0`` of its log-likelihood, ``A^T (s^2 I + r^2 A A^T)^{-1} (y - A x0)`` (x-shaped), and
+    with ``value=True`` the log-likelihood ``-1/2 r^T (s^2 I + r^2 A A^T)^{-1} r`` per row (``r = y - A x0``,
+    without the constant ``-1/2 log det``), else ``None``.
+
+    The inverse is applied in image space by :meth:`Measurement.solve_regularised` (``r^2 A^T u`` for
+    ``u = (s^2 I + r^2 A A^T)^{-1} r``, push-through identity; exact for decomposable operators, CG with
+    ``max_iter`` iterations otherwise), and ``u = (r - A r^2 A^T u) / s^2`` costs one more product with ``A``.
+    """
+    res = m.residual(x0)
+    r2_t = r2.to(res.real.dtype) if isinstance(r2, Tensor) else r2
+    sol = m.solve_regularised(res, r2_t, tol=1e-6, max_iter=max_iter)
+    direction = sol / (batch_view(r2_t, sol) if isinstance(r2_t, Tensor) else r2_t)
+    if not value:
+        return direction, None
+    u = (res - m.forward(sol)) / batch_view(m.sigma.to(res.real.dtype) ** 2, res)
+    prod = res.conj() * u if res.is_complex() else res * u
+    return direction, -0.5 * prod.real.flatten(1).sum(1)
 
 
 def per_item_norm_sq(m: Measurement, n_particles: int) -> Tensor:

@@ -14,13 +14,14 @@ The weights are exact importance weights for any twist, so the weighted particle
 of the prior's discrete chain as the particle count grows; the twist decides how many particles that
 takes. Two twists:
 
-* ``"gaussian"`` (linear operators; the registry's setting for the Gaussian-mixture family): ``t_sigma(x) = log N(y; A D, s^2 I + r^2 A A^T)`` up to a
-  constant, the likelihood of ``y`` if ``x0 | x_sigma`` were ``N(D(x, sigma), r^2 I)``;
+* ``"gaussian"`` (linear operators; the registry's setting for the Gaussian-mixture family):
+  ``t_sigma(x) = log N(y; A D, s^2 I + r^2 A A^T)`` up to a constant, the likelihood of ``y`` if
+  ``x0 | x_sigma`` were ``N(D(x, sigma), r^2 I)``;
   ``r^2 = sigma^2 c^2 / (sigma^2 + c^2)`` is that posterior variance for a prior of variance ``c^2`` per
   coordinate (ΠGDM's ``r_t``, Song et al. 2023), and ``c^2`` is the prior's own, estimated once per item at
   the first noise level by Tweedie's covariance ``Cov[x0 | x] = sigma^2 dD/dx`` with one Hutchinson probe
   per particle (one network evaluation and VJP more than the steps). ``G = J^T A^T (s^2 I + r^2 A A^T)^{-1}
-  (y - A D)``, applied as in :class:`~invdiff.samplers.PiGDM`. Found on the Gaussian-mixture suite:
+  (y - A D)`` (:func:`~invdiff.samplers.splitting.pseudo_inverse_guidance`, as in :class:`~invdiff.samplers.PiGDM`). Found on the Gaussian-mixture suite:
   the plain twist ``l(D)`` ignores how uncertain ``D`` is at high noise, so its increments there reach
   thousands of nats, every run descends from one particle, and the unobserved coordinates keep the
   spread of that one lineage (docs/results/tds-spread).
@@ -40,14 +41,14 @@ import math
 import torch
 from torch import Tensor
 
-from invdiff.linalg import batch_dot, batch_view
+from invdiff.linalg import batch_dot
 from invdiff.measurement import Measurement
 from invdiff.particles import effective_sample_size
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import (Sampler, SamplerState, batch_chunks, check_num_steps, extend_state, resolve_sigmas,
                                    start_from_noise)
 from invdiff.samplers.smc import adaptive_resample, denoise_and_grad, validate_resampling
-from invdiff.samplers.splitting import per_item_norm_sq
+from invdiff.samplers.splitting import per_item_norm_sq, pseudo_inverse_guidance
 from invdiff.schedule import VPSchedule
 
 __all__ = ["TDS", "TDSState", "TWISTS", "tweedie_variance"]
@@ -147,11 +148,8 @@ class TDS(Sampler):
 
         def objective(x0: Tensor) -> Tensor:
             base = x0.detach()
-            res = m.residual(base)
-            sol = m.solve_regularised(res, r2.to(res.real.dtype), tol=1e-6, max_iter=self.cg_iterations)
-            u = (res - m.forward(sol)) / batch_view(m.sigma.to(res.real.dtype) ** 2, res)
-            direction = sol / batch_view(r2.to(sol.real.dtype), sol)  # A^T u
-            return -0.5 * batch_dot(res, u) + batch_dot(direction, x0 - base)
+            direction, value = pseudo_inverse_guidance(m, base, r2, self.cg_iterations, value=True)
+            return value + batch_dot(direction, x0 - base)
         return objective
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
