@@ -75,6 +75,18 @@ def test_a_spread_20_percent_too_small_fails_the_coverage_test(suite, index):
         assert t["sw_pass"] == 0.0 and t["sw"] > 2 * t["sw_floor_q99"], t
 
 
+def test_one_surviving_particle_fails_the_sliced_wasserstein_test(suite):
+    """Exact samples of which one carries all the weight (ESS 1) are one sample, not 1000: held to the floor of
+    1000 exact samples they fail, where a floor at the effective size would have passed them."""
+    problem = suite[4]
+    g = torch.Generator().manual_seed(22)
+    exact = exact_as_posterior(problem, 1000, g)
+    log_w = torch.full_like(exact.log_weights, -1e4)
+    log_w[0, 0] = 0.0
+    s = score_posterior(problem, Posterior(exact.samples, log_w), g)
+    assert s["ess"] == pytest.approx(1.0) and s["sw_pass"] == 0.0 and s["coverage_pass"] == 0.0, s
+
+
 def test_prior_samples_score_far_from_the_posterior(problem):
     g = torch.Generator().manual_seed(3)
     prior_samples = run(DDIM(100, eta=1.0), None, problem.prior, n_particles=4000, generator=g, progress=False)

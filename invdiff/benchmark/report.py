@@ -98,8 +98,8 @@ def fidelity_table(rows: list[dict[str, Any]]) -> str:
         groups[(r["sampler"], r["nfe"])].append(r)
     order = list(dict.fromkeys(r["sampler"] for r in gmm))
     lines = ["### Exact-posterior tests passed", "",
-             "Sliced Wasserstein: the distance is within the 99th percentile of an exact sampler's of the same "
-             f"effective size. Coverage: every coordinate's 90 % interval holds {0.9 - COVERAGE_TOLERANCE:.2f}-"
+             "Sliced Wasserstein: the distance is within the 99th percentile of an exact sampler's with as many "
+             f"samples as the sampler has particles. Coverage: every coordinate's 90 % interval holds {0.9 - COVERAGE_TOLERANCE:.2f}-"
              f"{0.9 + COVERAGE_TOLERANCE:.2f} of the exact posterior.", "",
              "| sampler | NFE budget | particles | SW test | coverage test | both |", "|---|---:|---:|---:|---:|---:|"]
     for (sampler, nfe), rs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
