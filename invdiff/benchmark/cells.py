@@ -2,17 +2,18 @@
 
 A cell's result is ``OUT/cells/KEY.json`` (metrics, costs, settings), written atomically once the
 cell is done, plus ``OUT/cells/KEY.npz`` for image problems (the first slice's target, baseline,
-posterior mean and std, for the figure grids) and, with calibration slices, ``OUT/calibration/KEY.json``
-(the conformal fit, for ``invdiff reconstruct --calibration``). A cell whose JSON exists is finished: a rerun skips
-it, and a crash loses only the cells that were running.
+posterior mean and std, for the figure grids) and, with calibration slices,
+``OUT/calibration/KEY.json`` (the conformal fit, for ``invdiff reconstruct --calibration``). A cell
+whose JSON exists is finished: a rerun skips it, and a crash loses only the cells that were running.
 
 Scores (:func:`evaluate`): image problems get the fastMRI NMSE/PSNR/SSIM of the posterior mean's
 image; with at least two particles, the coverage of the pixel-wise central 50/90/95 % credible
 intervals over all pixels and over the object (``object_coverage_*``), the calibration ratio
 (:func:`calibration_ratios`), for weighted samplers the coverage with the weights dropped
 (``equal_weight_*``: what the particles spread), and with calibration slices the coverage and mean
-half-width of conformal intervals fitted on them (``calibrated_*``, object region; the fit is in the record); SMC samplers add their
-smallest ESS over the steps and the steps that resampled; token priors add the tokenizer's ceiling.
+half-width of conformal intervals fitted on them (``calibrated_*``, object region; the fit is in the
+record); SMC samplers add their smallest ESS over the steps and the steps that resampled; token priors
+add the tokenizer's ceiling.
 Gaussian-mixture problems get :func:`invdiff.problems.gmm.score_posterior` (sliced Wasserstein
 distance beside the exact-vs-exact floor, mean and covariance errors, mode TV, ESS, the calibration
 ratio, and the two exact-posterior tests).
@@ -162,6 +163,8 @@ def evaluate(problem: Problem, sampler_name: str, nfe: int, settings: dict[str, 
     if calibration is not None and problem.target is not None and n > 1:
         start_cal = time.perf_counter()
         levels = calibration_levels(len(calibration.slices))
+        if calibration.target is None:
+            raise ValueError(f"the calibration slices ({calibration.name}) have no target to calibrate against")
         if not levels:
             raise ValueError(f"{len(calibration.slices)} calibration slice(s) guarantee no level of "
                              f"{CALIBRATION_LEVELS}: conformal risk control needs at least 1 at 50 %, 9 at 90 %")
