@@ -54,7 +54,7 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
     prior = load_denoiser(open_prior(problem.prior, "cpu") if isinstance(problem.prior, str) else problem.prior, "cpu")
     start = time.perf_counter()
     res = solve_problem(problem, sampler, prior, args.particles, torch.Generator().manual_seed(args.seed),
-                        strict_pixel=False)
+                        strict_pixel=False, chunk_slices=args.chunk)
     out = {"mean": res["mean"], "std": res["std"], "target": problem.target,
            "wall_time_s": np.array(time.perf_counter() - start), "network_evals": np.array(res["network_evals"])}
     if res.get("object_coverage_sums"):
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--chunk", type=int, default=16, help="particles per network call (memory)")
     parser.add_argument("--work", type=Path, default=Path("outputs/calibration-coverage"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/calibration"))
     args = parser.parse_args()
