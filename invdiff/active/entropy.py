@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["auto_width", "mixture_entropy_scores", "pairwise_sq_distances"]
+__all__ = ["auto_width", "gaussian_gain_scores", "mixture_entropy_scores", "pairwise_sq_distances"]
 
 
 def pairwise_sq_distances(pred: Tensor) -> Tensor:
@@ -64,3 +64,33 @@ def mixture_entropy_scores(pred: Tensor, width: float | Tensor, weights: Tensor 
         log_w = weights.to(torch.float64).clamp_min(1e-300).log()
     inner = torch.logsumexp(log_w[:, None, None, :] - d2 / (2 * w**2), dim=-1)  # (B, K, N)
     return -(log_w.exp()[:, None, :] * inner).sum(-1)
+
+
+def gaussian_gain_scores(pred: Tensor, noise: float | Tensor, weights: Tensor | None = None) -> Tensor:
+    """The expected information gain of each candidate if its predictive distribution were Gaussian,
+    ``(B, K)``: ``1/2 log det(I + C_c / noise^2)`` with ``C_c`` the particles' weighted covariance of ``y_c``
+    (``D x D``, rank below ``N``), computed in the ``N x N`` form
+    ``1/2 log det(I_N + W^1/2 U U^T W^1/2 / noise^2)`` (``U`` the centred predictions, ``W`` the weights).
+
+    Unlike :func:`mixture_entropy_scores` it does not saturate at ``log N`` when the particles disagree
+    by many noise widths, so it needs no kernel width: ``noise`` is the measurement's own standard
+    deviation per real entry. It grows with the logarithm of each predictive variance, so a candidate
+    whose spread is large but explained by one direction counts less than one uncertain in many.
+
+    Args:
+        pred: ``(B, N, K, D)`` each particle's predicted measurement for each candidate.
+        noise: the noise standard deviation per real entry, a float or one per item ``(B,)``.
+        weights: ``(B, N)`` normalised particle weights (default uniform).
+    """
+    b, n = pred.shape[:2]
+    p = pred.to(torch.float64)
+    if weights is None:
+        w = torch.full((b, n), 1.0 / n, dtype=torch.float64, device=pred.device)
+    else:
+        w = weights.to(torch.float64)
+    centred = p - torch.einsum("bn,bnkd->bkd", w, p).unsqueeze(1)
+    scaled = centred * w.sqrt()[:, :, None, None]
+    gram = torch.einsum("bnkd,bmkd->bknm", scaled, scaled)
+    s2 = torch.as_tensor(noise, dtype=torch.float64, device=pred.device).reshape(-1, 1, 1, 1) ** 2
+    eye = torch.eye(n, dtype=torch.float64, device=pred.device)
+    return 0.5 * torch.linalg.slogdet(eye + gram / s2).logabsdet

@@ -16,7 +16,10 @@ state carries the particles' denoised estimates (:class:`~invdiff.samplers.base.
    ``with_mask`` — never a mutated one — through ``sampler.with_measurement(state, m)`` (TDS
    re-evaluates its twist and weights there).
 
-``policy="random"`` draws the new candidates uniformly instead (a control at equal budget).
+``policy="random"`` draws the new candidates uniformly instead (a control at equal budget);
+``policy="oracle"`` acquires where the particles' weighted mean prediction is farthest from the oracle's
+data — it reads the answer, so it is not a method but the bound a policy that only sees the particles
+could reach with the same sampler and schedule (the greedy oracle of active-acquisition studies).
 :func:`run_active` is the one-call form: the policy, :func:`~invdiff.samplers.run`, and an
 :class:`ActiveResult` (the posterior, the final mask, and the order and step of every acquisition).
 """
@@ -31,14 +34,16 @@ import torch
 from torch import Tensor
 
 from invdiff.active.candidates import Candidates, candidates_for
-from invdiff.active.entropy import auto_width, mixture_entropy_scores, pairwise_sq_distances
+from invdiff.active.entropy import auto_width, gaussian_gain_scores, mixture_entropy_scores, pairwise_sq_distances
 from invdiff.measurement import Measurement
 from invdiff.particles import normalized_weights
 from invdiff.posterior import Posterior
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import DenoisedEstimate, Sampler, SamplerState, run
 
-__all__ = ["AcquisitionPlan", "ActiveResult", "ActiveSubsampling", "Oracle", "run_active"]
+__all__ = ["AcquisitionPlan", "ActiveResult", "ActiveSubsampling", "Oracle", "POLICIES", "run_active"]
+
+POLICIES = ("entropy", "gaussian", "oracle", "random")
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,9 @@ class ActiveSubsampling:
         plan: what to acquire, and when.
         width: the kernel standard deviation per real entry of a candidate, or ``"auto"``
             (:func:`invdiff.active.entropy.auto_width`, at least the noise level).
-        policy: ``"entropy"`` or ``"random"``.
+        policy: ``"entropy"`` (the mixture entropy score), ``"gaussian"`` (the Gaussian information gain,
+            :func:`invdiff.active.entropy.gaussian_gain_scores`, at the measurement's noise level; ``width``
+            is not used), ``"oracle"`` (the module docstring's bound: reads the oracle's data) or ``"random"``.
         generator: the random policy's draws.
 
     :attr:`measurement` is the measurement to start the sampler on (the initial candidates).
@@ -139,8 +146,8 @@ class ActiveSubsampling:
 
     def __init__(self, template: Measurement, oracle: Oracle, plan: AcquisitionPlan, *, width: float | str = "auto",
                  policy: str = "entropy", generator: torch.Generator | None = None):
-        if policy not in ("entropy", "random"):
-            raise ValueError(f"policy must be 'entropy' or 'random', got {policy!r}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if policy == "random" and generator is None:
             raise ValueError("the random policy needs a generator")
         self.candidates = candidates_for(template)
@@ -194,6 +201,17 @@ class ActiveSubsampling:
             raise ValueError(f"{type(state).__name__} carries no denoised estimate for the policy to score")
         pred = self.candidates.split(self._full.forward(state.denoised), b)  # (B, N, K, D)
         weights = normalized_weights(state.log_weights)
+        if self.policy == "oracle":
+            truth = self.candidates.split(self.oracle.y_full, b)[:, 0].to(torch.float64)  # (B, K, D)
+            mean = torch.einsum("bn,bnkd->bkd", weights.to(torch.float64), pred.to(torch.float64))
+            scores = ((mean - truth) ** 2).sum(-1)
+            scores[blocked] = -math.inf
+            return scores.topk(count, dim=1).indices, torch.zeros(b, dtype=torch.float64)
+        if self.policy == "gaussian":
+            noise = self._full.sigma.reshape(b, -1)[:, 0].to(torch.float64)
+            scores = gaussian_gain_scores(pred, noise, weights)
+            scores[blocked] = -math.inf
+            return scores.topk(count, dim=1).indices, noise
         if self.width == "auto":
             w = auto_width(pairwise_sq_distances(pred), floor=float(self._full.sigma.max()))
         else:
