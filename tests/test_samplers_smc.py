@@ -175,6 +175,34 @@ def test_adaptive_resampling_touches_only_items_below_the_threshold():
     torch.testing.assert_close(diag.ess_history[0][0], torch.tensor(4.0, dtype=torch.float64))
 
 
+def test_nan_particles_die_and_a_diverged_item_is_named():
+    x = torch.arange(8, dtype=torch.float64).reshape(8, 1)
+    rng = BatchGenerator.spawn(torch.Generator().manual_seed(0), 2)
+    log_w = torch.tensor([[float("nan"), 0.0, -50.0, -50.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    _, kept = adaptive_resample(log_w, {"x": x}, rng, 0.5, "systematic", Diagnostics())
+    assert bool((kept["x"][:4] == 1).all())  # the NaN particle is never drawn
+    for bad in (float("nan"), -float("inf"), float("inf")):
+        log_w = torch.tensor([[0.0, 0.0, 0.0, 0.0], [bad] * 4], dtype=torch.float64)
+        with pytest.raises(FloatingPointError, match=r"diverged at step 0: item\(s\) \[1\]"):
+            adaptive_resample(log_w, {"x": x}, rng, 0.5, "systematic", Diagnostics())
+
+
+def test_plain_tds_on_a_sharp_likelihood_fails_loudly_not_with_nan():
+    """The paper's plain twist with few steps on an ill-conditioned, nearly noiseless operator: the
+    twisted proposal's step ``c^2 grad`` overshoots and the weights overflow; the run names the step."""
+    g = torch.Generator().manual_seed(0)
+    d = 16
+    prior = GaussianMixturePrior(torch.ones(1, dtype=torch.float64), torch.zeros(1, d, dtype=torch.float64),
+                                 torch.eye(d, dtype=torch.float64)[None])
+    op = MatrixOperator(1e5 * torch.randn(8, d, generator=g, dtype=torch.float64))
+    x0 = prior.sample(1, g)
+    m = Measurement(op, op.A(x0), 1e-3)
+    with pytest.raises(FloatingPointError, match="SMC weights diverged"):
+        run(TDS(50), m, prior, n_particles=8, generator=g, progress=False)
+    post = run(TDS(50, twist_inflation=1.0, operator_norm=True), m, prior, n_particles=8, generator=g, progress=False)
+    assert bool(torch.isfinite(post.samples).all())
+
+
 def test_hutchinson_laplacian_is_unbiased_for_a_nonlinear_operator():
     g = torch.Generator().manual_seed(0)
     b = torch.randn(3, 4, generator=g, dtype=torch.float64)

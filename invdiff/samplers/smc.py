@@ -37,8 +37,20 @@ def adaptive_resample(log_weights: Tensor, tensors: dict[str, Tensor], rng: Batc
     ``diagnostics.ess_history`` and the ``(B,)`` resampled-or-not mask to ``diagnostics.resampled``.
     The uniforms are drawn for every item whether it resamples or not, so an item's stream advances
     the same way whatever its batch mates do. Returns new log-weights (zero for resampled items) and tensors.
+
+    A particle whose log-weight is NaN gets weight zero (``-inf``: it is never drawn again);
+    ``FloatingPointError`` when an item has no particle with a finite log-weight, or one at ``+inf``
+    (its proposal or twist overflowed: the run could only return NaN).
     """
     b, n = log_weights.shape
+    log_weights = torch.where(torch.isnan(log_weights), torch.full_like(log_weights, -torch.inf), log_weights)
+    broken = ~torch.isfinite(log_weights).any(-1) | (log_weights == torch.inf).any(-1)
+    if bool(broken.any()):
+        step = len(diagnostics.ess_history)
+        raise FloatingPointError(
+            f"SMC weights diverged at step {step}: item(s) {torch.nonzero(broken).flatten().tolist()} have no particle "
+            "with a finite log-weight (the proposal or the twist overflowed). On a sharp likelihood, temper the "
+            "twist (TDS: twist_inflation > 0 with operator_norm=True, the registry's settings) or take more steps")
     ess = effective_sample_size(log_weights)
     diagnostics.ess_history.append(ess)
     do = ess < threshold * n
