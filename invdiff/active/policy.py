@@ -200,25 +200,26 @@ class ActiveSubsampling:
         if not isinstance(state, DenoisedEstimate) or state.denoised is None:
             raise ValueError(f"{type(state).__name__} carries no denoised estimate for the policy to score")
         pred = self.candidates.split(self._full.forward(state.denoised), b)  # (B, N, K, D)
-        weights = normalized_weights(state.log_weights)
+        scores, w = self._scores(pred, normalized_weights(state.log_weights))
+        scores[blocked] = -math.inf
+        return scores.topk(count, dim=1).indices, w
+
+    def _scores(self, pred: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, K)`` scores of the particles' predictions ``(B, N, K, D)`` and the width ``(B,)`` used
+        (the kernel width; the noise level for ``"gaussian"``; zero for ``"oracle"``)."""
+        b = pred.shape[0]
         if self.policy == "oracle":
             truth = self.candidates.split(self.oracle.y_full, b)[:, 0].to(torch.float64)  # (B, K, D)
             mean = torch.einsum("bn,bnkd->bkd", weights.to(torch.float64), pred.to(torch.float64))
-            scores = ((mean - truth) ** 2).sum(-1)
-            scores[blocked] = -math.inf
-            return scores.topk(count, dim=1).indices, torch.zeros(b, dtype=torch.float64)
+            return ((mean - truth) ** 2).sum(-1), torch.zeros(b, dtype=torch.float64)
         if self.policy == "gaussian":
             noise = self._full.sigma.reshape(b, -1)[:, 0].to(torch.float64)
-            scores = gaussian_gain_scores(pred, noise, weights)
-            scores[blocked] = -math.inf
-            return scores.topk(count, dim=1).indices, noise
+            return gaussian_gain_scores(pred, noise, weights), noise
         if self.width == "auto":
             w = auto_width(pairwise_sq_distances(pred), floor=float(self._full.sigma.max()))
         else:
             w = torch.full((b,), float(self.width), dtype=torch.float64)
-        scores = mixture_entropy_scores(pred, w, weights)
-        scores[blocked] = -math.inf
-        return scores.topk(count, dim=1).indices, w
+        return mixture_entropy_scores(pred, w, weights), w
 
     def result(self, posterior: Posterior) -> ActiveResult:
         """The run's :class:`ActiveResult` from its posterior."""
