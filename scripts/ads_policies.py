@@ -32,7 +32,6 @@ from invdiff.benchmark.report import script_page
 from invdiff.datasets import FastMRIFile, demo_scan
 from invdiff.io import atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
-from invdiff.particles import normalized_weights
 from invdiff.priors import shipped_prior
 from invdiff.problems import configured_sampler
 from invdiff.problems.active_mri import mri_active_setup
@@ -41,32 +40,36 @@ from invdiff.samplers import run
 METHODS = ("equispaced", "entropy", "gaussian", "oracle", "random")
 
 
-def variance_error_correlation(policy: ActiveSubsampling, state, blocked: torch.Tensor) -> list[float]:
-    """Per item, the correlation over unmeasured columns of the particles' predicted variance and the
-    squared error of their weighted mean prediction (the oracle's data as truth)."""
-    b = blocked.shape[0]
-    pred = policy.candidates.split(policy._full.forward(state.denoised), b).to(torch.float64)
-    w = normalized_weights(state.log_weights).to(torch.float64)
-    mean = torch.einsum("bn,bnkd->bkd", w, pred)
-    var = torch.einsum("bn,bnkd->bk", w, (pred - mean[:, None]) ** 2)
-    err = ((mean - policy.candidates.split(policy.oracle.y_full, b)[:, 0].to(torch.float64)) ** 2).sum(-1)
-    return [float(torch.corrcoef(torch.stack([var[i][~blocked[i]], err[i][~blocked[i]]]))[0, 1]) for i in range(b)]
-
-
 class RecordingPolicy(ActiveSubsampling):
-    """:class:`ActiveSubsampling` that records :func:`variance_error_correlation` at each acquisition."""
+    """:class:`ActiveSubsampling` that records, at each acquisition and per item, the correlation over the
+    unmeasured columns of the particles' predicted variance and the squared error of their weighted mean
+    prediction (:meth:`ActiveSubsampling.prediction_error`, the oracle's data as truth)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.correlations: list[dict] = []
+        self._seen: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _scores(self, pred, weights):
+        self._seen = (pred, weights)
+        return super()._scores(pred, weights)
 
     def _choose(self, state, blocked, count):
-        self.correlations.append({"step": state.step, "corr": variance_error_correlation(self, state, blocked)})
-        return super()._choose(state, blocked, count)
+        out = super()._choose(state, blocked, count)
+        pred, weights = self._seen
+        w = weights.to(torch.float64)
+        p = pred.to(torch.float64)
+        var = torch.einsum("bn,bnkd->bk", w, (p - torch.einsum("bn,bnkd->bkd", w, p)[:, None]) ** 2)
+        err = self.prediction_error(pred, weights)
+        self.correlations.append({"step": state.step, "corr": [
+            float(torch.corrcoef(torch.stack([var[i][~blocked[i]], err[i][~blocked[i]]]))[0, 1])
+            for i in range(blocked.shape[0])]})
+        return out
 
 
 def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace, prior) -> dict:
-    cache = args.work / f"{method}_{acceleration}x_seed{seed}_{args.particles}p_{args.steps}.json"
+    slices = "-".join(map(str, args.slices))
+    cache = args.work / f"{method}_{acceleration}x_seed{seed}_{args.particles}p_{args.steps}_slices{slices}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     setup = mri_active_setup(FastMRIFile.open(demo_scan()), acceleration, slices=args.slices)

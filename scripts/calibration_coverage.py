@@ -45,7 +45,8 @@ LEVELS = (0.5, 0.7, 0.8, 0.9)  # 0.9 needs >= 9 calibration slices
 
 def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Posterior mean, std, target (all slices, image units) and the run's costs; cached in ``args.work``."""
-    cache = args.work / f"{task}__{sampler_name}__{args.particles}p__nfe{args.nfe}.npz"
+    slices = f"{args.slices[0]}-{args.slices[-1]}n{len(args.slices)}"  # with --data, --seed: what the run saw
+    cache = args.work / f"{task}__{sampler_name}__{args.particles}p__nfe{args.nfe}__seed{args.seed}__{slices}.npz"
     if cache.is_file():
         return dict(np.load(cache))
     source = open_source(args.data, TASK_SPECS[task], args.work)

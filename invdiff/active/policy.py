@@ -204,14 +204,19 @@ class ActiveSubsampling:
         scores[blocked] = -math.inf
         return scores.topk(count, dim=1).indices, w
 
+    def prediction_error(self, pred: Tensor, weights: Tensor) -> Tensor:
+        """``(B, K)`` squared error of the particles' weighted mean prediction of each candidate against
+        the oracle's data (the ``"oracle"`` policy's score)."""
+        truth = self.candidates.split(self.oracle.y_full, pred.shape[0])[:, 0].to(torch.float64)  # (B, K, D)
+        mean = torch.einsum("bn,bnkd->bkd", weights.to(torch.float64), pred.to(torch.float64))
+        return ((mean - truth) ** 2).sum(-1)
+
     def _scores(self, pred: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, K)`` scores of the particles' predictions ``(B, N, K, D)`` and the width ``(B,)`` used
         (the kernel width; the noise level for ``"gaussian"``; zero for ``"oracle"``)."""
         b = pred.shape[0]
         if self.policy == "oracle":
-            truth = self.candidates.split(self.oracle.y_full, b)[:, 0].to(torch.float64)  # (B, K, D)
-            mean = torch.einsum("bn,bnkd->bkd", weights.to(torch.float64), pred.to(torch.float64))
-            return ((mean - truth) ** 2).sum(-1), torch.zeros(b, dtype=torch.float64)
+            return self.prediction_error(pred, weights), torch.zeros(b, dtype=torch.float64)
         if self.policy == "gaussian":
             noise = self._full.sigma.reshape(b, -1)[:, 0].to(torch.float64)
             return gaussian_gain_scores(pred, noise, weights), noise
