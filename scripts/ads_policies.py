@@ -6,13 +6,19 @@ the first 75 % of the steps. Policies (:mod:`invdiff.active.policy`): ``entropy`
 of the particles' predicted columns), ``gaussian`` (their Gaussian information gain), and ``oracle`` —
 the column where the particles' mean prediction is farthest from the true data, which reads the answer
 and so bounds what a policy that sees only the particles could reach with this sampler and schedule.
-The fixed fastMRI ``equispaced_fraction`` mask has the same centre lines and line budget.
+``calibrated`` is the Gaussian gain with each column's predicted variance scaled by the error/variance
+ratio at its distance from the k-space centre (:mod:`invdiff.active.calibration`), fitted on the
+``gaussian`` runs with ``--validation-seeds`` on a validation scan simulated like the demo scan: dipy's T1
+slice (a subject neither the prior nor the demo scan shows) as acquired and transposed, or ICBM152 slices.
+The fixed fastMRI masks (``equispaced``, ``random-mask``) have the same centre
+lines and line budget.
 
 At each acquisition of a particle policy the script also records the correlation, over the columns not
 yet measured, between the particles' predicted variance of a column (what the policies see) and the
 squared error of their mean prediction there (what measuring it would fix).
 
-    python scripts/ads_policies.py [--accelerations 8] [--seeds 0] [--methods equispaced entropy gaussian oracle]
+    python scripts/ads_policies.py [--accelerations 8] [--seeds 0]
+        [--methods equispaced random-mask gaussian calibrated oracle] [--validation dipy]
 
 Each run is kept in ``--work`` (JSON), so an interrupted run resumes; writes the page ``--out``.
 """
@@ -27,17 +33,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from invdiff.active.calibration import fit_column_scale
 from invdiff.active.policy import ActiveSubsampling
 from invdiff.benchmark.report import script_page
-from invdiff.datasets import FastMRIFile, demo_scan
+from invdiff.datasets import FastMRIFile, demo_scan, load_anatomy
+from invdiff.datasets.simulate import SimulationSettings, simulate_multicoil, write_fastmri_file
 from invdiff.io import atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.priors import shipped_prior
 from invdiff.problems import configured_sampler
 from invdiff.problems.active_mri import mri_active_setup
+from invdiff.problems.image_tasks import mri_validation_file
 from invdiff.samplers import run
 
-METHODS = ("equispaced", "entropy", "gaussian", "oracle", "random")
+#: fixed fastMRI masks of the same centre lines and line budget (``random-mask``: fastMRI's random mask,
+#: drawn with the per-file seed)
+FIXED = {"equispaced": "equispaced_fraction", "random-mask": "random"}
+METHODS = (*FIXED, "entropy", "gaussian", "calibrated", "oracle", "random")
 
 
 class RecordingPolicy(ActiveSubsampling):
@@ -61,35 +73,71 @@ class RecordingPolicy(ActiveSubsampling):
         p = pred.to(torch.float64)
         var = torch.einsum("bn,bnkd->bk", w, (p - torch.einsum("bn,bnkd->bkd", w, p)[:, None]) ** 2)
         err = self.prediction_error(pred, weights)
+        seen = var if self.variance_scale is None else var * self.variance_scale  # what the score sees
         self.correlations.append({"step": state.step, "corr": [
-            float(torch.corrcoef(torch.stack([var[i][~blocked[i]], err[i][~blocked[i]]]))[0, 1])
-            for i in range(blocked.shape[0])]})
+            float(torch.corrcoef(torch.stack([seen[i][~blocked[i]], err[i][~blocked[i]]]))[0, 1])
+            for i in range(blocked.shape[0])], "variance": var.tolist(), "error": err.tolist(),
+            "measured": blocked.tolist()})
         return out
 
 
-def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace, prior) -> dict:
-    slices = "-".join(map(str, args.slices))
-    cache = args.work / f"{method}_{acceleration}x_seed{seed}_{args.particles}p_{args.steps}_slices{slices}.json"
+def scan(data: str, args: argparse.Namespace) -> tuple[FastMRIFile, list[int]]:
+    """The scan a run uses and its slices: the demo scan (the test data) or the validation scan."""
+    if data == "demo":
+        return FastMRIFile.open(demo_scan()), list(args.slices)
+    if args.validation == "icbm152":
+        file = mri_validation_file(args.work, tuple(args.validation_slices))
+    else:  # dipy's T1 slice as acquired and transposed (phase encoding along either axis), like the demo scan
+        image = load_anatomy("dipy_t1_coronal", size=128, min_foreground=0.0)[0]
+        sim = simulate_multicoil(np.stack([image, image.T]), SimulationSettings(
+            num_coils=8, readout_oversampling=2, snr_db=30.0, coil_radius=1.5, seed=7))
+        file = FastMRIFile.open(write_fastmri_file(args.work / "validation_dipy.h5", sim))
+    return file, list(range(file.num_slices))
+
+
+def validation_tag(args: argparse.Namespace) -> str:
+    return "val" + ("-".join(map(str, args.validation_slices)) if args.validation == "icbm152" else "dipy")
+
+
+def column_scale(acceleration: int, args: argparse.Namespace, prior) -> torch.Tensor:
+    """The per-column variance calibration for the ``calibrated`` policy, fitted on the validation slices'
+    ``gaussian`` runs with ``args.validation_seeds`` (run first if not cached)."""
+    recs = [acq for s in args.validation_seeds
+            for acq in one_run("gaussian", acceleration, s, args, prior, "validation")["correlations"]]
+    var, err, measured = (torch.tensor([row for acq in recs for row in acq[key]], dtype=torch.float64)
+                          for key in ("variance", "error", "measured"))
+    return fit_column_scale(var, err, measured.bool())
+
+
+def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace, prior, data: str = "demo") -> dict:
+    file, slices = scan(data, args)
+    tag = "-".join(map(str, args.slices)) if data == "demo" else validation_tag(args)
+    if method == "calibrated":  # which validation runs it was fitted on
+        tag += f"_fit{validation_tag(args)}s" + "-".join(map(str, args.validation_seeds))
+    cache = args.work / f"{method}_{acceleration}x_seed{seed}_{args.particles}p_{args.steps}_slices{tag}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    setup = mri_active_setup(FastMRIFile.open(demo_scan()), acceleration, slices=args.slices)
+    scale = column_scale(acceleration, args, prior) if method == "calibrated" else None
+    setup = mri_active_setup(file, acceleration, slices=slices)
     ref = setup.reference
     sampler = configured_sampler("dps", args.steps, "mri")
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     out: dict = {"method": method, "acceleration": acceleration, "seed": seed}
-    if method == "equispaced":
-        post = run(sampler, ref.measurement, prior, n_particles=args.particles, generator=g, progress=False)
-        mask = ref.measurement.physics.mask.reshape(-1, ref.measurement.y.shape[-1])[0].bool()
+    if method in FIXED:
+        fixed = setup.fixed[FIXED[method]]
+        post = run(sampler, fixed.measurement, prior, n_particles=args.particles, generator=g, progress=False)
+        mask = fixed.measurement.physics.mask.reshape(-1, fixed.measurement.y.shape[-1])[0].bool()
         out["columns"] = torch.nonzero(mask & ~setup.plan.initial).flatten().tolist()
     else:
-        policy = RecordingPolicy(setup.measurement, setup.oracle, setup.plan, policy=method, generator=g)
+        policy = RecordingPolicy(setup.measurement, setup.oracle, setup.plan, generator=g, variance_scale=scale,
+                                 policy="gaussian" if method == "calibrated" else method)
         post = run(sampler, policy.measurement, prior, n_particles=args.particles, generator=g, progress=False,
                    between_steps=policy)
         res = policy.result(post)
         out["columns"] = res.order.tolist()
         out["correlations"] = policy.correlations
-    recon = ref.to_image(post.mean)
+    recon = (setup.fixed[FIXED[method]] if method in FIXED else ref).to_image(post.mean)
     out.update(fastmri_volume_metrics(ref.target, recon))
     out["per_slice_psnr"] = [fastmri_volume_metrics(ref.target[i:i + 1], recon[i:i + 1])["PSNR"]
                              for i in range(len(recon))]
@@ -104,7 +152,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["equispaced", "entropy", "gaussian", "oracle"],
                         choices=METHODS)
+    parser.add_argument("--single-seed-methods", nargs="*", default=[], choices=METHODS,
+                        help="also these methods, with the first seed only (diagnostics that cost a run each)")
     parser.add_argument("--slices", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--validation", choices=["dipy", "icbm152"], default="dipy",
+                        help="the scan the calibrated policy is fitted on: dipy's T1 slice (a subject no prior saw; "
+                             "as acquired and transposed) or ICBM152 slices (the MRI prior's training data)")
+    parser.add_argument("--validation-slices", type=int, nargs="+", default=[80, 89, 98],
+                        help="ICBM152 axial slices, with --validation icbm152")
+    parser.add_argument("--validation-seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the validation runs the calibrated policy is fitted on")
     parser.add_argument("--particles", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
@@ -114,10 +171,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     prior = shipped_prior("mri_brain_128")
-    rows = [one_run(m, a, s, args, prior) for a in args.accelerations for m in args.methods for s in args.seeds]
+    plan = [(m, s) for m in args.methods for s in args.seeds] + \
+        [(m, args.seeds[0]) for m in args.single_seed_methods if m not in args.methods]
+    rows = [one_run(m, a, s, args, prior) for a in args.accelerations for m, s in plan]
     lines = []
     for a in args.accelerations:
-        for m in args.methods:
+        for m in dict.fromkeys(m for m, _ in plan):
             rs = [r for r in rows if r["acceleration"] == a and r["method"] == m]
             psnr = np.array([r["PSNR"] for r in rs])
             ssim = np.array([r["SSIM"] for r in rs])
@@ -125,17 +184,20 @@ def main() -> None:
             corr_txt = f"{np.median(corr):+.2f} ({min(corr):+.2f} to {max(corr):+.2f})" if corr else ""
             cols = rs[0]["columns"][0] if rs[0]["columns"] and isinstance(rs[0]["columns"][0], list) \
                 else rs[0]["columns"]
-            lines.append(f"| {a}x | {m} | {psnr.mean():.2f} ± {psnr.std():.2f} | {ssim.mean():.4f} | {corr_txt} | "
+            lines.append(f"| {a}x | {m} | {psnr.mean():.2f} ± {psnr.std():.2f} | "
+                         f"{', '.join(f'{v:.2f}' for v in psnr)} | {ssim.mean():.4f} | {corr_txt} | "
                          f"{cols} | {np.mean([r['wall_s'] for r in rs]):.0f} |")
     table = "\n".join([
-        f"Slices {args.slices} of the demo scan, seeds {args.seeds}, DPS with {args.particles} particles and "
-        f"{args.steps} steps; PSNR/SSIM of the posterior mean over the slices (fastMRI definitions), mean ± std "
-        "over seeds. Correlation: at each acquisition, over the unmeasured columns, between the particles' "
-        "predicted variance and the squared error of their mean prediction (median, range over acquisitions, "
-        "slices and seeds). Columns: those added to the centre lines, first slice and seed, in the order acquired "
-        "(k-space centre at 64).", "",
-        "| acceleration | policy | PSNR | SSIM | variance-error correlation | columns added | wall (s) |",
-        "|---|---|---|---|---|---|---|", *lines])
+        f"Slices {args.slices} of the demo scan, seeds {args.seeds} (single-seed rows: {args.seeds[0]}), DPS with "
+        f"{args.particles} particles and {args.steps} steps; PSNR/SSIM of the posterior mean over the slices "
+        "(fastMRI definitions), mean ± std over seeds. Correlation: at each acquisition, over the unmeasured "
+        "columns, between the particles' "
+        "predicted variance (scaled, for the calibrated policy) and the squared error of their mean prediction "
+        "(median, range over acquisitions, slices and seeds). Columns: those added to the centre lines, first "
+        "slice and seed, in the order acquired (k-space centre at 64).", "",
+        "| acceleration | policy | PSNR | PSNR per seed | SSIM | variance-error correlation | columns added | "
+        "wall (s) |",
+        "|---|---|---|---|---|---|---|---|", *lines])
     script_page(args.out, "Active subsampling: policies, the fixed mask and the oracle bound", rows, table)
 
 

@@ -140,12 +140,16 @@ class ActiveSubsampling:
             :func:`invdiff.active.entropy.gaussian_gain_scores`, at the measurement's noise level; ``width``
             is not used), ``"oracle"`` (the module docstring's bound: reads the oracle's data) or ``"random"``.
         generator: the random policy's draws.
+        variance_scale: ``(K,)`` a factor on each candidate's predicted variance before the ``"entropy"``
+            and ``"gaussian"`` scores (the particles' deviations from their mean scaled by its square root):
+            a calibration fitted on validation scans (:func:`invdiff.active.calibration.fit_column_scale`).
 
     :attr:`measurement` is the measurement to start the sampler on (the initial candidates).
     """
 
     def __init__(self, template: Measurement, oracle: Oracle, plan: AcquisitionPlan, *, width: float | str = "auto",
-                 policy: str = "entropy", generator: torch.Generator | None = None):
+                 policy: str = "entropy", generator: torch.Generator | None = None,
+                 variance_scale: Tensor | None = None):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if policy == "random" and generator is None:
@@ -158,7 +162,15 @@ class ActiveSubsampling:
         if acquired.shape[0] != b:
             raise ValueError(f"plan.initial is for {acquired.shape[0]} items, the measurement has {b}")
         self.template, self.oracle, self.plan = template, oracle, plan
+        if variance_scale is not None:
+            if policy not in ("entropy", "gaussian"):
+                raise ValueError(f"variance_scale applies to the 'entropy' and 'gaussian' policies, not {policy!r}")
+            if variance_scale.shape != (self.candidates.count,) or not bool((variance_scale > 0).all()):
+                raise ValueError(f"variance_scale must be ({self.candidates.count},) positive factors, one per "
+                                 f"candidate, got shape {tuple(variance_scale.shape)}")
+            variance_scale = variance_scale.detach().to(torch.float64)
         self.width, self.policy, self.generator = width, policy, generator
+        self.variance_scale = variance_scale
         self.acquired = acquired
         self.measurement = self._measured(acquired)
         self.order: list[Tensor] = []
@@ -217,6 +229,10 @@ class ActiveSubsampling:
         b = pred.shape[0]
         if self.policy == "oracle":
             return self.prediction_error(pred, weights), torch.zeros(b, dtype=torch.float64)
+        if self.variance_scale is not None:
+            p = pred.to(torch.float64)
+            mean = torch.einsum("bn,bnkd->bkd", weights.to(torch.float64), p).unsqueeze(1)
+            pred = mean + (p - mean) * self.variance_scale.to(p.device).sqrt()[:, None]
         if self.policy == "gaussian":
             noise = self._full.sigma.reshape(b, -1)[:, 0].to(torch.float64)
             return gaussian_gain_scores(pred, noise, weights), noise
@@ -236,10 +252,11 @@ class ActiveSubsampling:
 
 def run_active(sampler: Sampler, measurement: Measurement, prior: Denoiser, oracle: Oracle, plan: AcquisitionPlan,
                *, n_particles: int, generator: torch.Generator, width: float | str = "auto",
-               policy: str = "entropy", progress: bool = True) -> ActiveResult:
+               policy: str = "entropy", variance_scale: Tensor | None = None, progress: bool = True) -> ActiveResult:
     """Sample while acquiring: :class:`ActiveSubsampling` (see its arguments) run by
     :func:`invdiff.samplers.run`; ``generator`` drives both the sampler and the random policy."""
-    active = ActiveSubsampling(measurement, oracle, plan, width=width, policy=policy, generator=generator)
+    active = ActiveSubsampling(measurement, oracle, plan, width=width, policy=policy, generator=generator,
+                               variance_scale=variance_scale)
     posterior = run(sampler, active.measurement, prior, n_particles=n_particles, generator=generator,
                     progress=progress, between_steps=active)
     return active.result(posterior)

@@ -50,12 +50,17 @@ DEMO_MIDDLE_SLICE = 2
 CT_VALIDATION_PHANTOM = "ellipses:1:20261122"
 
 
-def mri_validation_file(folder: Path) -> FastMRIFile:
-    """Two axial ICBM152 slices at the demo scan's levels, simulated like the demo scan (seed 7)."""
+def mri_validation_file(folder: Path, slices: tuple[int, ...] = VALIDATION_SLICES) -> FastMRIFile:
+    """Axial ICBM152 slices (by default two at the demo scan's levels), simulated like the demo scan
+    (8 coils, 2x readout oversampling, 30 dB, seed 7), written to ``folder`` as a fastMRI file."""
     volume = load_anatomy("mni152_2009_t1", size=128, min_foreground=0.0)  # index = axial slice
-    sim = simulate_multicoil(volume[list(VALIDATION_SLICES)], SimulationSettings(
+    if not slices or not all(0 <= i < len(volume) for i in slices):
+        raise ValueError(f"ICBM152 has axial slices 0-{len(volume) - 1}, got {list(slices)}")
+    sim = simulate_multicoil(volume[list(slices)], SimulationSettings(
         num_coils=8, readout_oversampling=2, snr_db=30.0, coil_radius=1.5, seed=7))
-    return FastMRIFile.open(write_fastmri_file(folder / "validation_icbm152.h5", sim))
+    name = "validation_icbm152.h5" if tuple(slices) == VALIDATION_SLICES else \
+        f"validation_icbm152_{'-'.join(map(str, slices))}.h5"
+    return FastMRIFile.open(write_fastmri_file(folder / name, sim))
 
 
 def image_task(task: str, split: str, workdir: Path | None = None) -> Problem:
