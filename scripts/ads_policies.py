@@ -194,7 +194,10 @@ def main() -> None:
         "columns, between the particles' "
         "predicted variance (scaled, for the calibrated policy) and the squared error of their mean prediction "
         "(median, range over acquisitions, slices and seeds). Columns: those added to the centre lines, first "
-        "slice and seed, in the order acquired (k-space centre at 64).", "",
+        "slice and seed, in the order acquired (k-space centre at 64). The calibrated policy's per-distance "
+        f"factor is fitted on the validation scan {validation_tag(args)[3:]} (seeds {args.validation_seeds}; "
+        "never the demo scan). fastMRI's random mask draws each line with the budget's probability, so its "
+        "count can differ from the others' by a line.", "",
         "| acceleration | policy | PSNR | PSNR per seed | SSIM | variance-error correlation | columns added | "
         "wall (s) |",
         "|---|---|---|---|---|---|---|---|", *lines])

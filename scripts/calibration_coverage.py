@@ -49,8 +49,9 @@ from invdiff.samplers.registry import SAMPLERS
 LEVELS = (0.5, 0.7, 0.8, 0.9)  # 0.9 needs >= 9 calibration slices
 
 
-def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
-    """Posterior mean, std, target (all slices, image units) and the run's costs; cached in ``args.work``."""
+def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, np.ndarray] | None:
+    """Posterior mean, std, target (all slices, image units) and the run's costs; cached in ``args.work``
+    (``None`` with ``--cached-only`` when the run is not there)."""
     source = open_source(args.data, TASK_SPECS[task], args.work)
     slices = f"{args.slices[0]}-{args.slices[-1]}n{len(args.slices)}"  # with --data, --seed: what the run saw
     settings = sampler_settings(sampler_name, FAMILY[TASK_SPECS[task].operator])
@@ -59,6 +60,8 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
                          f"{slices}.npz")
     if cache.is_file():
         return dict(np.load(cache)) | {"settings": settings}
+    if args.cached_only:
+        return None
     # slice groups as `invdiff reconstruct` forms them: a working set under 4 GiB, at most 8 slices (the
     # 90 slices in one batch need ~30 GB for a sampler that back-propagates through the network)
     per_slice = group_bytes((TASK_SPECS[task].size,) * 2, 1, args.particles, SAMPLERS[sampler_name].vjp)
@@ -127,6 +130,8 @@ def main() -> None:
                         help="every K-th slice is a test slice, the others calibrate (K=3: two thirds calibrate)")
     parser.add_argument("--fewer", type=int, default=20,
                         help="also fit on this many of the calibration slices (evenly spread) to show the margin")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="report the runs already in --work and list the others as not run")
     parser.add_argument("--work", type=Path, default=Path("outputs/calibration-coverage"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/calibration"))
     args = parser.parse_args()
@@ -140,10 +145,14 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     z90 = NormalDist().inv_cdf(0.95)
     rows, lines = [], []
+    missing: list[str] = []
     for task in args.tasks:
         curves, panels = {}, []
         for name in args.samplers:
             r = solve(task, name, args)
+            if r is None:
+                missing.append(f"{task}/{name}")
+                continue
             e = evaluate(r, args.test_every, args.fewer)
             rep = e["report"]
             row = {"task": task, "sampler": name, "settings": r["settings"], "psnr": e["psnr"], "ssim": e["ssim"],
@@ -173,6 +182,8 @@ def main() -> None:
             panels.append([("target", t), (f"{name}: mean", r["mean"][first]),
                            (f"{name}: calibrated 90 % half-width", half),
                            (f"{name}: |error| > half-width", (np.abs(r["mean"][first] - t) > half).astype(np.float32))])
+        if not panels:
+            continue
         calibration_figure(args.out / "figures" / f"{task}_calibration.png", curves,
                            f"{task}: object coverage on the test slices")
         vmax = float(np.percentile(panels[0][0][1], 99.5))
@@ -191,8 +202,9 @@ def main() -> None:
         f"{n_cal} calibration slices {slices[cal_idx].tolist()}, {len(test_idx)} test slices "
         f"{slices[test_idx].tolist()}); {args.particles} particles, "
         f"{args.nfe} network evaluations, the registry settings of each family (beside each sampler; chosen on "
-        "validation data that never includes these slices, as invdiff/problems/defaults.toml records). Coverage is the fraction of object pixels whose target lies inside the interval, averaged over "
-        "the test slices (the quantity conformal risk control guarantees in expectation: ≥ the level). "
+        "validation data that never includes these slices, as invdiff/problems/defaults.toml records). "
+        "Coverage is the fraction of object pixels whose target lies inside the interval, averaged over the test "
+        "slices (the quantity conformal risk control guarantees in expectation: ≥ the level). "
         f"With {n_cal} calibration slices the 90 % threshold is the smallest whose mean miss on them is at most "
         f"(0.1·{n_cal + 1} − 1)/{n_cal} = {miss:.3f}, i.e. coverage ≥ {1 - miss:.3f} on them: the "
         "finite-sample margin that the guarantee costs, which shrinks as 1/(n+1). Slices run in batches as "
@@ -200,7 +212,9 @@ def main() -> None:
         "script grouped them ran all slices in one batch (the last column): the same settings and slices, "
         "other random streams.", "",
         "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines, "",
-        *[f"![{t}](figures/{t}_calibration.png) ![{t}](figures/{t}_uncertainty.png)" for t in args.tasks]])
+        *([f"Not run (no cached run; rerun without --cached-only): {', '.join(missing)}.", ""] if missing else []),
+        *[f"![{t}](figures/{t}_calibration.png) ![{t}](figures/{t}_uncertainty.png)" for t in args.tasks
+          if (args.out / "figures" / f"{t}_calibration.png").is_file() and any(r["task"] == t for r in rows)]])
     script_page(args.out, "Calibrated intervals on held-out slices", rows, table)
 
 

@@ -166,8 +166,9 @@ class ActiveSubsampling:
             if policy not in ("entropy", "gaussian"):
                 raise ValueError(f"variance_scale applies to the 'entropy' and 'gaussian' policies, not {policy!r}")
             if variance_scale.shape != (self.candidates.count,) or not bool((variance_scale > 0).all()):
+                low = f", smallest {float(variance_scale.min()):g}" if variance_scale.numel() else ""
                 raise ValueError(f"variance_scale must be ({self.candidates.count},) positive factors, one per "
-                                 f"candidate, got shape {tuple(variance_scale.shape)}")
+                                 f"candidate, got shape {tuple(variance_scale.shape)}{low}")
             variance_scale = variance_scale.detach().to(torch.float64)
         self.width, self.policy, self.generator = width, policy, generator
         self.variance_scale = variance_scale
