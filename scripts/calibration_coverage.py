@@ -52,7 +52,6 @@ LEVELS = (0.5, 0.7, 0.8, 0.9)  # 0.9 needs >= 9 calibration slices
 def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, np.ndarray] | None:
     """Posterior mean, std, target (all slices, image units) and the run's costs; cached in ``args.work``
     (``None`` with ``--cached-only`` when the run is not there)."""
-    source = open_source(args.data, TASK_SPECS[task], args.work)
     slices = f"{args.slices[0]}-{args.slices[-1]}n{len(args.slices)}"  # with --data, --seed: what the run saw
     settings = sampler_settings(sampler_name, FAMILY[TASK_SPECS[task].operator])
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]  # a registry change reruns
@@ -66,14 +65,16 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
     # 90 slices in one batch need ~30 GB for a sampler that back-propagates through the network)
     per_slice = group_bytes((TASK_SPECS[task].size,) * 2, 1, args.particles, SAMPLERS[sampler_name].vjp)
     size = default_group_size(len(args.slices), per_slice)
+    source = open_source(args.data, TASK_SPECS[task], args.work)
+    groups = [list(args.slices[i:i + size]) for i in range(0, len(args.slices), size)]
+    problem = source.build(groups[0])
+    sampler = configured_sampler(sampler_name, args.nfe, problem.family, {})
+    prior = load_denoiser(open_prior(problem.prior, "cpu") if isinstance(problem.prior, str) else problem.prior, "cpu")
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     parts, covered, pixels = [], 0.0, 0.0
-    for first in range(0, len(args.slices), size):
-        problem = source.build(list(args.slices[first:first + size]))
-        sampler = configured_sampler(sampler_name, args.nfe, problem.family, {})
-        prior = load_denoiser(open_prior(problem.prior, "cpu") if isinstance(problem.prior, str) else problem.prior,
-                              "cpu")
+    for k, group in enumerate(groups):
+        problem = problem if k == 0 else source.build(group)
         res = solve_problem(problem, sampler, prior, args.particles, generator, strict_pixel=False,
                             chunk_slices=args.chunk)
         parts.append((res["mean"], res["std"], problem.target, res["network_evals"]))
