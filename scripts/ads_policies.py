@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from invdiff.active.calibration import fit_column_scale
+from invdiff.active.entropy import predicted_moments
 from invdiff.active.policy import ActiveSubsampling
 from invdiff.benchmark.report import script_page
 from invdiff.datasets import FastMRIFile, demo_scan, load_anatomy
@@ -69,9 +70,7 @@ class RecordingPolicy(ActiveSubsampling):
     def _choose(self, state, blocked, count):
         out = super()._choose(state, blocked, count)
         pred, weights = self._seen
-        w = weights.to(torch.float64)
-        p = pred.to(torch.float64)
-        var = torch.einsum("bn,bnkd->bk", w, (p - torch.einsum("bn,bnkd->bkd", w, p)[:, None]) ** 2)
+        var = predicted_moments(pred, weights)[1]
         err = self.prediction_error(pred, weights)
         seen = var if self.variance_scale is None else var * self.variance_scale  # what the score sees
         self.correlations.append({"step": state.step, "corr": [
@@ -110,7 +109,6 @@ def column_scale(acceleration: int, args: argparse.Namespace, prior) -> torch.Te
 
 
 def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace, prior, data: str = "demo") -> dict:
-    file, slices = scan(data, args)
     tag = "-".join(map(str, args.slices)) if data == "demo" else validation_tag(args)
     if method == "calibrated":  # which validation runs it was fitted on
         tag += f"_fit{validation_tag(args)}s" + "-".join(map(str, args.validation_seeds))
@@ -118,6 +116,7 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
     if cache.is_file():
         return json.loads(cache.read_text())
     scale = column_scale(acceleration, args, prior) if method == "calibrated" else None
+    file, slices = scan(data, args)
     setup = mri_active_setup(file, acceleration, slices=slices)
     ref = setup.reference
     sampler = configured_sampler("dps", args.steps, "mri")

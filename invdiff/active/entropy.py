@@ -22,7 +22,17 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["auto_width", "gaussian_gain_scores", "mixture_entropy_scores", "pairwise_sq_distances"]
+__all__ = ["auto_width", "gaussian_gain_scores", "mixture_entropy_scores", "pairwise_sq_distances",
+           "predicted_moments"]
+
+
+def predicted_moments(pred: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """The particles' weighted mean prediction ``(B, K, D)`` and predicted variance ``(B, K)`` (summed over
+    a candidate's ``D`` real entries), in float64, from predictions ``(B, N, K, D)`` and weights ``(B, N)``."""
+    p = pred.to(torch.float64)
+    w = weights.to(torch.float64)
+    mean = torch.einsum("bn,bnkd->bkd", w, p)
+    return mean, torch.einsum("bn,bnkd->bk", w, (p - mean.unsqueeze(1)) ** 2)
 
 
 def pairwise_sq_distances(pred: Tensor) -> Tensor:
@@ -88,7 +98,7 @@ def gaussian_gain_scores(pred: Tensor, noise: float | Tensor, weights: Tensor | 
         w = torch.full((b, n), 1.0 / n, dtype=torch.float64, device=pred.device)
     else:
         w = weights.to(torch.float64)
-    centred = p - torch.einsum("bn,bnkd->bkd", w, p).unsqueeze(1)
+    centred = p - predicted_moments(p, w)[0].unsqueeze(1)
     scaled = centred * w.sqrt()[:, :, None, None]
     gram = torch.einsum("bnkd,bmkd->bknm", scaled, scaled)
     s2 = torch.as_tensor(noise, dtype=torch.float64, device=pred.device).reshape(-1, 1, 1, 1) ** 2

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from invdiff.active.candidates import Candidates, candidates_for
-from invdiff.active.entropy import auto_width, gaussian_gain_scores, mixture_entropy_scores, pairwise_sq_distances
+from invdiff.active.entropy import (auto_width, gaussian_gain_scores, mixture_entropy_scores, pairwise_sq_distances,
+                                   predicted_moments)
 from invdiff.measurement import Measurement
 from invdiff.particles import normalized_weights
 from invdiff.posterior import Posterior
@@ -221,8 +222,7 @@ class ActiveSubsampling:
         """``(B, K)`` squared error of the particles' weighted mean prediction of each candidate against
         the oracle's data (the ``"oracle"`` policy's score)."""
         truth = self.candidates.split(self.oracle.y_full, pred.shape[0])[:, 0].to(torch.float64)  # (B, K, D)
-        mean = torch.einsum("bn,bnkd->bkd", weights.to(torch.float64), pred.to(torch.float64))
-        return ((mean - truth) ** 2).sum(-1)
+        return ((predicted_moments(pred, weights)[0] - truth) ** 2).sum(-1)
 
     def _scores(self, pred: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, K)`` scores of the particles' predictions ``(B, N, K, D)`` and the width ``(B,)`` used
@@ -231,9 +231,8 @@ class ActiveSubsampling:
         if self.policy == "oracle":
             return self.prediction_error(pred, weights), torch.zeros(b, dtype=torch.float64)
         if self.variance_scale is not None:
-            p = pred.to(torch.float64)
-            mean = torch.einsum("bn,bnkd->bkd", weights.to(torch.float64), p).unsqueeze(1)
-            pred = mean + (p - mean) * self.variance_scale.to(p.device).sqrt()[:, None]
+            mean = predicted_moments(pred, weights)[0].unsqueeze(1)
+            pred = mean + (pred.to(torch.float64) - mean) * self.variance_scale.to(pred.device).sqrt()[:, None]
         if self.policy == "gaussian":
             noise = self._full.sigma.reshape(b, -1)[:, 0].to(torch.float64)
             return gaussian_gain_scores(pred, noise, weights), noise
