@@ -425,12 +425,13 @@ class Measurement:
         object.__setattr__(twin, "_y", y.detach())
         return twin
 
-    def with_normal_solver(self, max_measurements: int = 8192) -> Measurement:
+    def with_normal_solver(self, max_measurements: int = 8192, max_bytes: int | None = None) -> Measurement:
         """This measurement with an exact normal-equation solver attached, when the operator has one
-        (:func:`invdiff.normal_solvers.normal_solver`); otherwise, and for decomposable operators, itself."""
+        (:func:`invdiff.normal_solvers.normal_solver`, with its limits); otherwise, and for decomposable
+        operators, itself."""
         if self._solver is not None or not self.is_linear or self.is_decomposable:
             return self
-        solver = normal_solver(self._physics, tuple(self._y.shape), max_measurements)
+        solver = normal_solver(self._physics, tuple(self._y.shape), max_measurements, max_bytes)
         if solver is None:
             return self
         return Measurement(self._physics, self._y, self._sigma, x_shape=self._x_shape, solver=solver)

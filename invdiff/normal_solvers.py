@@ -33,7 +33,7 @@ from torch import Tensor
 
 from invdiff.operators.protocols import DtypeConvertible, RowBlockGram
 
-__all__ = ["GramSolver", "NormalSolver", "RowBlockSolver", "normal_solver"]
+__all__ = ["GramSolver", "NormalSolver", "RowBlockSolver", "normal_solver", "row_block_bytes"]
 
 
 class NormalSolver(abc.ABC):
@@ -146,18 +146,29 @@ class GramSolver(NormalSolver):
         return self.physics64.A_adjoint(w).to(r.dtype)
 
 
-def normal_solver(physics: dinv.physics.Physics, y_shape: tuple[int, ...], max_measurements: int = 8192
-                  ) -> NormalSolver | None:
+def row_block_bytes(physics: RowBlockGram) -> int:
+    """Peak bytes of a :class:`RowBlockSolver` for ``physics``: its complex128 blocks, their eigenvectors and
+    the eigendecomposition's workspace, ``3 * 16 * Bm * h * w^2`` (about 400 MB for 4 slices of 128 x 128,
+    1.5 GB for one slice of 320 x 320)."""
+    bm, h, w = physics.row_gram_shape()
+    return 3 * 16 * bm * h * w * w
+
+
+def normal_solver(physics: dinv.physics.Physics, y_shape: tuple[int, ...], max_measurements: int = 8192,
+                  max_bytes: int | None = None) -> NormalSolver | None:
     """An exact solver for ``physics`` at batch ``y_shape[0]``, or ``None`` when none applies.
 
     An operator whose ``A^T A`` splits into row blocks (:class:`~invdiff.operators.protocols.RowBlockGram`:
     multi-coil Cartesian MRI) gets :class:`RowBlockSolver`. An operator with a float64 twin
     (:class:`~invdiff.operators.protocols.DtypeConvertible`), parameters shared across the batch and at most ``max_measurements``
     measurements per item gets :class:`GramSolver` (cost: ``m`` applications of ``A A^T`` and an
-    ``m x m`` eigendecomposition — about 20 s for ``m = 5460`` on 2 cores).
+    ``m x m`` eigendecomposition — about 20 s for ``m = 5460`` on 2 cores). ``max_bytes``: no row-block
+    solver whose memory (:func:`row_block_bytes`) would exceed it.
     """
     batch = int(y_shape[0])
     if isinstance(physics, RowBlockGram):
+        if max_bytes is not None and row_block_bytes(physics) > max_bytes:
+            return None
         try:
             return RowBlockSolver(physics.row_gram_blocks(), batch)
         except ValueError:

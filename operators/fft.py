@@ -3,9 +3,16 @@
 ``fft2c(z) = fftshift(fft2(ifftshift(z), norm="ortho"))`` over the last two dimensions, so that the
 k-space centre (DC) sits at index ``(H // 2, W // 2)`` and the transform is unitary. Complex images
 are real tensors with (re, im) on dim 1: ``(B, 2, ...)``.
+
+When ``H`` and ``W`` are even (every fastMRI geometry) the shifts are a modulation: with the checkerboard
+``c[i, j] = (-1)^(i + j)``, ``fft2c(z) = (-1)^(H/2 + W/2) c * fft2(c * z)`` and likewise for the inverse —
+the same numbers (sign flips are exact), without the two copies the shifts cost (on this CPU a shift of a
+coil stack took 4-7x as long as its FFT). Odd sizes use the shifts.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -13,14 +20,34 @@ from torch import Tensor
 _DIMS = (-2, -1)
 
 
+@lru_cache(maxsize=32)
+def centred_modulation(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+    """For even ``h, w``: the checkerboard ``c`` ``(h, w)`` (real ``dtype``) and ``(-1)^(h/2 + w/2) c``,
+    so that ``fft2c(z) = signed * fft2(c * z)`` (module docstring); ``None`` for odd sizes. Operators fold
+    ``c`` into their own products (SENSE: onto the image before the coils, not onto the coil stack)."""
+    if h % 2 or w % 2:
+        return None
+    i, j = torch.arange(h, device=device)[:, None], torch.arange(w, device=device)[None, :]
+    c = (1 - 2 * ((i + j) % 2)).to(dtype)
+    return c, c if (h // 2 + w // 2) % 2 == 0 else -c
+
+
+def _centred(z: Tensor, transform) -> Tensor:
+    mod = centred_modulation(*z.shape[-2:], z.device, z.real.dtype) if z.is_complex() else None
+    if mod is None:
+        return torch.fft.fftshift(transform(torch.fft.ifftshift(z, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    c, signed = mod
+    return transform(z * c, norm="ortho") * signed
+
+
 def fft2c(z: Tensor) -> Tensor:
     """Centred unitary 2-D FFT of a complex tensor over its last two dimensions."""
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(z, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    return _centred(z, torch.fft.fft2)
 
 
 def ifft2c(k: Tensor) -> Tensor:
     """Inverse of :func:`fft2c`."""
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=_DIMS), norm="ortho"), dim=_DIMS)
+    return _centred(k, torch.fft.ifft2)
 
 
 def to_complex(x: Tensor) -> Tensor:

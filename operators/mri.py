@@ -17,7 +17,7 @@ from torch import Tensor
 
 from invdiff.operators.base import (ParametrizedOperator, as_weights, check_batch, check_shape, complex_dtype_of,
                                     divide_where_positive, reject_parameter_kwargs)
-from invdiff.operators.fft import fft2c, from_complex, ifft2c, rss, to_complex
+from invdiff.operators.fft import centred_modulation, fft2c, from_complex, ifft2c, rss, to_complex
 from invdiff.operators.masks import CartesianMask
 
 __all__ = ["MultiCoilMRI", "SingleCoilMRI", "kspace_mask"]
@@ -164,6 +164,10 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
         energy = (self.coil_maps.abs() ** 2).sum(1)
         return self._crop(energy) > 0
 
+    def row_gram_shape(self) -> tuple[int, int, int]:
+        """``(Bm, h, w)``: :meth:`row_gram_blocks` returns ``Bm`` sets of ``h`` blocks of ``w x w``."""
+        return max(self.mask.shape[0], self.coil_maps.shape[0]), *self.image_size
+
     def row_gram_blocks(self) -> Tensor:
         """``A^T A`` as one Hermitian ``w x w`` block per image row, complex128 ``(B or 1, h, w, w)``.
 
@@ -220,17 +224,46 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
         check_batch(self.coil_maps, t.shape[0], "coil map set", self)
         return self.mask.to(t.dtype), self.coil_maps.to(complex_dtype_of(t.dtype))
 
+    # On an even grid the centred FFT is ``fft2c(z) = sigma c * fft2(c * z)`` (:mod:`invdiff.operators.fft`,
+    # ``c`` the checkerboard, ``sigma c`` = ``signed``); ``c`` commutes with the coil maps, so it is applied
+    # to the one image before the coils and after their sum, and ``signed`` is folded into the mask: the
+    # coil stack sees one real product per FFT instead of two shifts and two modulations.
+    def _modulation(self, like: Tensor) -> tuple[Tensor, Tensor] | None:
+        return centred_modulation(*self.kspace_size, like.device, like.dtype)
+
     def A(self, x: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
         m, s = self._params(x, (2, *self.image_size), "image")
-        k = fft2c(s * self._pad(to_complex(x)).unsqueeze(1))
-        return from_complex(k) * m.unsqueeze(1)
+        z = self._pad(to_complex(x)).unsqueeze(1)
+        mod = self._modulation(x)
+        if mod is None:
+            return from_complex(fft2c(s * z)) * m.unsqueeze(1)
+        c, signed = mod
+        return from_complex(torch.fft.fft2(s * (c * z), norm="ortho") * (signed * m))
 
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         reject_parameter_kwargs(self, kwargs)
         m, s = self._params(y, (2, self.num_coils, *self.kspace_size), "multi-coil k-space")
-        coil_images = ifft2c(to_complex(y * m.unsqueeze(1)))
-        return from_complex(self._crop((s.conj() * coil_images).sum(dim=1)))
+        mod = self._modulation(y)
+        if mod is None:
+            return from_complex(self._crop((s.conj() * ifft2c(to_complex(y * m.unsqueeze(1)))).sum(dim=1)))
+        c, signed = mod
+        coil_images = torch.fft.ifft2(to_complex(y) * (c * m), norm="ortho")
+        return from_complex(self._crop(signed * (s.conj() * coil_images).sum(dim=1)))
+
+    def A_adjoint_A(self, x: Tensor, **kwargs) -> Tensor:
+        """``A^T A x = P^T sum_c S_c^H F^H m^2 F S_c P x`` in one pass: the coil stack stays complex between
+        the two FFTs (the generic ``A_adjoint(A(x))`` splits it into (re, im) and back), and on an even grid
+        the centring signs cancel (``signed^2 = 1``), leaving ``c`` on the image at both ends."""
+        reject_parameter_kwargs(self, kwargs)
+        m, s = self._params(x, (2, *self.image_size), "image")
+        z = self._pad(to_complex(x)).unsqueeze(1)
+        mod = self._modulation(x)
+        if mod is None:
+            return from_complex(self._crop((s.conj() * ifft2c(fft2c(s * z) * (m * m))).sum(dim=1)))
+        c = mod[0]
+        k = torch.fft.fft2(s * (c * z), norm="ortho") * (m * m)
+        return from_complex(self._crop(c * (s.conj() * torch.fft.ifft2(k, norm="ortho")).sum(dim=1)))
 
     def coil_images(self, y: Tensor) -> Tensor:
         """Zero-filled complex coil images ``F^H M y_c`` on the full grid, ``(B, C, H, W)``."""

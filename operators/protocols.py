@@ -49,9 +49,13 @@ class CandidateSelection(Protocol):
 @runtime_checkable
 class RowBlockGram(Protocol):
     """An operator whose ``A^T A`` is block diagonal over image rows: ``row_gram_blocks()`` returns the
-    blocks (Cartesian multi-coil MRI with a column mask), for exact normal-equation solvers."""
+    blocks (Cartesian multi-coil MRI with a column mask), for exact normal-equation solvers;
+    ``row_gram_shape()`` their count and size ``(Bm, h, w)`` (the blocks are ``(Bm, h, w, w)``), known
+    before they are built."""
 
     def row_gram_blocks(self) -> Tensor: ...
+
+    def row_gram_shape(self) -> tuple[int, int, int]: ...
 
 
 @runtime_checkable

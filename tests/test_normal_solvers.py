@@ -7,7 +7,7 @@ import torch
 
 from invdiff.linalg import batch_view, operator_matrix
 from invdiff.measurement import Measurement
-from invdiff.normal_solvers import GramSolver, RowBlockSolver, normal_solver
+from invdiff.normal_solvers import GramSolver, RowBlockSolver, normal_solver, row_block_bytes
 from invdiff.operators import MultiCoilMRI, ParallelBeamCT
 
 
@@ -129,3 +129,50 @@ def test_with_normal_solver_leaves_other_operators_alone():
     assert moved.solver is m.solver and torch.equal(moved.y, 2 * m.y)
     with pytest.raises(ValueError, match="shape"):
         m.with_y(m.y[:1])
+
+
+def test_row_block_memory_is_known_before_building_and_capped():
+    g = torch.Generator().manual_seed(0)
+    op = _mri(g)
+    assert op.row_gram_shape() == tuple(op.row_gram_blocks().shape[:3]) == (2, 12, 16)
+    need = row_block_bytes(op)
+    assert need == 3 * 16 * 2 * 12 * 16 * 16
+    y_shape = tuple(op.A(torch.zeros(2, 2, 12, 16, dtype=torch.float64)).shape)
+    assert isinstance(normal_solver(op, y_shape, max_bytes=need), RowBlockSolver)
+    assert normal_solver(op, y_shape, max_bytes=need - 1) is None
+
+
+@pytest.mark.parametrize("name", ["pnp-dm", "pigdm"])
+def test_splitting_samplers_solve_exactly_where_they_can(name):
+    """PnP-DM and ΠGDM attach the row-block solver to a multi-coil measurement (and keep it through new
+    data); their result matches CG run to convergence."""
+    from invdiff.priors import GaussianMixturePrior
+    from invdiff.samplers import PiGDM, PnPDM, run
+
+    g = torch.Generator().manual_seed(1)
+    op = _mri(g, batch=1)
+    d = 2 * 12 * 16
+    prior = GaussianMixturePrior(torch.tensor([0.5, 0.5], dtype=torch.float64),
+                                 torch.randn(2, d, generator=g, dtype=torch.float64),
+                                 0.3 * torch.eye(d, dtype=torch.float64).expand(2, d, d), event_shape=(2, 12, 16))
+    x = prior.sample(1, g)
+    m = Measurement(op, op.A(x) + 0.01 * torch.randn(op.A(x).shape, generator=g, dtype=torch.float64), 0.01)
+    build = {"pnp-dm": lambda exact: PnPDM(10, inner_steps=2, exact_solve=exact),
+             "pigdm": lambda exact: PiGDM(10, exact_solve=exact, cg_iterations=2000)}[name]
+    state = build(True).init(m, prior, 2, torch.Generator().manual_seed(0))
+    assert isinstance(state.measurement._solver, RowBlockSolver)
+    assert isinstance(build(True).with_measurement(state, m).measurement._solver, RowBlockSolver)
+    assert build(False).init(m, prior, 2, torch.Generator().manual_seed(0)).measurement._solver is None
+    if name == "pnp-dm":  # its CG runs to 1e-10: the same draws
+        exact, cg = (run(build(e), m, prior, n_particles=2, generator=torch.Generator().manual_seed(3),
+                         progress=False) for e in (True, False))
+        torch.testing.assert_close(exact.samples, cg.samples, rtol=1e-7, atol=1e-8)
+    else:  # ΠGDM's CG stops at 1e-6: check its guidance against dense linear algebra instead
+        from invdiff.samplers.splitting import pseudo_inverse_guidance
+
+        x0 = torch.randn(2, 2, 12, 16, generator=g, dtype=torch.float64)
+        got = pseudo_inverse_guidance(state.measurement, x0, 0.5)[0]
+        a = operator_matrix(op.A, (2, 12, 16))
+        res = (state.measurement.y - state.measurement.forward(x0)).reshape(2, -1)
+        want = torch.linalg.solve(0.5 * a.T @ a + 1e-4 * torch.eye(d, dtype=torch.float64), a.T @ res.T).T
+        torch.testing.assert_close(got.reshape(2, -1), want, rtol=1e-8, atol=1e-8)

@@ -51,6 +51,14 @@ def test_autograd_gives_the_adjoint(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_normal_operator_is_the_adjoint_of_the_forward(name):
+    """``A_adjoint_A`` (generic, or an operator's one-pass override) is ``A_adjoint(A(x))``."""
+    case = build(name)
+    x = randn(case.x_shape)
+    assert relative_error(case.physics.A_adjoint_A(x), case.physics.A_adjoint(case.physics.A(x))) <= 1e-12
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_operator_norm(name):
     """Power iteration agrees with the dense matrix's largest singular value and the known norm."""
     case = build(name)

@@ -25,12 +25,21 @@ def _birdcage(coils=6, n=64):
     return maps / (maps.abs() ** 2).sum(0).sqrt()
 
 
-def test_fft2c_is_fastmri_convention():
-    """fastMRI: ``fftshift(fft2(ifftshift(x), norm='ortho'))``, computed here by numpy."""
-    z = torch.randn(3, 10, 12, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("shape", [(10, 12), (12, 12), (6, 8), (9, 12), (10, 7), (5, 5)])
+def test_fft2c_is_fastmri_convention(shape):
+    """fastMRI: ``fftshift(fft2(ifftshift(x), norm='ortho'))``, computed here by numpy — at even sizes (the
+    modulated form, both signs of ``(-1)^(H/2 + W/2)``) and odd ones (the shifts)."""
+    z = torch.randn(3, *shape, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
     ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(z.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    iref = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(z.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
     assert np.abs(fft2c(z).numpy() - ref).max() < 1e-12
+    assert np.abs(ifft2c(z).numpy() - iref).max() < 1e-12
     assert torch.allclose(ifft2c(fft2c(z)), z, atol=1e-12)
+    single = fft2c(z.to(torch.complex64)).numpy()
+    assert single.dtype == np.complex64 and np.abs(single - ref).max() < 1e-5
+
+
+def test_fft2c_puts_dc_at_the_centre():
     const = fft2c(torch.ones(1, 8, 8, dtype=torch.complex128))  # DC at (H // 2, W // 2)
     assert abs(const[0, 4, 4] - 8.0) < 1e-12 and const.abs().sum() - 8.0 < 1e-10
 

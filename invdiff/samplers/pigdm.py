@@ -36,7 +36,7 @@ from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import (Sampler, SamplerState, check_num_steps, extend_state, prior_scale, resolve_sigmas,
                                    start_from_noise)
 from invdiff.samplers.ddim import ddim_update
-from invdiff.samplers.splitting import pseudo_inverse_guidance
+from invdiff.samplers.splitting import pseudo_inverse_guidance, with_exact_solver
 from invdiff.schedule import VPSchedule
 
 
@@ -59,13 +59,19 @@ class PiGDM(Sampler):
         guidance: ``w`` of the module docstring (>= 0).
         schedule, sigmas: the noise levels, as :class:`~invdiff.samplers.DPS`.
         cg_iterations: the most CG iterations of ``solve_regularised`` where it is not exact.
+        exact_solve: apply ``(r^2 A^T A + s^2 I)^{-1}`` with the exact row-block solver where the operator has
+            one (:func:`~invdiff.samplers.splitting.with_exact_solver`: Cartesian multi-coil MRI); ``False``
+            (the default): CG from zero with ``cg_iterations`` there too. The truncated CG is part of the
+            method as tuned: on the 128 x 128 MRI validation slices at 100 steps and guidance 2 the exact
+            solve scored 35.24 dB at 4x (CG: 35.39) and 18.31 dB at 8x (CG: 24.67) — stopped early, CG
+            damps the directions where ``r^2 A^T A`` is small, which the isotropic ``r^2`` gets wrong.
         clip: clamp the guided estimate to the prior's ``data_range`` (module docstring); a no-op for
             priors without one (the Gaussian mixtures).
     """
 
     def __init__(self, num_steps: int = 100, eta: float = 1.0, guidance: float = 1.0,
                  schedule: VPSchedule | None = None, sigmas: Tensor | None = None, cg_iterations: int = 50,
-                 clip: bool = True):
+                 clip: bool = True, exact_solve: bool = False):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if not guidance >= 0:
@@ -74,11 +80,14 @@ class PiGDM(Sampler):
             raise ValueError(f"cg_iterations must be an integer >= 1, got {cg_iterations!r}")
         self.num_steps, self.eta, self.guidance = check_num_steps(num_steps), float(eta), float(guidance)
         self.schedule, self._sigmas, self.cg_iterations, self.clip = schedule, sigmas, cg_iterations, clip
+        self.exact_solve = bool(exact_solve)
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         if measurement is None or not measurement.is_linear:
             raise ValueError("ΠGDM (this form) needs a linear measurement with Gaussian noise")
+        if self.exact_solve:
+            measurement = with_exact_solver(measurement)
         sigmas = resolve_sigmas(prior, self.num_steps, self.schedule, self._sigmas)
         x_init = start_from_noise(prior, float(sigmas[0]), n_particles)
 
@@ -86,6 +95,9 @@ class PiGDM(Sampler):
                                    x_init=x_init)
         return extend_state(state, PiGDMState, measurement=measurement.expand(n_particles), sigmas=sigmas,
                             scale=prior_scale(prior))
+
+    def with_measurement(self, state: PiGDMState, measurement: Measurement) -> PiGDMState:
+        return super().with_measurement(state, with_exact_solver(measurement) if self.exact_solve else measurement)
 
     def guidance_direction(self, state: PiGDMState, x0: Tensor, sigma: float) -> Tensor:
         """``A^T (r^2 A A^T + s^2 I)^{-1} (y - A x0)``, image-shaped (before the VJP)."""

@@ -34,7 +34,7 @@ from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale, start_from_noise
 from invdiff.samplers.ddim import ddim_update
-from invdiff.samplers.splitting import denoising_levels, gaussian_likelihood_sample, prior_sigma_range
+from invdiff.samplers.splitting import denoising_levels, gaussian_likelihood_sample, prior_sigma_range, with_exact_solver
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +57,12 @@ class PnPDM(Sampler):
             0.3-0.1 for images in [-1, 1]); ``rho_start`` is clipped to the prior's highest training level.
         init: ``"pinv"`` (the first likelihood step starts from ``A^+ y``) or ``"prior"`` (from a draw
             at ``rho_start``, as the paper).
+        exact_solve: draw the likelihood step with the exact row-block solver where the operator has one
+            (:func:`~invdiff.samplers.splitting.with_exact_solver`); ``False``: CG to ``1e-10``.
     """
 
     def __init__(self, num_steps: int = 100, inner_steps: int = 5, rho_start: float = 10.0,
-                 rho_min: float = 0.05, init: Literal["prior", "pinv"] = "prior"):
+                 rho_min: float = 0.05, init: Literal["prior", "pinv"] = "prior", exact_solve: bool = True):
         num_steps, inner_steps = check_num_steps(num_steps), check_num_steps(inner_steps)
         if num_steps < inner_steps:
             raise ValueError(f"num_steps ({num_steps}) must be at least inner_steps ({inner_steps})")
@@ -70,6 +72,7 @@ class PnPDM(Sampler):
             raise ValueError(f"init must be 'prior' or 'pinv', got {init!r}")
         self.num_steps, self.inner_steps = num_steps, inner_steps
         self.rho_start, self.rho_min, self.init_kind = float(rho_start), float(rho_min), init
+        self.exact_solve = bool(exact_solve)
 
     @property
     def iterations(self) -> int:
@@ -91,6 +94,8 @@ class PnPDM(Sampler):
         if measurement is None or not measurement.is_linear:
             raise ValueError("PnP-DM (this form) needs a linear measurement: its likelihood step is an exact "
                              "Gaussian draw")
+        if self.exact_solve:
+            measurement = with_exact_solver(measurement)
         rhos = self.rhos_for(prior)
         from_noise = start_from_noise(prior, float(rhos[0]), n_particles)
 
@@ -104,6 +109,9 @@ class PnPDM(Sampler):
                                    x_init=x_init)
         return extend_state(state, PnPDMState, measurement=measurement.expand(n_particles), rhos=rhos,
                             floor=0.01 * prior_scale(prior))
+
+    def with_measurement(self, state: PnPDMState, measurement: Measurement) -> PnPDMState:
+        return super().with_measurement(state, with_exact_solver(measurement) if self.exact_solve else measurement)
 
     def prior_step(self, state: PnPDMState, z: Tensor, rho: float) -> Tensor:
         """A draw of ``p(x | z)``: ancestral steps of the reverse diffusion from ``z`` at ``rho``."""
