@@ -10,6 +10,10 @@ and so bounds what a policy that sees only the particles could reach with this s
 ratio at its distance from the k-space centre (:mod:`invdiff.active.calibration`), fitted on the
 ``gaussian`` runs with ``--validation-seeds`` on a validation scan simulated like the demo scan: dipy's T1
 slice (a subject neither the prior nor the demo scan shows) as acquired and transposed, or ICBM152 slices.
+``spread`` is the calibrated policy that keeps each new line at least a spacing from every measured one
+(``ActiveSubsampling(min_spacing=...)``), the spacing a fraction of the even spacing of the line budget
+(:func:`invdiff.active.budget_spacing`); the fraction is chosen from ``--spread-fractions`` by PSNR on the
+validation scan (seed: the first validation seed), never on the demo scan.
 The fixed fastMRI masks (``equispaced``, ``random-mask``) have the same centre
 lines and line budget.
 
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from invdiff.active import budget_spacing
 from invdiff.active.calibration import fit_column_scale
 from invdiff.active.entropy import predicted_moments
 from invdiff.active.policy import ActiveSubsampling
@@ -50,7 +55,9 @@ from invdiff.samplers import run
 #: fixed fastMRI masks of the same centre lines and line budget (``random-mask``: fastMRI's random mask,
 #: drawn with the per-file seed)
 FIXED = {"equispaced": "equispaced_fraction", "random-mask": "random"}
-METHODS = (*FIXED, "entropy", "gaussian", "calibrated", "oracle", "random")
+METHODS = (*FIXED, "entropy", "gaussian", "calibrated", "spread", "oracle", "random")
+#: the policies with the calibrated Gaussian score
+CALIBRATED = ("calibrated", "spread")
 
 
 class RecordingPolicy(ActiveSubsampling):
@@ -108,14 +115,29 @@ def column_scale(acceleration: int, args: argparse.Namespace, prior) -> torch.Te
     return fit_column_scale(var, err, measured.bool())
 
 
-def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace, prior, data: str = "demo") -> dict:
+def spread_fraction(acceleration: int, args: argparse.Namespace, prior) -> tuple[float, dict[str, float]]:
+    """The ``spread`` policy's spacing fraction: the best of ``--spread-fractions`` by PSNR on the
+    validation scan (first validation seed), and the PSNR of each."""
+    scores = {f"{f:g}": one_run("spread", acceleration, args.validation_seeds[0], args, prior, "validation",
+                                fraction=f)["PSNR"] for f in args.spread_fractions}
+    best = max(scores, key=scores.get)
+    return float(best), scores
+
+
+def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace, prior, data: str = "demo",
+            fraction: float | None = None) -> dict:
+    grid = None
+    if method == "spread" and fraction is None:
+        fraction, grid = spread_fraction(acceleration, args, prior)
     tag = "-".join(map(str, args.slices)) if data == "demo" else validation_tag(args)
-    if method == "calibrated":  # which validation runs it was fitted on
+    if method in CALIBRATED:  # which validation runs it was fitted on
         tag += f"_fit{validation_tag(args)}s" + "-".join(map(str, args.validation_seeds))
+    if method == "spread":
+        tag += f"_spread{fraction:g}"
     cache = args.work / f"{method}_{acceleration}x_seed{seed}_{args.particles}p_{args.steps}_slices{tag}.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
-    scale = column_scale(acceleration, args, prior) if method == "calibrated" else None
+        return json.loads(cache.read_text()) | ({"validation_psnr": grid} if grid else {})
+    scale = column_scale(acceleration, args, prior) if method in CALIBRATED else None
     file, slices = scan(data, args)
     setup = mri_active_setup(file, acceleration, slices=slices)
     ref = setup.reference
@@ -129,8 +151,10 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
         mask = fixed.measurement.physics.mask.reshape(-1, fixed.measurement.y.shape[-1])[0].bool()
         out["columns"] = torch.nonzero(mask & ~setup.plan.initial).flatten().tolist()
     else:
+        spacing = budget_spacing(setup.plan, fraction) if method == "spread" else 1
         policy = RecordingPolicy(setup.measurement, setup.oracle, setup.plan, generator=g, variance_scale=scale,
-                                 policy="gaussian" if method == "calibrated" else method)
+                                 policy="gaussian" if method in CALIBRATED else method, min_spacing=spacing)
+        out["min_spacing"], out["fraction"] = spacing, fraction
         post = run(sampler, policy.measurement, prior, n_particles=args.particles, generator=g, progress=False,
                    between_steps=policy)
         res = policy.result(post)
@@ -142,7 +166,7 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
                              for i in range(len(recon))]
     out["wall_s"] = time.perf_counter() - start
     atomic_write_text(cache, json.dumps(out) + "\n")
-    return out
+    return out | ({"validation_psnr": grid} if grid else {})
 
 
 def main() -> None:
@@ -161,6 +185,8 @@ def main() -> None:
                         help="ICBM152 axial slices, with --validation icbm152")
     parser.add_argument("--validation-seeds", type=int, nargs="+", default=[0],
                         help="seeds of the validation runs the calibrated policy is fitted on")
+    parser.add_argument("--spread-fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5],
+                        help="the spread policy's spacing fractions of the even line spacing, chosen on validation")
     parser.add_argument("--particles", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
@@ -173,7 +199,7 @@ def main() -> None:
     plan = [(m, s) for m in args.methods for s in args.seeds] + \
         [(m, args.seeds[0]) for m in args.single_seed_methods if m not in args.methods]
     rows = [one_run(m, a, s, args, prior) for a in args.accelerations for m, s in plan]
-    lines = []
+    lines, notes = [], []
     for a in args.accelerations:
         for m in dict.fromkeys(m for m, _ in plan):
             rs = [r for r in rows if r["acceleration"] == a and r["method"] == m]
@@ -183,7 +209,12 @@ def main() -> None:
             corr_txt = f"{np.median(corr):+.2f} ({min(corr):+.2f} to {max(corr):+.2f})" if corr else ""
             cols = rs[0]["columns"][0] if rs[0]["columns"] and isinstance(rs[0]["columns"][0], list) \
                 else rs[0]["columns"]
-            lines.append(f"| {a}x | {m} | {psnr.mean():.2f} ± {psnr.std():.2f} | "
+            name = f"{m} (spacing {rs[0]['min_spacing']})" if m == "spread" else m
+            if m == "spread":
+                notes.append(f"- {a}x: the spread policy's validation PSNR per spacing fraction "
+                             f"{rs[0]['validation_psnr']} (dB, validation scan): fraction {rs[0]['fraction']:g}, "
+                             f"a spacing of {rs[0]['min_spacing']} columns.")
+            lines.append(f"| {a}x | {name} | {psnr.mean():.2f} ± {psnr.std():.2f} | "
                          f"{', '.join(f'{v:.2f}' for v in psnr)} | {ssim.mean():.4f} | {corr_txt} | "
                          f"{cols} | {np.mean([r['wall_s'] for r in rs]):.0f} |")
     table = "\n".join([
@@ -199,7 +230,7 @@ def main() -> None:
         "count can differ from the others' by a line.", "",
         "| acceleration | policy | PSNR | PSNR per seed | SSIM | variance-error correlation | columns added | "
         "wall (s) |",
-        "|---|---|---|---|---|---|---|---|", *lines])
+        "|---|---|---|---|---|---|---|---|", *lines, *([""] + notes if notes else [])])
     script_page(args.out, "Active subsampling: policies, the fixed mask and the oracle bound", rows, table)
 
 

@@ -46,6 +46,20 @@ class Candidates:
         m = acquired.to(torch.float32)
         return m.unsqueeze(1) if self.kind == "columns" else m.reshape(-1, 1, *self.grid)
 
+    def near(self, acquired: Tensor, spacing: int) -> Tensor:
+        """``(B, K)`` bool: the candidates closer than ``spacing`` to an acquired one (columns: ``|i - j| <
+        spacing``; pixels: the Chebyshev distance on the grid), the acquired ones included.
+        ``spacing=1`` gives ``acquired`` itself."""
+        if spacing < 1:
+            raise ValueError(f"spacing must be >= 1, got {spacing}")
+        m = acquired.to(torch.float32)
+        if self.kind == "columns":
+            m = torch.nn.functional.max_pool1d(m.unsqueeze(1), 2 * spacing - 1, stride=1, padding=spacing - 1)
+        else:
+            m = torch.nn.functional.max_pool2d(m.reshape(-1, 1, *self.grid), 2 * spacing - 1, stride=1,
+                                               padding=spacing - 1)
+        return m.reshape(acquired.shape) > 0
+
     def select(self, y_full: Tensor, acquired: Tensor) -> Tensor:
         """The acquired part of a full measurement ``(B, ...)``, zero elsewhere (the operator's layout)."""
         m = acquired.to(y_full.dtype)

@@ -42,7 +42,7 @@ from invdiff.posterior import Posterior
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import DenoisedEstimate, Sampler, SamplerState, run
 
-__all__ = ["AcquisitionPlan", "ActiveResult", "ActiveSubsampling", "Oracle", "POLICIES", "run_active"]
+__all__ = ["AcquisitionPlan", "ActiveResult", "ActiveSubsampling", "Oracle", "POLICIES", "budget_spacing", "run_active"]
 
 POLICIES = ("entropy", "gaussian", "oracle", "random")
 
@@ -101,6 +101,22 @@ class AcquisitionPlan:
         return out
 
 
+def budget_spacing(plan: AcquisitionPlan, fraction: float, kind: str = "columns") -> int:
+    """The ``min_spacing`` of :class:`ActiveSubsampling` as a ``fraction`` of the spacing the plan's new
+    candidates would have if spread evenly over the free ones: ``ceil(fraction * free / new)`` columns
+    (``kind="columns"``) or ``ceil(fraction * sqrt(free / new))`` pixels (``"pixels"``), at least 1.
+    At 8x on a 128-column scan with 10 centre lines (6 new lines over 118 free columns) ``fraction=0.25``
+    gives 5 columns; at 4x (22 new lines) 2."""
+    if fraction < 0 or kind not in ("columns", "pixels"):
+        raise ValueError(f"need fraction >= 0 and kind 'columns' or 'pixels', got {fraction}, {kind!r}")
+    allowed = plan.initial.shape[-1] if plan.allowed is None else int(plan.allowed.sum())
+    free = allowed - (plan.budget - plan.new)
+    if plan.new == 0:
+        return 1
+    ratio = free / plan.new if kind == "columns" else math.sqrt(free / plan.new)
+    return max(1, math.ceil(fraction * ratio))
+
+
 class Oracle:
     """Retrospective acquisition from fully sampled data ``y_full`` ``(B, ...)`` in the operator's layout
     and the problem's units: acquiring candidates returns ``y_full`` on them and zero elsewhere."""
@@ -144,13 +160,17 @@ class ActiveSubsampling:
         variance_scale: ``(K,)`` a factor on each candidate's predicted variance before the ``"entropy"``
             and ``"gaussian"`` scores (the particles' deviations from their mean scaled by its square root):
             a calibration fitted on validation scans (:func:`invdiff.active.calibration.fit_column_scale`).
+        min_spacing: a new candidate is chosen at least this far (in columns; in pixels, Chebyshev) from
+            every measured one while any such candidate is left (1: no constraint). Neighbouring k-space
+            columns carry overlapping information through the smooth coil maps, which a few particles do not
+            represent; :func:`budget_spacing` sets it from the line budget.
 
     :attr:`measurement` is the measurement to start the sampler on (the initial candidates).
     """
 
     def __init__(self, template: Measurement, oracle: Oracle, plan: AcquisitionPlan, *, width: float | str = "auto",
                  policy: str = "entropy", generator: torch.Generator | None = None,
-                 variance_scale: Tensor | None = None):
+                 variance_scale: Tensor | None = None, min_spacing: int = 1):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if policy == "random" and generator is None:
@@ -172,7 +192,9 @@ class ActiveSubsampling:
                                  f"candidate, got shape {tuple(variance_scale.shape)}{low}")
             variance_scale = variance_scale.detach().to(torch.float64)
         self.width, self.policy, self.generator = width, policy, generator
-        self.variance_scale = variance_scale
+        if min_spacing < 1:
+            raise ValueError(f"min_spacing must be >= 1 candidate, got {min_spacing}")
+        self.variance_scale, self.min_spacing = variance_scale, int(min_spacing)
         self.acquired = acquired
         self.measurement = self._measured(acquired)
         self.order: list[Tensor] = []
@@ -208,15 +230,29 @@ class ActiveSubsampling:
         """``(B, count)`` new candidates (never a ``blocked`` one) and the kernel width used."""
         b = blocked.shape[0]
         if self.policy == "random":
-            keys = torch.rand(blocked.shape, generator=self.generator, dtype=torch.float64)
-            keys[blocked] = -1.0
-            return keys.topk(count, dim=1).indices, torch.zeros(b)
-        if not isinstance(state, DenoisedEstimate) or state.denoised is None:
-            raise ValueError(f"{type(state).__name__} carries no denoised estimate for the policy to score")
-        pred = self.candidates.split(self._full.forward(state.denoised), b)  # (B, N, K, D)
-        scores, w = self._scores(pred, normalized_weights(state.log_weights))
-        scores[blocked] = -math.inf
-        return scores.topk(count, dim=1).indices, w
+            scores, w = torch.rand(blocked.shape, generator=self.generator, dtype=torch.float64), torch.zeros(b)
+        else:
+            if not isinstance(state, DenoisedEstimate) or state.denoised is None:
+                raise ValueError(f"{type(state).__name__} carries no denoised estimate for the policy to score")
+            pred = self.candidates.split(self._full.forward(state.denoised), b)  # (B, N, K, D)
+            scores, w = self._scores(pred, normalized_weights(state.log_weights))
+        return self._best(scores, blocked, count), w
+
+    def _best(self, scores: Tensor, blocked: Tensor, count: int) -> Tensor:
+        """``(B, count)`` the best-scoring candidates that are not ``blocked`` and, while any such is left,
+        at least :attr:`min_spacing` from every measured or newly chosen one (chosen greedily)."""
+        scores = scores.masked_fill(blocked, -math.inf)
+        if self.min_spacing == 1:
+            return scores.topk(count, dim=1).indices
+        measured, picks = self.acquired.clone(), []
+        for _ in range(count):
+            out = blocked | self.candidates.near(measured, self.min_spacing)
+            crowded = (~out).sum(1, keepdim=True) == 0  # no spaced candidate left: only the spacing gives way
+            out = torch.where(crowded, blocked | measured, out)
+            pick = scores.masked_fill(out, -math.inf).argmax(1, keepdim=True)
+            measured = measured.scatter(1, pick, True)
+            picks.append(pick)
+        return torch.cat(picks, dim=1)
 
     def prediction_error(self, pred: Tensor, weights: Tensor) -> Tensor:
         """``(B, K)`` squared error of the particles' weighted mean prediction of each candidate against
@@ -252,11 +288,12 @@ class ActiveSubsampling:
 
 def run_active(sampler: Sampler, measurement: Measurement, prior: Denoiser, oracle: Oracle, plan: AcquisitionPlan,
                *, n_particles: int, generator: torch.Generator, width: float | str = "auto",
-               policy: str = "entropy", variance_scale: Tensor | None = None, progress: bool = True) -> ActiveResult:
+               policy: str = "entropy", variance_scale: Tensor | None = None, min_spacing: int = 1,
+               progress: bool = True) -> ActiveResult:
     """Sample while acquiring: :class:`ActiveSubsampling` (see its arguments) run by
     :func:`invdiff.samplers.run`; ``generator`` drives both the sampler and the random policy."""
     active = ActiveSubsampling(measurement, oracle, plan, width=width, policy=policy, generator=generator,
-                               variance_scale=variance_scale)
+                               variance_scale=variance_scale, min_spacing=min_spacing)
     posterior = run(sampler, active.measurement, prior, n_particles=n_particles, generator=generator,
                     progress=progress, between_steps=active)
     return active.result(posterior)
