@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from invdiff.active import AcquisitionPlan, Oracle, run_active
-from invdiff.active.calibration import column_distance, fit_column_scale
+from invdiff.active.calibration import column_distance, fit_column_scale, fit_records
 from invdiff.measurement import Measurement
 from invdiff.operators import Inpainting
 from invdiff.priors import GaussianMixturePrior
@@ -111,3 +111,25 @@ def test_bad_scales_are_refused():
     with pytest.raises(ValueError, match="not 'oracle'"):
         run_active(DPS(4), m, prior, Oracle(torch.zeros(1, 1, 6, 6)), plan, policy="oracle",
                    variance_scale=torch.ones(36), **common)
+
+
+def test_recorded_runs_fit_what_their_records_hold():
+    g = torch.Generator().manual_seed(0)
+    prior = _left_varying_prior()
+    truth = prior.sample(2, g).to(torch.float32)
+    oracle = Oracle(truth + 0.05 * torch.randn(truth.shape, generator=g))
+    m = Measurement(Inpainting(torch.ones(6, 6)), oracle.y_full, 0.05)
+    initial = torch.zeros(36, dtype=torch.bool)
+    initial[[5, 17, 29]] = True
+    plan = AcquisitionPlan(initial, budget=7, per_acquisition=2, window=(0.1, 0.6))
+    res = run_active(DPS(20, step_size=0.5), m, prior, oracle, plan, n_particles=8, policy="gaussian", record=True,
+                     generator=torch.Generator().manual_seed(1), progress=False)
+    assert len(res.records) == 2 and all(r["variance"].shape == r["error"].shape == (2, 36) for r in res.records)
+    assert bool(res.records[0]["measured"][:, initial].all()) and int(res.records[1]["measured"].sum()) == 2 * 5
+    stacked = {k: torch.cat([r[k] for r in res.records]) for k in ("variance", "error", "measured")}
+    torch.testing.assert_close(fit_records(res.records), fit_column_scale(**stacked))
+    plain = run_active(DPS(20, step_size=0.5), m, prior, oracle, plan, n_particles=8, policy="gaussian",
+                       generator=torch.Generator().manual_seed(1), progress=False)
+    assert plain.records == [] and torch.equal(plain.order, res.order)  # recording changes nothing
+    with pytest.raises(ValueError, match="no records"):
+        fit_records([])

@@ -8,10 +8,11 @@ between_steps=policy)``, or :func:`run_active`), with an :class:`AcquisitionPlan
 MRI plans and fixed-mask comparisons in :mod:`invdiff.problems.active_mri`.
 """
 
-from invdiff.active.calibration import fit_column_scale
+from invdiff.active.calibration import fit_column_scale, fit_records
 from invdiff.active.candidates import Candidates, candidates_for
 from invdiff.active.entropy import auto_width, mixture_entropy_scores
 from invdiff.active.policy import AcquisitionPlan, ActiveResult, ActiveSubsampling, Oracle, budget_spacing, run_active
 
 __all__ = ["AcquisitionPlan", "ActiveResult", "ActiveSubsampling", "Candidates", "Oracle", "auto_width",
-           "budget_spacing", "candidates_for", "fit_column_scale", "mixture_entropy_scores", "run_active"]
+           "budget_spacing", "candidates_for", "fit_column_scale", "fit_records", "mixture_entropy_scores",
+           "run_active"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["column_distance", "fit_column_scale"]
+__all__ = ["column_distance", "fit_column_scale", "fit_records"]
 
 
 def column_distance(count: int) -> Tensor:
@@ -75,3 +75,14 @@ def fit_column_scale(variance: Tensor, error: Tensor, measured: Tensor, *, smoot
     median = ratio[seen].median()
     ratio = torch.where(seen, ratio, median).clamp_min(floor * median)
     return ratio[dist]
+
+
+def fit_records(records: list[dict], **kwargs) -> Tensor:
+    """:func:`fit_column_scale` on the records of :class:`~invdiff.active.policy.ActiveSubsampling` runs
+    made with ``record=True`` (``variance``, ``error``, ``measured``: ``(B, K)`` per acquisition); ``kwargs``
+    as :func:`fit_column_scale`."""
+    if not records:
+        raise ValueError("no records: run the policy with record=True and at least one acquisition")
+    variance, error, measured = (torch.cat([r[key].reshape(-1, r[key].shape[-1]) for r in records])
+                                 for key in ("variance", "error", "measured"))
+    return fit_column_scale(variance, error, measured.bool(), **kwargs)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -132,7 +132,8 @@ class Oracle:
 class ActiveResult:
     """``posterior``; ``acquired`` ``(B, K)`` bool, the final mask; ``order`` ``(B, new)`` the candidates in
     the order acquired; ``steps`` the sampler step of each acquisition; ``policy_seconds`` the time spent
-    scoring; ``widths`` the kernel width used at each acquisition ``(B,)``; ``measurement`` the final one."""
+    scoring; ``widths`` the kernel width used at each acquisition ``(B,)``; ``measurement`` the final one;
+    ``records`` what a ``record=True`` policy kept (:attr:`ActiveSubsampling.records`), else empty."""
 
     posterior: Posterior
     acquired: Tensor
@@ -141,6 +142,7 @@ class ActiveResult:
     policy_seconds: float
     widths: list[Tensor]
     measurement: Measurement
+    records: list[dict] = field(default_factory=list)
 
 
 class ActiveSubsampling:
@@ -164,13 +166,17 @@ class ActiveSubsampling:
             every measured one while any such candidate is left (1: no constraint). Neighbouring k-space
             columns carry overlapping information through the smooth coil maps, which a few particles do not
             represent; :func:`budget_spacing` sets it from the line budget.
+        record: keep, at each acquisition, the particles' predicted variance of every candidate, the squared
+            error of their mean prediction against the oracle and the candidates measured (``(B, K)`` each,
+            in :attr:`records`): what :func:`invdiff.active.calibration.fit_records` fits a
+            ``variance_scale`` on (on validation scans, never on the scan it is then used for).
 
     :attr:`measurement` is the measurement to start the sampler on (the initial candidates).
     """
 
     def __init__(self, template: Measurement, oracle: Oracle, plan: AcquisitionPlan, *, width: float | str = "auto",
                  policy: str = "entropy", generator: torch.Generator | None = None,
-                 variance_scale: Tensor | None = None, min_spacing: int = 1):
+                 variance_scale: Tensor | None = None, min_spacing: int = 1, record: bool = False):
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if policy == "random" and generator is None:
@@ -195,6 +201,7 @@ class ActiveSubsampling:
         if min_spacing < 1:
             raise ValueError(f"min_spacing must be >= 1 candidate, got {min_spacing}")
         self.variance_scale, self.min_spacing = variance_scale, int(min_spacing)
+        self.record, self.records = bool(record), []
         self.acquired = acquired
         self.measurement = self._measured(acquired)
         self.order: list[Tensor] = []
@@ -229,13 +236,18 @@ class ActiveSubsampling:
     def _choose(self, state: SamplerState, blocked: Tensor, count: int) -> tuple[Tensor, Tensor]:
         """``(B, count)`` new candidates (never a ``blocked`` one) and the kernel width used."""
         b = blocked.shape[0]
-        if self.policy == "random":
-            scores, w = torch.rand(blocked.shape, generator=self.generator, dtype=torch.float64), torch.zeros(b)
-        else:
+        if self.policy != "random" or self.record:
             if not isinstance(state, DenoisedEstimate) or state.denoised is None:
                 raise ValueError(f"{type(state).__name__} carries no denoised estimate for the policy to score")
             pred = self.candidates.split(self._full.forward(state.denoised), b)  # (B, N, K, D)
-            scores, w = self._scores(pred, normalized_weights(state.log_weights))
+            weights = normalized_weights(state.log_weights)
+        if self.policy == "random":
+            scores, w = torch.rand(blocked.shape, generator=self.generator, dtype=torch.float64), torch.zeros(b)
+        else:
+            scores, w = self._scores(pred, weights)
+        if self.record:
+            self.records.append({"step": state.step, "variance": predicted_moments(pred, weights)[1],
+                                 "error": self.prediction_error(pred, weights), "measured": blocked.clone()})
         return self._best(scores, blocked, count), w
 
     def _best(self, scores: Tensor, blocked: Tensor, count: int) -> Tensor:
@@ -283,17 +295,17 @@ class ActiveSubsampling:
         b = self.acquired.shape[0]
         order = torch.cat(self.order, dim=1) if self.order else torch.zeros(b, 0, dtype=torch.long)
         return ActiveResult(posterior, self.acquired, order, self.steps, self.policy_seconds, self.widths,
-                            self.measurement)
+                            self.measurement, self.records)
 
 
 def run_active(sampler: Sampler, measurement: Measurement, prior: Denoiser, oracle: Oracle, plan: AcquisitionPlan,
                *, n_particles: int, generator: torch.Generator, width: float | str = "auto",
                policy: str = "entropy", variance_scale: Tensor | None = None, min_spacing: int = 1,
-               progress: bool = True) -> ActiveResult:
+               record: bool = False, progress: bool = True) -> ActiveResult:
     """Sample while acquiring: :class:`ActiveSubsampling` (see its arguments) run by
     :func:`invdiff.samplers.run`; ``generator`` drives both the sampler and the random policy."""
     active = ActiveSubsampling(measurement, oracle, plan, width=width, policy=policy, generator=generator,
-                               variance_scale=variance_scale, min_spacing=min_spacing)
+                               variance_scale=variance_scale, min_spacing=min_spacing, record=record)
     posterior = run(sampler, active.measurement, prior, n_particles=n_particles, generator=generator,
                     progress=progress, between_steps=active)
     return active.result(posterior)

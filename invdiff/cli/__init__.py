@@ -1,5 +1,5 @@
 """The ``invdiff`` command: one module per subcommand (``demo``, ``train-prior``, ``reconstruct``,
-``evaluate``, ``calibrate``, ``benchmark``, ``priors``), each with ``add_parser(sub)`` and ``run_command(args)``.
+``acquire``, ``evaluate``, ``calibrate``, ``benchmark``, ``priors``), each with ``add_parser(sub)`` and ``run_command(args)``.
 
 One error path (:func:`main`): the library's typed errors (``ValueError`` and its subclasses such as
 ``DataFormatError``, ``KeyError``, ``CapabilityError``) and the operating system's (a folder that is
@@ -16,7 +16,7 @@ import sys
 from invdiff.cli.errors import USER_ERRORS, error_line
 
 def build_parser() -> argparse.ArgumentParser:
-    from invdiff.cli import benchmark, calibrate, demo, evaluate, priors, reconstruct, train_prior
+    from invdiff.cli import acquire, benchmark, calibrate, demo, evaluate, priors, reconstruct, train_prior
 
     parser = argparse.ArgumentParser(
         prog="invdiff",
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="logging level (default INFO)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (demo, train_prior, reconstruct, evaluate, calibrate, benchmark, priors):
+    for command in (demo, train_prior, reconstruct, acquire, evaluate, calibrate, benchmark, priors):
         command.add_parser(sub)
     return parser
 
