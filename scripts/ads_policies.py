@@ -15,7 +15,9 @@ slice (a subject neither the prior nor the demo scan shows) as acquired and tran
 (:func:`invdiff.active.budget_spacing`); the fraction is chosen from ``--spread-fractions`` by PSNR on the
 validation scan (seed: the first validation seed), never on the demo scan.
 The fixed fastMRI masks (``equispaced``, ``random-mask``) have the same centre
-lines and line budget.
+lines and line budget; ``low-pass`` is the fixed mask of the budget's central lines (a centre block and
+nothing else: fastMRI's random mask whose centre fraction is the budget), with coil maps estimated from
+the same centre lines as the others.
 
 At each acquisition of a particle policy the script also records the correlation, over the columns not
 yet measured, between the particles' predicted variance of a column (what the policies see) and the
@@ -48,14 +50,16 @@ from invdiff.io import atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.priors import shipped_prior
 from invdiff.problems import configured_sampler
+from invdiff.operators import MaskFunc
 from invdiff.problems.active_mri import mri_active_setup
+from invdiff.problems.fastmri import fastmri_problem
 from invdiff.problems.image_tasks import mri_validation_file
 from invdiff.samplers import run
 
 #: fixed fastMRI masks of the same centre lines and line budget (``random-mask``: fastMRI's random mask,
 #: drawn with the per-file seed)
 FIXED = {"equispaced": "equispaced_fraction", "random-mask": "random"}
-METHODS = (*FIXED, "entropy", "gaussian", "calibrated", "spread", "oracle", "random")
+METHODS = (*FIXED, "low-pass", "entropy", "gaussian", "calibrated", "spread", "oracle", "random")
 #: the policies with the calibrated Gaussian score
 CALIBRATED = ("calibrated", "spread")
 
@@ -145,8 +149,16 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
     g = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     out: dict = {"method": method, "acceleration": acceleration, "seed": seed}
+    fixed = None
     if method in FIXED:
         fixed = setup.fixed[FIXED[method]]
+    elif method == "low-pass":
+        width = setup.plan.initial.shape[-1]
+        fixed = fastmri_problem(file, MaskFunc("random", (setup.plan.budget / width,), (acceleration,)), slices=slices,
+                                calib_width=min(ref.info["center_lines"], 24))
+        if fixed.info["sampled_columns"] != setup.plan.budget:
+            raise ValueError(f"the low-pass mask has {fixed.info['sampled_columns']} lines, the budget {setup.plan.budget}")
+    if fixed is not None:
         post = run(sampler, fixed.measurement, prior, n_particles=args.particles, generator=g, progress=False)
         mask = fixed.measurement.physics.mask.reshape(-1, fixed.measurement.y.shape[-1])[0].bool()
         out["columns"] = torch.nonzero(mask & ~setup.plan.initial).flatten().tolist()
@@ -160,7 +172,7 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
         res = policy.result(post)
         out["columns"] = res.order.tolist()
         out["correlations"] = policy.correlations
-    recon = (setup.fixed[FIXED[method]] if method in FIXED else ref).to_image(post.mean)
+    recon = (fixed if fixed is not None else ref).to_image(post.mean)
     out.update(fastmri_volume_metrics(ref.target, recon))
     out["per_slice_psnr"] = [fastmri_volume_metrics(ref.target[i:i + 1], recon[i:i + 1])["PSNR"]
                              for i in range(len(recon))]
