@@ -41,7 +41,6 @@ import torch
 
 from invdiff.active import budget_spacing
 from invdiff.active.calibration import fit_column_scale
-from invdiff.active.entropy import predicted_moments
 from invdiff.active.policy import ActiveSubsampling
 from invdiff.benchmark.report import script_page
 from invdiff.datasets import FastMRIFile, demo_scan, load_anatomy
@@ -64,31 +63,16 @@ METHODS = (*FIXED, "low-pass", "entropy", "gaussian", "calibrated", "spread", "o
 CALIBRATED = ("calibrated", "spread")
 
 
-class RecordingPolicy(ActiveSubsampling):
-    """:class:`ActiveSubsampling` that records, at each acquisition and per item, the correlation over the
-    unmeasured columns of the particles' predicted variance and the squared error of their weighted mean
-    prediction (:meth:`ActiveSubsampling.prediction_error`, the oracle's data as truth)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.correlations: list[dict] = []
-        self._seen: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _scores(self, pred, weights):
-        self._seen = (pred, weights)
-        return super()._scores(pred, weights)
-
-    def _choose(self, state, blocked, count):
-        out = super()._choose(state, blocked, count)
-        pred, weights = self._seen
-        var = predicted_moments(pred, weights)[1]
-        err = self.prediction_error(pred, weights)
-        seen = var if self.variance_scale is None else var * self.variance_scale  # what the score sees
-        self.correlations.append({"step": state.step, "corr": [
-            float(torch.corrcoef(torch.stack([seen[i][~blocked[i]], err[i][~blocked[i]]]))[0, 1])
-            for i in range(blocked.shape[0])], "variance": var.tolist(), "error": err.tolist(),
-            "measured": blocked.tolist()})
-        return out
+def with_correlations(record: dict, scale: torch.Tensor | None) -> dict:
+    """A policy's acquisition record (``ActiveSubsampling(record=True)``) as JSON, with the correlation per
+    item, over the unmeasured columns, of the variance the score sees (scaled, for a calibrated policy) and
+    the squared error of the particles' weighted mean prediction."""
+    var, err, measured = record["variance"], record["error"], record["measured"]
+    seen = var if scale is None else var * scale
+    corr = [float(torch.corrcoef(torch.stack([seen[i][~measured[i]], err[i][~measured[i]]]))[0, 1])
+            for i in range(measured.shape[0])]
+    return {"step": record["step"], "corr": corr, "variance": var.tolist(), "error": err.tolist(),
+            "measured": measured.tolist()}
 
 
 def scan(data: str, args: argparse.Namespace) -> tuple[FastMRIFile, list[int]]:
@@ -164,14 +148,15 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
         out["columns"] = torch.nonzero(mask & ~setup.plan.initial).flatten().tolist()
     else:
         spacing = budget_spacing(setup.plan, fraction) if method == "spread" else 1
-        policy = RecordingPolicy(setup.measurement, setup.oracle, setup.plan, generator=g, variance_scale=scale,
-                                 policy="gaussian" if method in CALIBRATED else method, min_spacing=spacing)
+        policy = ActiveSubsampling(setup.measurement, setup.oracle, setup.plan, generator=g, variance_scale=scale,
+                                   policy="gaussian" if method in CALIBRATED else method, min_spacing=spacing,
+                                   record=True)
         out["min_spacing"], out["fraction"] = spacing, fraction
         post = run(sampler, policy.measurement, prior, n_particles=args.particles, generator=g, progress=False,
                    between_steps=policy)
         res = policy.result(post)
         out["columns"] = res.order.tolist()
-        out["correlations"] = policy.correlations
+        out["correlations"] = [with_correlations(r, policy.variance_scale) for r in policy.records]
     recon = (fixed if fixed is not None else ref).to_image(post.mean)
     out.update(fastmri_volume_metrics(ref.target, recon))
     out["per_slice_psnr"] = [fastmri_volume_metrics(ref.target[i:i + 1], recon[i:i + 1])["PSNR"]
