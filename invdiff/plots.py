@@ -143,3 +143,27 @@ def calibration_figure(path: str | Path, curves: dict[str, dict[float, float]], 
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def quality_figure(path: str | Path, curves: dict[str, dict[int, tuple[float, float]]], baselines: dict[str, float],
+                   title: str, metric: str = "PSNR (dB)", dpi: int = 90) -> Path:
+    """Quality against cost: ``curves`` label -> {network evaluations: (score, wall seconds)}, one line per
+    sampler over its budgets, against the evaluations (left) and the wall time (right), both on log axes;
+    ``baselines`` label -> score, as horizontal lines (methods without a network)."""
+    fig = _figure(10, 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, k, xlabel in ((axes[0], 0, "network evaluations"), (axes[1], 1, "wall time per cell (s)")):
+        for label, points in curves.items():
+            budgets = sorted(points)
+            x = budgets if k == 0 else [points[b][1] for b in budgets]
+            ax.plot(x, [points[b][0] for b in budgets], "o-", label=label)
+        for i, (label, score) in enumerate(baselines.items()):
+            ax.axhline(score, color=f"C{(len(curves) + i) % 10}", ls="--", lw=1, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    axes[1].legend(loc="lower right", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi)

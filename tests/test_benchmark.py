@@ -311,3 +311,24 @@ settings = { step_size = 0.03 }
                         torch.Generator().manual_seed(0 + 1_000_003))
     refit = fit_conformal(res["mean"], res["std"], calibration.target, (0.5, 0.9), region="object")
     assert refit.lams == pytest.approx(cal.lams, rel=1e-6) and refit.floor == pytest.approx(cal.floor)
+
+
+def test_quality_curves_average_each_budget_and_draw_the_baselines_flat(tmp_path):
+    from invdiff.benchmark.report import quality_curves
+    from invdiff.plots import quality_figure
+
+    def row(problem, sampler, nfe, psnr, wall):
+        return {"problem": problem, "sampler": sampler, "nfe": nfe, "family": "mri", "wall_time_s": wall,
+                "metrics": {"PSNR": psnr}}
+
+    rows = [row("mri-4x", "RED-Diff", 50, 28.0, 10.0), row("mri-4x", "RED-Diff", 50, 29.0, 12.0),
+            row("mri-4x", "RED-Diff", 100, 30.0, 20.0), row("mri-4x", "DPS", 100, 24.0, 40.0),
+            row("mri-4x", "CG", 0, 25.0, 0.5), row("ct-30", "RED-Diff", 100, 26.0, 9.0),
+            {**row("d8", "DPS", 50, 1.0, 1.0), "family": "gmm"}, {**row("d8", "DPS", 100, 1.0, 1.0), "family": "gmm"}]
+    curves = quality_curves(rows)
+    assert set(curves) == {"mri-4x"}  # one budget (ct-30) or no image metric (gmm): no curve
+    lines, baselines = curves["mri-4x"]
+    assert lines == {"RED-Diff": {50: (28.5, 11.0), 100: (30.0, 20.0)}, "DPS": {100: (24.0, 40.0)}}
+    assert baselines == {"CG": 25.0}
+    path = quality_figure(tmp_path / "q.png", lines, baselines, "mri-4x")
+    assert path.read_bytes()[:4] == b"\x89PNG"

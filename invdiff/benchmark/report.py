@@ -7,7 +7,8 @@ what coverage with few particles can resolve; for Gaussian-mixture cells, how ma
 tests (:func:`fidelity_table`); with tuning, a table of the settings chosen on validation
 data and their validation scores. ``figures/PROBLEM__DATA_mean.png`` is a grid per problem and datum:
 one row per budget, columns target, baseline and each sampler's posterior mean (the lowest seed, first
-slice), and ``..._std.png`` the posterior stds. :func:`publish` turns a run into a results page
+slice), and ``..._std.png`` the posterior stds; a problem run at several budgets gets
+``figures/PROBLEM_quality.png``, PSNR against network evaluations and wall time (:func:`quality_curves`). :func:`publish` turns a run into a results page
 (``docs/results/NAME/README.md``): the command, the commit, the date, the report and its figures.
 """
 
@@ -29,10 +30,11 @@ import numpy as np
 import torch
 
 from invdiff.io import atomic_write, atomic_write_text
-from invdiff.plots import calibration_figure, labelled_grid
+from invdiff.plots import calibration_figure, labelled_grid, quality_figure
 from invdiff.problems.gmm import COVERAGE_TOLERANCE
 
-__all__ = ["fidelity_table", "markdown_tables", "publish", "script_page", "tuning_table", "write_reports"]
+__all__ = ["fidelity_table", "markdown_tables", "publish", "quality_curves", "script_page", "tuning_table",
+           "write_reports"]
 
 IMAGE_METRICS = ("PSNR", "SSIM", "NMSE", "coverage_0.50", "coverage_0.90", "coverage_0.95", "object_coverage_0.50",
                  "object_coverage_0.90", "equal_weight_object_coverage_0.90", "calibrated_coverage_0.90",
@@ -182,6 +184,33 @@ def _calibration(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[float, 
             for p, curves in out.items()}
 
 
+def quality_curves(rows: list[dict[str, Any]], metric: str = "PSNR"
+                   ) -> dict[str, tuple[dict[str, dict[int, tuple[float, float]]], dict[str, float]]]:
+    """problem -> (sampler -> {budget: (mean ``metric``, mean wall seconds)}, baseline -> mean ``metric``) for
+    the image problems run at two or more network-evaluation budgets; baselines are the budget-0 rows."""
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("family") != "gmm" and metric in r["metrics"]:
+            by_problem[r["problem"]].append(r)
+    out = {}
+    for problem, rs in by_problem.items():
+        if len({r["nfe"] for r in rs if r["nfe"] > 0}) < 2:
+            continue
+        groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+        for r in rs:
+            groups[(r["sampler"], r["nfe"])].append(r)
+        curves: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
+        baselines = {}
+        for (sampler, nfe), g in groups.items():
+            score = float(np.mean([r["metrics"][metric] for r in g]))
+            if nfe > 0:
+                curves[sampler][nfe] = (score, float(np.mean([r.get("wall_time_s", 0.0) for r in g])))
+            else:
+                baselines[sampler] = score
+        out[problem] = (dict(curves), baselines)
+    return out
+
+
 def write_reports(rows: list[dict[str, Any]], out: str | Path, tuning: Path | None = None) -> list[Path]:
     """Write ``results.csv``, ``results.md`` (with the tuning table when ``tuning`` holds summaries) and the
     figure grids into ``out``; return the paths."""
@@ -202,6 +231,9 @@ def write_reports(rows: list[dict[str, Any]], out: str | Path, tuning: Path | No
     for problem, curves in _calibration(rows).items():
         written.append(calibration_figure(out / "figures" / f"{problem}_calibration.png", curves,
                                           f"{problem}: coverage over the object (mean over cells)"))
+    for problem, (curves, baselines) in quality_curves(rows).items():
+        written.append(quality_figure(out / "figures" / f"{problem}_quality.png", curves, baselines,
+                                      f"{problem}: PSNR of the posterior mean against cost (mean over cells)"))
     for (problem, data), rs in by_data.items():
         stem = f"{problem}__{rs[0]['key'].split('__')[1]}"
         for key in ("mean", "std"):
