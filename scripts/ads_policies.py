@@ -49,9 +49,7 @@ from invdiff.io import atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.priors import shipped_prior
 from invdiff.problems import configured_sampler
-from invdiff.operators import MaskFunc
-from invdiff.problems.active_mri import mri_active_setup
-from invdiff.problems.fastmri import fastmri_problem
+from invdiff.problems.active_mri import low_pass_problem, mri_active_setup
 from invdiff.problems.image_tasks import mri_validation_file
 from invdiff.samplers import run
 
@@ -137,11 +135,7 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
     if method in FIXED:
         fixed = setup.fixed[FIXED[method]]
     elif method == "low-pass":
-        width = setup.plan.initial.shape[-1]
-        fixed = fastmri_problem(file, MaskFunc("random", (setup.plan.budget / width,), (acceleration,)), slices=slices,
-                                calib_width=min(ref.info["center_lines"], 24))
-        if fixed.info["sampled_columns"] != setup.plan.budget:
-            raise ValueError(f"the low-pass mask has {fixed.info['sampled_columns']} lines, the budget {setup.plan.budget}")
+        fixed = low_pass_problem(file, setup, slices)
     if fixed is not None:
         post = run(sampler, fixed.measurement, prior, n_particles=args.particles, generator=g, progress=False)
         mask = fixed.measurement.physics.mask.reshape(-1, fixed.measurement.y.shape[-1])[0].bool()

@@ -16,7 +16,7 @@ from invdiff.datasets import demo_scan, read_prediction
 def test_acquire_writes_the_chosen_lines_and_the_prediction(tmp_path, capsys):
     before = hashlib.sha256(demo_scan().read_bytes()).hexdigest()
     assert main(["acquire", "demo", "--slices", "1", "--steps", "4", "--particles", "2", "--spacing", "0.25",
-                 "--no-compare", "--quiet", "--out", str(tmp_path)]) == 0
+                 "--compare", "low-pass", "--quiet", "--out", str(tmp_path)]) == 0
     assert "active: PSNR" in capsys.readouterr().out
     summary = json.loads((tmp_path / "demo_brain_acquire.json").read_text())
     initial, (chosen,) = summary["lines"]["initial"], summary["lines"]["chosen"]
@@ -26,6 +26,9 @@ def test_acquire_writes_the_chosen_lines_and_the_prediction(tmp_path, capsys):
     assert all(abs(a - b) >= 5 for a, b in combinations(chosen, 2))
     assert all(abs(a - c) >= 5 for a in chosen for c in initial)
     assert len(summary["lines"]["steps"]) == 6 and summary["metrics"]["active"]["PSNR"] > 0
+    # the fixed low-pass mask: the same budget as the centre block 56-71, run with the same sampler
+    assert summary["lines"]["fixed low-pass"] == list(range(56, 72)) and set(summary["metrics"]) == {"active",
+                                                                                                     "fixed low-pass"}
     assert read_prediction(tmp_path / "reconstructions" / "demo_brain.h5").shape == (1, 128, 128)
     assert (tmp_path / "figures" / "demo_brain_slice_1.png").read_bytes()[:4] == b"\x89PNG"
     assert not [p for p in tmp_path.rglob(".*")]

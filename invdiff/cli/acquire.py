@@ -7,9 +7,9 @@ noise and line budget: :func:`invdiff.problems.active_mri.mri_active_setup`). Wr
 =================================  ===========================================================
 ``reconstructions/NAME.h5``        fastMRI prediction file of the active run's posterior mean
 ``NAME_acquire.json``              the lines chosen per slice (in order, with the step of each), the
-                                   final masks, metrics of the active run and of the fixed
-                                   equispaced mask with the same sampler and seed, settings, timings
-``figures/NAME_slice_K.png``       target, active mean, fixed-mask mean, and both masks
+                                   final masks, metrics of the active run and of the fixed masks
+                                   (``--compare``) with the same sampler and seed, settings, timings
+``figures/NAME_slice_K.png``       target, active mean, fixed-mask means, and the masks
 =================================  ===========================================================
 """
 
@@ -24,6 +24,8 @@ from invdiff.cli.reconstruct import slice_list
 
 #: samplers whose particles carry the denoised estimates a policy scores
 ACTIVE_SAMPLERS = ("dps", "dps-ddim", "tds")
+#: the fixed masks ``--compare`` runs: fastMRI's (with the file's seed) and the centre block
+FIXED_MASKS = {"equispaced": "equispaced_fraction", "random": "random", "low-pass": None}
 
 EPILOG = """examples:
   invdiff acquire demo --acceleration 8                          # Gaussian-gain policy, DPS, 4 particles
@@ -68,7 +70,10 @@ def add_parser(sub) -> None:
     p.add_argument("--particles", type=positive_int, default=4, help="particles per slice (default 4)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--slices", type=slice_list, default=None, help="'K', 'K,L' or 'A:B' (default: all)")
-    p.add_argument("--no-compare", action="store_true", help="skip the fixed equispaced mask's run")
+    p.add_argument("--compare", nargs="+", choices=list(FIXED_MASKS), default=["equispaced"],
+                   help="fixed masks of the same budget to run with the same sampler and seed (default equispaced; "
+                        "low-pass: the budget's central lines)")
+    p.add_argument("--no-compare", action="store_true", help="run no fixed mask")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_command)
 
@@ -98,7 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
     from invdiff.metrics import fastmri_volume_metrics
     from invdiff.plots import slice_figure
     from invdiff.problems import configured_sampler
-    from invdiff.problems.active_mri import mri_active_setup
+    from invdiff.problems.active_mri import low_pass_problem, mri_active_setup
     from invdiff.reconstruct.job import load_denoiser
     from invdiff.samplers import run
 
@@ -145,14 +150,16 @@ def run_command(args: argparse.Namespace) -> int:
                          "chosen": active.order.tolist(), "steps": active.steps},
                "metrics": {"active": fastmri_volume_metrics(ref.target, recon)},
                "timings_s": {"calibration_fit": t_fit, "active": t_active, "policy": active.policy_seconds}}
-    fixed = None
-    if not args.no_compare:
-        post = run(sampler, ref.measurement, prior, generator=torch.Generator().manual_seed(args.seed), **common)
-        fixed = ref.to_image(post.mean)
-        summary["metrics"]["fixed_equispaced"] = fastmri_volume_metrics(ref.target, fixed)
-        mask = ref.measurement.physics.mask.reshape(-1, ref.measurement.y.shape[-1])[0].bool()
-        summary["lines"]["fixed_equispaced"] = torch.nonzero(mask).flatten().tolist()
-        summary["timings_s"]["fixed"] = time.perf_counter() - t0 - t_fit - t_active
+    fixed: dict[str, tuple] = {}  # name -> (mean image, mask)
+    for kind in [] if args.no_compare else dict.fromkeys(args.compare):
+        t1 = time.perf_counter()
+        problem = setup.fixed[FIXED_MASKS[kind]] if FIXED_MASKS[kind] else low_pass_problem(file, setup, slices)
+        post = run(sampler, problem.measurement, prior, generator=torch.Generator().manual_seed(args.seed), **common)
+        mask = problem.measurement.physics.mask.reshape(-1, problem.measurement.y.shape[-1])[0].bool()
+        fixed[kind] = (problem.to_image(post.mean), mask)
+        summary["metrics"][f"fixed {kind}"] = fastmri_volume_metrics(ref.target, fixed[kind][0])
+        summary["lines"][f"fixed {kind}"] = torch.nonzero(mask).flatten().tolist()
+        summary["timings_s"][f"fixed {kind}"] = time.perf_counter() - t1
 
     name = file.path.stem
     outputs = [write_prediction(out / "reconstructions" / file.path.name, recon,
@@ -160,12 +167,10 @@ def run_command(args: argparse.Namespace) -> int:
     h = recon.shape[-2]
     for i, s in enumerate(slices):
         strip = lambda cols: np.broadcast_to(cols[None, :], (h, cols.shape[0]))  # noqa: E731
-        panels = [("target", ref.target[i], "image"), (f"active ({args.policy})", recon[i], "image")]
-        if fixed is not None:
-            panels.append(("fixed equispaced", fixed[i], "image"))
-        panels.append(("active mask", strip(active.acquired[i].numpy()), "mask"))
-        if fixed is not None:
-            panels.append(("equispaced mask", strip(mask.numpy()), "mask"))
+        panels = [("target", ref.target[i], "image"), (f"active ({args.policy})", recon[i], "image"),
+                  *[(f"fixed {kind}", image[i], "image") for kind, (image, _) in fixed.items()],
+                  ("active mask", strip(active.acquired[i].numpy()), "mask"),
+                  *[(f"{kind} mask", strip(mask.numpy()), "mask") for kind, (_, mask) in fixed.items()]]
         outputs.append(slice_figure(out / "figures" / f"{name}_slice_{s}.png", panels, f"{name}, slice {s}"))
     outputs.append(atomic_write_json(out / f"{name}_acquire.json", summary))
     for kind, m in summary["metrics"].items():

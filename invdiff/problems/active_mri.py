@@ -20,7 +20,7 @@ from invdiff.operators import MaskFunc, from_complex
 from invdiff.problems.base import Problem
 from invdiff.problems.fastmri import fastmri_problem
 
-__all__ = ["MRIActiveSetup", "mri_active_setup"]
+__all__ = ["MRIActiveSetup", "low_pass_problem", "mri_active_setup"]
 
 FIXED_MASKS = ("equispaced_fraction", "random")
 
@@ -64,3 +64,17 @@ def mri_active_setup(file: FastMRIFile, acceleration: int, center_fraction: floa
         raise ValueError(f"{file.path}: the centre lines are not all acquired in the file")
     plan = AcquisitionPlan(initial, budget=budget, per_acquisition=per_acquisition, window=window, allowed=available)
     return MRIActiveSetup(fixed, ref.measurement, Oracle(y_full), plan)
+
+
+def low_pass_problem(file: FastMRIFile, setup: MRIActiveSetup, slices: list[int] | None = None) -> Problem:
+    """The fixed mask of ``setup``'s line budget spent on central lines only (a centre block, no other line:
+    fastMRI's random mask whose centre fraction is the budget), with the coil maps estimated from the same
+    centre lines as ``setup``'s problems — the fixed mask an active policy that widens the centre must beat."""
+    width = setup.plan.initial.shape[-1]
+    budget = setup.plan.budget
+    mask = MaskFunc("random", (budget / width,), (width / budget,))
+    problem = fastmri_problem(file, mask, slices=slices, calib_width=min(setup.reference.info["center_lines"], 24))
+    if problem.info["sampled_columns"] != budget:
+        raise ValueError(f"{file.path}: the low-pass mask has {problem.info['sampled_columns']} lines, the budget "
+                         f"{budget}")
+    return problem
