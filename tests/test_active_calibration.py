@@ -75,15 +75,21 @@ def _left_varying_prior() -> GaussianMixturePrior:
                                 event_shape=(1, 6, 6))
 
 
-def test_policy_ranks_by_the_scaled_variance():
+def _pixel_problem(items: int):
+    """``items`` draws of the left-varying prior observed with noise, three right-half pixels measured first,
+    two more at each of two acquisitions."""
     g = torch.Generator().manual_seed(0)
     prior = _left_varying_prior()
-    truth = prior.sample(1, g).to(torch.float32)
+    truth = prior.sample(items, g).to(torch.float32)
     oracle = Oracle(truth + 0.05 * torch.randn(truth.shape, generator=g))
     m = Measurement(Inpainting(torch.ones(6, 6)), oracle.y_full, 0.05)
     initial = torch.zeros(36, dtype=torch.bool)
     initial[[5, 17, 29]] = True
-    plan = AcquisitionPlan(initial, budget=7, per_acquisition=2, window=(0.1, 0.6))
+    return prior, oracle, m, AcquisitionPlan(initial, budget=7, per_acquisition=2, window=(0.1, 0.6))
+
+
+def test_policy_ranks_by_the_scaled_variance():
+    prior, oracle, m, plan = _pixel_problem(1)
     left = torch.arange(36).reshape(6, 6)[:, :3].flatten()
     scale = torch.ones(36, dtype=torch.float64)
     scale[left] = 1e-12  # validation said: the left half's spread overstates its error 1e12-fold
@@ -114,14 +120,8 @@ def test_bad_scales_are_refused():
 
 
 def test_recorded_runs_fit_what_their_records_hold():
-    g = torch.Generator().manual_seed(0)
-    prior = _left_varying_prior()
-    truth = prior.sample(2, g).to(torch.float32)
-    oracle = Oracle(truth + 0.05 * torch.randn(truth.shape, generator=g))
-    m = Measurement(Inpainting(torch.ones(6, 6)), oracle.y_full, 0.05)
-    initial = torch.zeros(36, dtype=torch.bool)
-    initial[[5, 17, 29]] = True
-    plan = AcquisitionPlan(initial, budget=7, per_acquisition=2, window=(0.1, 0.6))
+    prior, oracle, m, plan = _pixel_problem(2)
+    initial = plan.initial
     res = run_active(DPS(20, step_size=0.5), m, prior, oracle, plan, n_particles=8, policy="gaussian", record=True,
                      generator=torch.Generator().manual_seed(1), progress=False)
     assert len(res.records) == 2 and all(r["variance"].shape == r["error"].shape == (2, 36) for r in res.records)
