@@ -104,17 +104,23 @@ def column_scale(acceleration: int, args: argparse.Namespace, prior) -> torch.Te
 def spread_fraction(acceleration: int, args: argparse.Namespace, prior) -> tuple[float, dict[str, float]]:
     """The ``spread`` policy's spacing fraction: the best of ``--spread-fractions`` by PSNR on the
     validation scan (first validation seed), and the PSNR of each."""
-    scores = {f"{f:g}": one_run("spread", acceleration, args.validation_seeds[0], args, prior, "validation",
-                                fraction=f)["PSNR"] for f in args.spread_fractions}
+    runs = {f"{f:g}": one_run("spread", acceleration, args.validation_seeds[0], args, prior, "validation", fraction=f)
+            for f in args.spread_fractions}
+    if any(r is None for r in runs.values()):  # --cached-only, and a validation run is missing
+        return None, None
+    scores = {f: r["PSNR"] for f, r in runs.items()}
     best = max(scores, key=scores.get)
     return float(best), scores
 
 
 def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace, prior, data: str = "demo",
-            fraction: float | None = None) -> dict:
+            fraction: float | None = None) -> dict | None:
+    """One run's record, from the cache or run now (``None`` with ``--cached-only`` when not cached)."""
     grid = None
     if method == "spread" and fraction is None:
         fraction, grid = spread_fraction(acceleration, args, prior)
+        if fraction is None:
+            return None
     tag = "-".join(map(str, args.slices)) if data == "demo" else validation_tag(args)
     if method in CALIBRATED:  # which validation runs it was fitted on
         tag += f"_fit{validation_tag(args)}s" + "-".join(map(str, args.validation_seeds))
@@ -123,6 +129,8 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
     cache = args.work / f"{method}_{acceleration}x_seed{seed}_{args.particles}p_{args.steps}_slices{tag}.json"
     if cache.is_file():
         return json.loads(cache.read_text()) | ({"validation_psnr": grid} if grid else {})
+    if args.cached_only:
+        return None
     scale = column_scale(acceleration, args, prior) if method in CALIBRATED else None
     file, slices = scan(data, args)
     setup = mri_active_setup(file, acceleration, slices=slices)
@@ -178,6 +186,8 @@ def main() -> None:
                         help="seeds of the validation runs the calibrated policy is fitted on")
     parser.add_argument("--spread-fractions", type=float, nargs="+", default=[0.0, 0.25, 0.5],
                         help="the spread policy's spacing fractions of the even line spacing, chosen on validation")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="report the runs already in --work; list the others as not run")
     parser.add_argument("--particles", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
@@ -189,14 +199,18 @@ def main() -> None:
     prior = shipped_prior("mri_brain_128")
     plan = [(m, s) for m in args.methods for s in args.seeds] + \
         [(m, args.seeds[0]) for m in args.single_seed_methods if m not in args.methods]
-    rows = [one_run(m, a, s, args, prior) for a in args.accelerations for m, s in plan]
+    runs = {(m, a, s): one_run(m, a, s, args, prior) for a in args.accelerations for m, s in plan}
+    rows = [r for r in runs.values() if r is not None]
+    missing = [f"{m} {a}x seed {s}" for (m, a, s), r in runs.items() if r is None]
     lines, notes = [], []
     for a in args.accelerations:
         for m in dict.fromkeys(m for m, _ in plan):
             rs = [r for r in rows if r["acceleration"] == a and r["method"] == m]
+            if not rs:
+                continue
             psnr = np.array([r["PSNR"] for r in rs])
             ssim = np.array([r["SSIM"] for r in rs])
-            corr = [c for r in rs for acq in r.get("correlations", []) for c in acq["corr"]]
+            corr = [c for r in rs for acq in r.get("correlations", []) for c in acq["corr"] if np.isfinite(c)]
             corr_txt = f"{np.median(corr):+.2f} ({min(corr):+.2f} to {max(corr):+.2f})" if corr else ""
             cols = rs[0]["columns"][0] if rs[0]["columns"] and isinstance(rs[0]["columns"][0], list) \
                 else rs[0]["columns"]
@@ -221,7 +235,8 @@ def main() -> None:
         "count can differ from the others' by a line.", "",
         "| acceleration | policy | PSNR | PSNR per seed | SSIM | variance-error correlation | columns added | "
         "wall (s) |",
-        "|---|---|---|---|---|---|---|---|", *lines, *([""] + notes if notes else [])])
+        "|---|---|---|---|---|---|---|---|", *lines, *([""] + notes if notes else []),
+        *(["", f"Not run (left out of the means above): {', '.join(missing)}."] if missing else [])])
     script_page(args.out, "Active subsampling: policies, the fixed mask and the oracle bound", rows, table)
 
 
