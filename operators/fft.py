@@ -6,8 +6,9 @@ are real tensors with (re, im) on dim 1: ``(B, 2, ...)``.
 
 When ``H`` and ``W`` are even (every fastMRI geometry) the shifts are a modulation: with the checkerboard
 ``c[i, j] = (-1)^(i + j)``, ``fft2c(z) = (-1)^(H/2 + W/2) c * fft2(c * z)`` and likewise for the inverse —
-the same numbers (sign flips are exact), without the two copies the shifts cost (on this CPU a shift of a
-coil stack took 4-7x as long as its FFT). Odd sizes use the shifts.
+the same numbers (sign flips are exact), without the two copies the shifts cost (on the 2-core reference
+CPU, one thread, a shift of 8 coils of 256 x 128 took 3.7 ms against 0.5 ms for their FFT; the centred FFT
+became 1.2-1.6x faster at fastMRI's sizes). Odd sizes use the shifts.
 """
 
 from __future__ import annotations
