@@ -49,7 +49,7 @@ from invdiff.io import atomic_write_text
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.priors import shipped_prior
 from invdiff.problems import configured_sampler
-from invdiff.problems.active_mri import low_pass_problem, mri_active_setup
+from invdiff.problems.active_mri import low_pass_problem, mri_active_setup, sampled_columns
 from invdiff.problems.image_tasks import mri_validation_file
 from invdiff.samplers import run
 
@@ -146,7 +146,7 @@ def one_run(method: str, acceleration: int, seed: int, args: argparse.Namespace,
         fixed = low_pass_problem(file, setup, slices)
     if fixed is not None:
         post = run(sampler, fixed.measurement, prior, n_particles=args.particles, generator=g, progress=False)
-        mask = fixed.measurement.physics.mask.reshape(-1, fixed.measurement.y.shape[-1])[0].bool()
+        mask = sampled_columns(fixed)
         out["columns"] = torch.nonzero(mask & ~setup.plan.initial).flatten().tolist()
     else:
         spacing = budget_spacing(setup.plan, fraction) if method == "spread" else 1

@@ -40,7 +40,7 @@ from invdiff.metrics import fastmri_volume_metrics
 from invdiff.operators import Inpainting
 from invdiff.priors import shipped_prior
 from invdiff.problems import configured_sampler
-from invdiff.problems.active_mri import mri_active_setup
+from invdiff.problems.active_mri import mri_active_setup, sampled_columns
 from invdiff.samplers import run
 from invdiff.timing import median_seconds
 
@@ -58,12 +58,6 @@ def equal_count_random(setup, seed: int) -> tuple[Measurement, torch.Tensor]:
     return setup.measurement.with_mask(cands.mask(acquired), y=setup.oracle.measure(cands, acquired)), mask
 
 
-def column_mask(problem) -> torch.Tensor:
-    """``(W,)`` bool: the k-space columns a fixed-mask MRI problem measures."""
-    m = problem.measurement
-    return m.physics.mask.reshape(-1, m.y.shape[-1])[0].bool()
-
-
 def mri_rows(args, prior, accelerations, seed: int) -> tuple[list[dict], dict]:
     rows, figs = [], {}
     file = FastMRIFile.open(demo_scan())
@@ -71,7 +65,7 @@ def mri_rows(args, prior, accelerations, seed: int) -> tuple[list[dict], dict]:
         setup = mri_active_setup(file, acc, slices=args.slices)
         masks = {}
         ref = setup.reference
-        problems = [(f"fixed {kind}", problem.measurement, column_mask(problem), problem)
+        problems = [(f"fixed {kind}", problem.measurement, sampled_columns(problem), problem)
                     for kind, problem in setup.fixed.items()]
         problems.append(("fixed random, equal count", *equal_count_random(setup, seed), ref))  # ref's maps and units
         for name, measurement, mask, problem in problems:

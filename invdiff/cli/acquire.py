@@ -103,7 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
     from invdiff.metrics import fastmri_volume_metrics
     from invdiff.plots import slice_figure
     from invdiff.problems import configured_sampler
-    from invdiff.problems.active_mri import low_pass_problem, mri_active_setup
+    from invdiff.problems.active_mri import low_pass_problem, mri_active_setup, sampled_columns
     from invdiff.reconstruct.job import load_denoiser
     from invdiff.samplers import run
 
@@ -155,7 +155,7 @@ def run_command(args: argparse.Namespace) -> int:
         t1 = time.perf_counter()
         problem = setup.fixed[FIXED_MASKS[kind]] if FIXED_MASKS[kind] else low_pass_problem(file, setup, slices)
         post = run(sampler, problem.measurement, prior, generator=torch.Generator().manual_seed(args.seed), **common)
-        mask = problem.measurement.physics.mask.reshape(-1, problem.measurement.y.shape[-1])[0].bool()
+        mask = sampled_columns(problem)
         fixed[kind] = (problem.to_image(post.mean), mask)
         summary["metrics"][f"fixed {kind}"] = fastmri_volume_metrics(ref.target, fixed[kind][0])
         summary["lines"][f"fixed {kind}"] = torch.nonzero(mask).flatten().tolist()
@@ -165,8 +165,11 @@ def run_command(args: argparse.Namespace) -> int:
     outputs = [write_prediction(out / "reconstructions" / file.path.name, recon,
                                 attrs={"sampler": args.sampler, "policy": args.policy})]
     h = recon.shape[-2]
+
+    def strip(cols: np.ndarray) -> np.ndarray:  # a column mask drawn as an image of the reconstruction's height
+        return np.broadcast_to(cols[None, :], (h, cols.shape[0]))
+
     for i, s in enumerate(slices):
-        strip = lambda cols: np.broadcast_to(cols[None, :], (h, cols.shape[0]))  # noqa: E731
         panels = [("target", ref.target[i], "image"), (f"active ({args.policy})", recon[i], "image"),
                   *[(f"fixed {kind}", image[i], "image") for kind, (image, _) in fixed.items()],
                   ("active mask", strip(active.acquired[i].numpy()), "mask"),

@@ -20,7 +20,7 @@ from invdiff.operators import MaskFunc, from_complex
 from invdiff.problems.base import Problem
 from invdiff.problems.fastmri import fastmri_problem
 
-__all__ = ["MRIActiveSetup", "low_pass_problem", "mri_active_setup"]
+__all__ = ["MRIActiveSetup", "low_pass_problem", "mri_active_setup", "sampled_columns"]
 
 FIXED_MASKS = ("equispaced_fraction", "random")
 
@@ -78,3 +78,9 @@ def low_pass_problem(file: FastMRIFile, setup: MRIActiveSetup, slices: list[int]
         raise ValueError(f"{file.path}: the low-pass mask has {problem.info['sampled_columns']} lines, the budget "
                          f"{budget}")
     return problem
+
+
+def sampled_columns(problem: Problem) -> torch.Tensor:
+    """``(W,)`` bool: the k-space columns a fixed-mask problem samples (its first item's mask)."""
+    m = problem.measurement
+    return m.physics.mask.reshape(-1, m.y.shape[-1])[0].bool()
