@@ -19,11 +19,12 @@ from invdiff.samplers.dds import DDS
 from invdiff.samplers.deepinv_bridge import DDRM, DeepinvPiGDM, DeepinvSampler, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
+from invdiff.samplers.fps import FPS
 from invdiff.samplers.pigdm import PiGDM
 from invdiff.samplers.pnp_dm import PnPDM
 from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.tds import TDS
 
-__all__ = ["APS", "ApproximationFreeEnsemble", "ConjugateGradient", "DAPS", "DDIM", "DDRM", "DDS", "DPS", "DeepinvPiGDM", "DeepinvSampler",
+__all__ = ["APS", "ApproximationFreeEnsemble", "ConjugateGradient", "DAPS", "DDIM", "DDRM", "DDS", "DPS", "DeepinvPiGDM", "DeepinvSampler", "FPS",
            "Diagnostics", "DiffPIR", "DirectReconstruction", "GuidedRemasking", "ImportanceSampling", "PiGDM", "PnPDM", "Posterior", "REDDiff", "Sampler",
            "SamplerState", "TDS", "TotalVariation", "run"]

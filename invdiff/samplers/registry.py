@@ -25,6 +25,7 @@ from invdiff.samplers.deepinv_bridge import DDRM, DeepinvPiGDM, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
 from invdiff.samplers.pigdm import PiGDM
+from invdiff.samplers.fps import FPS
 from invdiff.samplers.pnp_dm import PnPDM
 from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.sparsity import L1Wavelet
@@ -89,6 +90,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddrm": SamplerSpec(DDRM, "deepinv's DDRM (needs an SVD: inpainting, circular blur)",
                         needs_linear=True, needs_svd=True),
     "tds": SamplerSpec(TDS, "twisted diffusion sampler (Wu et al. 2023), weighted SMC", weighted=True, vjp=True),
+    "fps": SamplerSpec(FPS, "filtering posterior sampling: SMC on a diffused copy of the data, exact Gaussian moves "
+                       "(Dou & Song 2024)", weighted=True, needs_linear=True),
     "afe": SamplerSpec(ApproximationFreeEnsemble, "approximation-free ensemble, SDE (weighted SMC)",
                        {"variant": "sde"}, weighted=True),
     "afe-ode": SamplerSpec(ApproximationFreeEnsemble, "approximation-free ensemble, ODE + Langevin corrector",
