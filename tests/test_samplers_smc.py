@@ -273,6 +273,23 @@ def test_tds_refuses_bad_settings_and_missing_measurements():
         run(TDS(5), None, prior, generator=torch.Generator(), progress=False)
 
 
+class _ExpandingDenoiser(GaussianMixturePrior):
+    """A denoiser whose Jacobian is ``-I`` at every noise level: not a covariance (a trained network at its
+    highest level can be like this; the shipped image priors' Hutchinson estimates there are -250 to -5)."""
+
+    def denoise(self, x, sigma):
+        return -x
+
+
+def test_gaussian_twist_refuses_a_denoiser_whose_jacobian_is_not_a_covariance():
+    prior, m, _ = _two_mode_problem()
+    bad = _ExpandingDenoiser(prior.mixture.weights, prior.mixture.means, prior.mixture.covs)
+    with pytest.raises(ValueError, match="not positive|<= 0"):
+        run(TDS(5, twist="gaussian"), m, bad, n_particles=4, generator=torch.Generator().manual_seed(0),
+            progress=False)
+    run(TDS(5, twist="gaussian"), m, prior, n_particles=4, generator=torch.Generator().manual_seed(0), progress=False)
+
+
 def test_tds_operator_norm_makes_the_tempering_unit_free():
     """Scaling A, y and sigma_y by c leaves the posterior unchanged; with operator_norm the twist (hence
     every particle and weight) is unchanged too, without it the tempering moves (CT's ||A|| ~ 60)."""

@@ -20,7 +20,8 @@ takes. Two twists:
   ``r^2 = sigma^2 c^2 / (sigma^2 + c^2)`` is that posterior variance for a prior of variance ``c^2`` per
   coordinate (ΠGDM's ``r_t``, Song et al. 2023), and ``c^2`` is the prior's own, estimated once per item at
   the first noise level by Tweedie's covariance ``Cov[x0 | x] = sigma^2 dD/dx`` with one Hutchinson probe
-  per particle (one network evaluation and VJP more than the steps). ``G = J^T A^T (s^2 I + r^2 A A^T)^{-1}
+  per particle (one network evaluation and VJP more than the steps; refused when the estimate is not positive,
+  as for the shipped image priors at their highest level, whose Jacobian there is not a covariance). ``G = J^T A^T (s^2 I + r^2 A A^T)^{-1}
   (y - A D)`` (:func:`~invdiff.samplers.splitting.pseudo_inverse_guidance`, as in :class:`~invdiff.samplers.PiGDM`). Found on the Gaussian-mixture suite:
   the plain twist ``l(D)`` ignores how uncertain ``D`` is at high noise, so its increments there reach
   thousands of nats, every run descends from one particle, and the unobserved coordinates keep the
@@ -172,7 +173,14 @@ class TDS(Sampler):
             rows = tweedie_variance(state.prior.prior.denoise, state.x, float(sigmas[0]), probe, self.chunk_size)
             state.diagnostics.network_evals += 1
             state.diagnostics.vjp_evals += 1
-            per_item = rows.reshape(-1, n_particles).mean(1).clamp_min(1e-12)
+            per_item = rows.reshape(-1, n_particles).mean(1)
+            if bool((per_item <= 0).any()):
+                raise ValueError(
+                    f"TDS(twist='gaussian'): the prior's variance estimated at sigma = {float(sigmas[0]):.4g} is "
+                    f"{per_item.min().item():.3g} <= 0 for some item; Tweedie's covariance sigma^2 dD/dx of an exact "
+                    "denoiser is positive semi-definite, so this denoiser's Jacobian is not one at that noise "
+                    "(a trained network at its highest level: the Gaussian twist would become the plain "
+                    "likelihood and its weights diverge); use twist='tempered'")
             variance = per_item.repeat_interleave(n_particles).to(m.sigma.device)
         denoised, twist, grad = self._twist(state, m, state.x, float(sigmas[0]), norm_sq, variance)
         return extend_state(state, TDSState, measurement=m, sigmas=sigmas, denoised=denoised, twist=twist,
