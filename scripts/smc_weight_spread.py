@@ -23,7 +23,7 @@ from invdiff.priors import shipped_prior
 from invdiff.problems import configured_sampler, image_task
 from invdiff.samplers import run
 
-SAMPLERS = ("afe", "tds")  # registry names, with their per-family settings and no resampling
+SAMPLERS = ("afe", "tds", "fps")  # registry names, with their per-family settings and no resampling
 
 
 def main() -> None:
