@@ -41,6 +41,7 @@ low noise the ancestral transition's discretisation error dwarfs the transition'
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -60,8 +61,11 @@ __all__ = ["FPS", "FPSState"]
 @dataclasses.dataclass(frozen=True)
 class FPSState(SamplerState):
     """``measurement``: the data expanded to the ``B * N`` particles; ``y_path``: the diffused observation at
-    the current level, one per item ``(B, ...)``; ``sigmas``: the levels, ending at 0."""
+    the current level, one per item ``(B, ...)``; ``items``: the data, one per item (the bridge's ``A e``);
+    ``sigmas``: the levels, ending at 0."""
 
+    rebuilt_fields: ClassVar[tuple[str, ...]] = ("items",)
+    items: Measurement | None = None
     sigmas: Tensor | None = None
     y_path: Tensor | None = None
 
@@ -114,7 +118,7 @@ class FPS(Sampler):
         m = measurement.expand(n_particles)
         x = gaussian_likelihood_sample(self._observed(m, y_path, n_particles), state.x, sigma0**2, state.rng,
                                        n_particles)
-        return extend_state(state, FPSState, x=x, measurement=m, sigmas=sigmas, y_path=y_path)
+        return extend_state(state, FPSState, x=x, measurement=m, items=measurement, sigmas=sigmas, y_path=y_path)
 
     @staticmethod
     def _observed(m: Measurement, y_path: Tensor, n_particles: int) -> Measurement:
@@ -128,7 +132,7 @@ class FPS(Sampler):
         measurement = self._prepared(measurement)
         sigma = float(state.sigmas[state.step])
         e = state.rng.randn(*state.x.shape[1:], dtype=state.x.dtype)
-        return dataclasses.replace(state, measurement=measurement.expand(state.n_particles),
+        return dataclasses.replace(state, measurement=measurement.expand(state.n_particles), items=measurement,
                                    y_path=measurement.y + sigma * measurement.forward(e))
 
     def _log_predictive(self, m: Measurement, mu: Tensor, c2: float, n: int) -> Tensor:
@@ -151,13 +155,13 @@ class FPS(Sampler):
         i = state.step
         sigma, sigma_next = float(state.sigmas[i]), float(state.sigmas[i + 1])
         m, x, n = state.measurement, state.x, state.n_particles
-        y = m.y[::n]
+        y = state.items.y
         d = state.prior.denoise(x, sigma)
         ratio = sigma_next**2 / sigma**2
         c2 = sigma_next**2 * (1.0 - ratio)
         if sigma_next > 0:
             e = state.rng.randn(*x.shape[1:], dtype=x.dtype)
-            y_next = y + ratio * (state.y_path - y) + c2**0.5 * m.forward(e.repeat_interleave(n, 0))[::n]
+            y_next = y + ratio * (state.y_path - y) + c2**0.5 * state.items.forward(e)
         else:
             y_next = y
         observed = self._observed(m, y_next, n)

@@ -24,8 +24,8 @@ from invdiff.samplers.dds import DDS
 from invdiff.samplers.deepinv_bridge import DDRM, DeepinvPiGDM, DiffPIR
 from invdiff.samplers.dps import DPS
 from invdiff.samplers.ensemble import ApproximationFreeEnsemble
-from invdiff.samplers.pigdm import PiGDM
 from invdiff.samplers.fps import FPS
+from invdiff.samplers.pigdm import PiGDM
 from invdiff.samplers.pnp_dm import PnPDM
 from invdiff.samplers.red_diff import REDDiff
 from invdiff.samplers.sparsity import L1Wavelet

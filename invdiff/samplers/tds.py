@@ -21,8 +21,8 @@ takes. Two twists:
   coordinate (ΠGDM's ``r_t``, Song et al. 2023), and ``c^2`` is the prior's own, estimated once per item at
   the first noise level by Tweedie's covariance ``Cov[x0 | x] = sigma^2 dD/dx`` with one Hutchinson probe
   per particle (one network evaluation and VJP more than the steps; refused when the estimate is not positive,
-  as for the shipped image priors at their highest level, whose Jacobian there is not a covariance). ``G = J^T A^T (s^2 I + r^2 A A^T)^{-1}
-  (y - A D)`` (:func:`~invdiff.samplers.splitting.pseudo_inverse_guidance`, as in :class:`~invdiff.samplers.PiGDM`). Found on the Gaussian-mixture suite:
+  as for the shipped image priors at their highest level, whose Jacobian there is not a covariance).
+  ``G = J^T A^T (s^2 I + r^2 A A^T)^{-1} (y - A D)`` (:func:`~invdiff.samplers.splitting.pseudo_inverse_guidance`, as in :class:`~invdiff.samplers.PiGDM`). Found on the Gaussian-mixture suite:
   the plain twist ``l(D)`` ignores how uncertain ``D`` is at high noise, so its increments there reach
   thousands of nats, every run descends from one particle, and the unobserved coordinates keep the
   spread of that one lineage (docs/results/tds-spread).
