@@ -167,6 +167,7 @@ def main() -> None:
             rows.append(row)
             c90 = rep["0.9"]
             shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["settings"].items())
+            shown = shown or "class defaults"
             lines.append(f"| {task} | {name} ({shown}) | {e['psnr']:.2f} | {row['quantile_coverage_90']:.3f} | "
                          f"{c90['uncalibrated_coverage']:.3f} | **{c90['coverage']:.3f}** "
                          f"({min(e['per_slice_90']):.3f}-{max(e['per_slice_90']):.3f}) | {e['fewer_coverage_90']:.3f} | "
