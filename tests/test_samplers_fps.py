@@ -68,10 +68,11 @@ def test_the_predictive_weight_equals_the_direct_gaussian_density_up_to_a_consta
     formula (float64, 3 items x 4 particles, a 5 x 7 operator), up to one constant per item."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(5, 7, generator=g, dtype=torch.float64)
-    m = Measurement(MatrixOperator(a), torch.randn(3, 5, generator=g, dtype=torch.float64), 0.2).expand(4)
+    items = Measurement(MatrixOperator(a), torch.randn(3, 5, generator=g, dtype=torch.float64), 0.2)
+    m = items.expand(4)
     mu = torch.randn(12, 7, generator=g, dtype=torch.float64)
     c2 = 0.7
-    stable = FPS(4)._log_predictive(m, mu, c2, 4).reshape(3, 4)
+    stable = FPS(4)._log_predictive(m, mu, c2, 4, items).reshape(3, 4)
     cov = c2 * a @ a.T + 0.04 * torch.eye(5, dtype=torch.float64)
     r = m.y - mu @ a.T
     dense = (-0.5 * (r @ torch.linalg.inv(cov) * r).sum(1)).reshape(3, 4)

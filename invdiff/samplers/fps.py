@@ -135,19 +135,21 @@ class FPS(Sampler):
         return dataclasses.replace(state, measurement=measurement.expand(state.n_particles), items=measurement,
                                    y_path=measurement.y + sigma * measurement.forward(e))
 
-    def _log_predictive(self, m: Measurement, mu: Tensor, c2: float, n: int) -> Tensor:
+    def _log_predictive(self, m: Measurement, mu: Tensor, c2: float, n: int, items: Measurement) -> Tensor:
         """``log N(y; A mu, c2 A A^T + s^2 I)`` per particle ``(B*N,)``, up to a constant per item.
 
         Expanded about the item's mean particle ``m0`` (``d = mu - m0``, ``S = c2 A A^T + s^2 I``), the exact
         quadratic ``<g, d> - <d, A^T S^-1 A d> / 2`` with ``g = A^T S^-1 (y - A m0)``: both terms are solves
-        with :meth:`Measurement.solve_regularised`. The direct form ``r^T S^-1 r`` subtracts two numbers that
+        with :meth:`Measurement.solve_regularised` (``g`` once per item, on ``items``: the same data unexpanded).
+        The direct form ``r^T S^-1 r`` subtracts two numbers that
         agree to ``s^2 / (c2 ||A||^2)`` (1e-9 at the first levels of the MRI task), below float32's precision.
         """
         b = mu.shape[0] // n
         grouped = mu.reshape(b, n, *mu.shape[1:])
-        ref = grouped.mean(1, keepdim=True).expand_as(grouped).reshape(mu.shape)
-        g, _ = pseudo_inverse_guidance(m, ref, c2, self.cg_iterations)
-        d = mu - ref
+        ref = grouped.mean(1)
+        g, _ = pseudo_inverse_guidance(items, ref, c2, self.cg_iterations)
+        g = g.repeat_interleave(n, dim=0)
+        d = mu - ref.repeat_interleave(n, dim=0)
         h = m.solve_regularised(m.forward(d), c2, tol=1e-6, max_iter=self.cg_iterations) / c2
         return batch_dot(g, d) - 0.5 * batch_dot(d, h)
 
@@ -167,7 +169,7 @@ class FPS(Sampler):
         observed = self._observed(m, y_next, n)
         mu = d + ratio * (x - d)
         if c2 > 0:
-            log_pred = self._log_predictive(observed, mu, c2, n)
+            log_pred = self._log_predictive(observed, mu, c2, n, state.items.with_y(y_next))
         else:
             log_pred = observed.log_likelihood(mu)
         log_w = state.log_weights + log_pred.to(torch.float64).reshape(state.log_weights.shape)
