@@ -25,7 +25,9 @@ class Diagnostics:
     ``network_evals`` counts denoiser calls (each on all ``B * N`` particles at once);
     ``vjp_evals`` counts vector-Jacobian products through the denoiser; ``wall_time`` is seconds;
     ``ess_history`` holds the ``(B,)`` effective sample size after each step that reweights (before
-    any resampling); ``resampled`` the ``(B,)`` mask of the items resampled at that step.
+    any resampling); ``resampled`` the ``(B,)`` mask of the items resampled at that step;
+    ``exponent_history`` the ``(B,)`` likelihood exponent after each step of a tempered SMC run (empty
+    for a run that does not temper).
     """
 
     network_evals: int = 0
@@ -33,6 +35,7 @@ class Diagnostics:
     wall_time: float = 0.0
     ess_history: list[Tensor] = field(default_factory=list)
     resampled: list[Tensor] = field(default_factory=list)
+    exponent_history: list[Tensor] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -188,8 +188,8 @@ def evaluate(problem: Problem, sampler_name: str, nfe: int, settings: dict[str, 
               "baseline": problem.baseline_name, "family": problem.family, "measurement": problem.info}
     if res.get("prior_warnings"):
         record["warnings"] = res["prior_warnings"]
-    if "ess_min_steps" in res:
-        record.update(ess_min_steps=res["ess_min_steps"], resampled_steps=res["resampled_steps"])
+    record.update({k: res[k] for k in ("ess_min_steps", "ess_median_steps", "resampled_steps", "tempering_exponent")
+                   if k in res})
     if fit is not None:
         record.update(calibration=asdict(fit), calibration_s=calibration_s)
     arrays = {"mean": res["mean"][0], "std": res["std"][0], "baseline": problem.baseline[0]}

@@ -41,7 +41,8 @@ IMAGE_METRICS = ("PSNR", "SSIM", "NMSE", "coverage_0.50", "coverage_0.90", "cove
                  "calibrated_half_width_0.90", "delta_cal", "object_delta_cal", "ceiling_PSNR")
 GMM_METRICS = ("sw", "sw_exact", "sw_floor_q99", "mean_rel", "cov_rel", "mode_tv", "ess", "delta_cal",
                "coverage_90_min", "coverage_90_max")
-RECORD_COLUMNS = {"ess_min_steps": "min ESS", "resampled_steps": "resampled steps"}
+RECORD_COLUMNS = {"ess_min_steps": "min ESS", "ess_median_steps": "median ESS", "resampled_steps": "resampled steps",
+                  "tempering_exponent": "mean weight exponent"}
 
 
 COVERAGE_NOTE = ("Coverage: the fraction of pixels whose target lies inside the central credible interval of the "

@@ -178,8 +178,12 @@ def solve_problem(problem: Problem, sampler: Sampler, prior, particles: int,
            "wall_time_s": float(diag.wall_time), "ess": [float(e) for e in post.ess], "particles": n,
            "prior_warnings": prior_warnings}
     if diag.ess_history:
-        out["ess_min_steps"] = float(torch.stack(diag.ess_history).min())
+        history = torch.stack(diag.ess_history)
+        out["ess_min_steps"] = float(history.min())
+        out["ess_median_steps"] = float(history.median(0).values.min())
         out["resampled_steps"] = int(torch.stack(diag.resampled).any(1).sum()) if diag.resampled else 0
+    if diag.exponent_history:
+        out["tempering_exponent"] = float(torch.stack(diag.exponent_history).mean())
     if problem.target is not None and n > 1:
         truth = torch.from_numpy(problem.target)
         region = object_region(problem.target)

@@ -36,6 +36,20 @@ draw implies (``y_sigma_max - A x``) and every later move is conditioned on ``A 
 increments without noise, up to a 1e-3 jitter), was tried and is worse: on the contract's 2-d Gaussian at
 2000 particles and 100 steps its ESS fell to 1 and the mean error was 1.0-1.4 over seeds 0-2, since at
 low noise the ancestral transition's discretisation error dwarfs the transition's own spread ``c``.
+
+Adaptive tempering (``tempering=tau``), after the SMC literature's remedy for weight degeneracy (Jasra et al.
+2011, "Inference for Lévy-driven stochastic volatility models via adaptive sequential Monte Carlo"; Del Moral,
+Doucet & Jasra 2012): each step's predictive weight is raised to its own exponent ``beta_k`` in ``[0, 1]``, the
+largest whose conditional ESS (Zhou, Johansen & Aston 2016: the increment's cost given the current weights) is
+``tau N`` or more (:func:`~invdiff.samplers.smc.adaptive_exponent`); resampling then follows
+``resample_threshold`` as without tempering. (Tempering to the total ESS instead, with ``tau`` at the resampling
+threshold, deadlocks: the ESS sits at the threshold, nothing resamples and every later exponent is 0.) The output is
+then ``q_K prod_k w_k^beta_k`` (``q_K``: the moves' path density), between the moves alone (``beta = 0``, every
+particle equally weighted) and FPS's target (``beta = 1``): a heuristic that trades the weights' correction for
+live particles, not a posterior. ``temper_final=True`` takes the last step's weight (``N(y; A D, s^2 I)``) at
+exponent 1. ``Diagnostics.exponent_history`` records ``beta`` per step. The consistent form, a non-decreasing
+exponent on the accumulated weight (targets ``q_k W_k^lam_k``), does nothing here: FPS's first weights are flat
+(ESS N at the first levels), so its exponent reaches 1 at the first step and can never fall again.
 """
 
 from __future__ import annotations
@@ -51,7 +65,7 @@ from invdiff.measurement import Measurement
 from invdiff.particles import effective_sample_size
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import (Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas)
-from invdiff.samplers.smc import adaptive_resample, validate_resampling
+from invdiff.samplers.smc import adaptive_exponent, adaptive_resample, validate_resampling
 from invdiff.samplers.splitting import gaussian_likelihood_sample, pseudo_inverse_guidance, with_exact_solver
 from invdiff.schedule import VPSchedule
 
@@ -81,13 +95,20 @@ class FPS(Sampler):
         exact_solve: the moves' Gaussian draws use the exact row-block solver where the operator has one
             (:func:`~invdiff.samplers.splitting.with_exact_solver`).
         cg_iterations: the most CG iterations of a weight's solve where it is not exact.
+        tempering: ``None`` (FPS's weights) or the conditional-ESS fraction in (0, 1] that adaptive
+            tempering keeps at each step (module docstring).
+        temper_final: with tempering, the last step's weight is taken at exponent 1.
         schedule, sigmas: noise levels as for :class:`~invdiff.samplers.DPS`.
     """
 
     def __init__(self, num_steps: int = 100, resample_threshold: float = 0.5, resampling: str = "systematic",
-                 exact_solve: bool = True, cg_iterations: int = 100, schedule: VPSchedule | None = None,
-                 sigmas: Tensor | None = None):
+                 exact_solve: bool = True, cg_iterations: int = 100, tempering: float | None = None,
+                 temper_final: bool = False, schedule: VPSchedule | None = None, sigmas: Tensor | None = None):
         validate_resampling(resample_threshold, resampling)
+        if tempering is not None and (isinstance(tempering, bool) or not 0.0 < float(tempering) <= 1.0):
+            raise ValueError(f"tempering is an ESS fraction in (0, 1] or None, got {tempering!r}")
+        self.tempering = None if tempering is None else float(tempering)
+        self.temper_final = bool(temper_final)
         if isinstance(cg_iterations, bool) or not isinstance(cg_iterations, int) or cg_iterations < 1:
             raise ValueError(f"cg_iterations must be an integer >= 1, got {cg_iterations!r}")
         self.num_steps = check_num_steps(num_steps)
@@ -172,7 +193,14 @@ class FPS(Sampler):
             log_pred = self._log_predictive(observed, mu, c2, n, state.items.with_y(y_next))
         else:
             log_pred = observed.log_likelihood(mu)
-        log_w = state.log_weights + log_pred.to(torch.float64).reshape(state.log_weights.shape)
+        increment = log_pred.to(torch.float64).reshape(state.log_weights.shape)
+        if self.tempering is None:
+            log_w = state.log_weights + increment
+        else:
+            beta = (torch.ones_like(state.log_weights[:, 0]) if sigma_next == 0 and self.temper_final
+                    else adaptive_exponent(state.log_weights, increment, self.tempering))
+            log_w = state.log_weights + beta.unsqueeze(-1) * increment
+            state.diagnostics.exponent_history.append(beta)
         if sigma_next == 0:
             state.diagnostics.ess_history.append(effective_sample_size(log_w))
             return dataclasses.replace(state, x=mu, log_weights=log_w, y_path=y_next, step=i + 1)

@@ -17,7 +17,7 @@ from invdiff.posterior import Diagnostics
 from invdiff.rng import BatchGenerator
 from invdiff.samplers.base import batch_chunks
 
-__all__ = ["adaptive_resample", "denoise_and_grad", "validate_resampling"]
+__all__ = ["adaptive_exponent", "adaptive_resample", "conditional_ess", "denoise_and_grad", "validate_resampling"]
 
 
 def validate_resampling(threshold: float, method: str) -> None:
@@ -62,6 +62,41 @@ def adaptive_resample(log_weights: Tensor, tensors: dict[str, Tensor], rng: Batc
     idx = torch.where(do.unsqueeze(-1).to(idx.device), idx, keep)
     log_weights = torch.where(do.unsqueeze(-1), torch.zeros_like(log_weights), log_weights)
     return log_weights, {k: gather_particles(v, idx) for k, v in tensors.items()}
+
+
+def conditional_ess(log_weights: Tensor, increment: Tensor) -> Tensor:
+    """The conditional ESS of an incremental weight (Zhou, Johansen & Aston 2016, eq. 3.16):
+    ``N (sum_i W_i v_i)^2 / sum_i W_i v_i^2`` per row, ``W`` the normalised current weights and ``v = exp(increment)``;
+    ``(B, N)`` log-weights and log-increments, float64 ``(B,)`` in ``[1, N]``. With equal current weights it is
+    the ESS of ``v``; it measures what the increment costs, whatever the current weights have already lost."""
+    n = log_weights.shape[-1]
+    lw = log_weights.to(torch.float64)
+    lw = lw - torch.logsumexp(lw, -1, keepdim=True)
+    inc = increment.to(torch.float64)
+    return n * torch.exp(2 * torch.logsumexp(lw + inc, -1) - torch.logsumexp(lw + 2 * inc, -1))
+
+
+def adaptive_exponent(log_weights: Tensor, increment: Tensor, target: float, iterations: int = 60) -> Tensor:
+    """The exponent ``beta`` in ``[0, 1]`` per item at which the tempered increment ``beta * increment``
+    keeps a conditional ESS (:func:`conditional_ess`) of at least ``target * N``: 1 where the whole increment
+    does, else found by bisection (``beta = 0`` always does: its conditional ESS is ``N``), all items at once.
+
+    The conditional ESS need not be monotone in ``beta``; bisection returns an exponent at which it is at
+    least the target, within ``2^-iterations`` of where it crosses the target. ``(B, N)`` current
+    log-weights and log-increments; returns float64 ``(B,)``.
+    """
+    n = log_weights.shape[-1]
+
+    def ok(beta: Tensor) -> Tensor:
+        return conditional_ess(log_weights, beta.unsqueeze(-1) * increment.to(torch.float64)) >= target * n
+
+    one = torch.ones(log_weights.shape[0], dtype=torch.float64, device=log_weights.device)
+    lo, hi = torch.zeros_like(one), one.clone()
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        good = ok(mid)
+        lo, hi = torch.where(good, mid, lo), torch.where(good, hi, mid)
+    return torch.where(ok(one), one, lo)
 
 
 def denoise_and_grad(denoise: Callable[[Tensor, float], Tensor], x: Tensor, sigma: float,
