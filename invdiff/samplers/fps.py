@@ -42,9 +42,9 @@ Adaptive tempering (``tempering=tau``), after the SMC literature's remedy for we
 Doucet & Jasra 2012): each step's predictive weight is raised to its own exponent ``beta_k`` in ``[0, 1]``, the
 largest whose conditional ESS (Zhou, Johansen & Aston 2016: the increment's cost given the current weights) is
 ``tau N`` or more (:func:`~invdiff.samplers.smc.adaptive_exponent`); resampling then follows
-``resample_threshold`` as without tempering. (Tempering to the total ESS instead, with ``tau`` at the resampling
-threshold, deadlocks: the ESS sits at the threshold, nothing resamples and every later exponent is 0.) The output is
-then ``q_K prod_k w_k^beta_k`` (``q_K``: the moves' path density), between the moves alone (``beta = 0``, every
+``resample_threshold`` as without tempering. (Tempering to the total ESS instead, with ``tau`` at the
+resampling threshold, deadlocks: the ESS sits at the threshold, nothing resamples and every later exponent
+is 0.) The output is then ``q_K prod_k w_k^beta_k`` (``q_K``: the moves' path density), between the moves alone (``beta = 0``, every
 particle equally weighted) and FPS's target (``beta = 1``): a heuristic that trades the weights' correction for
 live particles, not a posterior. ``temper_final=True`` takes the last step's weight (``N(y; A D, s^2 I)``) at
 exponent 1. ``Diagnostics.exponent_history`` records ``beta`` per step. The consistent form, a non-decreasing
@@ -106,7 +106,7 @@ class FPS(Sampler):
                  temper_final: bool = False, schedule: VPSchedule | None = None, sigmas: Tensor | None = None):
         validate_resampling(resample_threshold, resampling)
         if tempering is not None and (isinstance(tempering, bool) or not 0.0 < float(tempering) <= 1.0):
-            raise ValueError(f"tempering is an ESS fraction in (0, 1] or None, got {tempering!r}")
+            raise ValueError(f"tempering is a conditional-ESS fraction in (0, 1] or None, got {tempering!r}")
         self.tempering = None if tempering is None else float(tempering)
         self.temper_final = bool(temper_final)
         if isinstance(cg_iterations, bool) or not isinstance(cg_iterations, int) or cg_iterations < 1:

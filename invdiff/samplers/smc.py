@@ -86,9 +86,10 @@ def adaptive_exponent(log_weights: Tensor, increment: Tensor, target: float, ite
     log-weights and log-increments; returns float64 ``(B,)``.
     """
     n = log_weights.shape[-1]
+    increment = increment.to(torch.float64)
 
     def ok(beta: Tensor) -> Tensor:
-        return conditional_ess(log_weights, beta.unsqueeze(-1) * increment.to(torch.float64)) >= target * n
+        return conditional_ess(log_weights, beta.unsqueeze(-1) * increment) >= target * n
 
     one = torch.ones(log_weights.shape[0], dtype=torch.float64, device=log_weights.device)
     lo, hi = torch.zeros_like(one), one.clone()
