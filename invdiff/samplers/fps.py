@@ -46,10 +46,11 @@ largest whose conditional ESS (Zhou, Johansen & Aston 2016: the increment's cost
 resampling threshold, deadlocks: the ESS sits at the threshold, nothing resamples and every later exponent
 is 0.) The output is then ``q_K prod_k w_k^beta_k`` (``q_K``: the moves' path density), between the moves
 alone (``beta = 0``, every particle equally weighted) and FPS's target (``beta = 1``): a heuristic that trades
-the weights' correction for live particles, not a posterior. ``temper_final=True`` takes the last step's weight (``N(y; A D, s^2 I)``) at
-exponent 1. ``Diagnostics.exponent_history`` records ``beta`` per step. The consistent form, a non-decreasing
-exponent on the accumulated weight (targets ``q_k W_k^lam_k``), does nothing here: FPS's first weights are flat
-(ESS N at the first levels), so its exponent reaches 1 at the first step and can never fall again.
+the weights' correction for live particles, not a posterior. ``temper_final=True`` takes the last step's
+weight (``N(y; A D, s^2 I)``) at exponent 1. ``Diagnostics.exponent_history`` records ``beta`` per step. The
+consistent form, a non-decreasing exponent on the accumulated weight (targets ``q_k W_k^lam_k``), does nothing
+here: FPS's first weights are flat (ESS N at the first levels), so its exponent reaches 1 at the first step
+and can never fall again.
 """
 
 from __future__ import annotations
