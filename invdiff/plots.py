@@ -20,7 +20,8 @@ import numpy as np
 
 from invdiff.io import atomic_write
 
-__all__ = ["calibration_figure", "gmm_scatter", "image_grid", "labelled_grid", "slice_figure", "wrapped_rows"]
+__all__ = ["calibration_figure", "gmm_scatter", "image_grid", "labelled_grid", "quality_figure", "slice_figure",
+           "wrapped_rows"]
 
 
 def _figure(width: float, height: float):
@@ -150,6 +151,8 @@ def quality_figure(path: str | Path, curves: dict[str, dict[int, tuple[float, fl
     """Quality against cost: ``curves`` label -> {network evaluations: (score, wall seconds)}, one line per
     sampler over its budgets, against the evaluations (left) and the wall time (right), both on log axes;
     ``baselines`` label -> score, as horizontal lines (methods without a network)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
     fig = _figure(10, 4.2)
     axes = fig.subplots(1, 2, sharey=True)
     for ax, k, xlabel in ((axes[0], 0, "network evaluations"), (axes[1], 1, "wall time per cell (s)")):
@@ -160,6 +163,12 @@ def quality_figure(path: str | Path, curves: dict[str, dict[int, tuple[float, fl
         for i, (label, score) in enumerate(baselines.items()):
             ax.axhline(score, color=f"C{(len(curves) + i) % 10}", ls="--", lw=1, label=label)
         ax.set_xscale("log")
+        if k == 0:  # the budgets themselves, not 6x10^1
+            ax.xaxis.set_major_locator(FixedLocator(sorted({b for points in curves.values() for b in points})))
+        else:
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(metric)

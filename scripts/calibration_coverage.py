@@ -15,7 +15,10 @@ error exceeds it.
     python scripts/calibration_coverage.py [--tasks mri-4x mri-8x ct-30 ct-60] [--samplers red-diff dps dds]
         [--data anatomy:colin27_t1] [--slices 50 55 ... 145] [--particles 4] [--nfe 100]
 
-Each (task, sampler) run is kept in ``--work`` (``.npz``), so an interrupted run resumes where it stopped.
+Each (task, sampler) run is kept in ``--work`` (``.npz``), and within a run each finished slice group with
+the random generator's state after it (``NAME.groups/``, removed once the run is whole), so an interrupted
+run resumes at the next group and draws exactly what an uninterrupted one would. Each group prints its
+wall time and an estimate of the time left.
 Writes the results page ``--out`` (atomically) and prints the table.
 """
 
@@ -71,22 +74,42 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
     sampler = configured_sampler(sampler_name, args.nfe, problem.family, {})
     prior = load_denoiser(open_prior(problem.prior, "cpu") if isinstance(problem.prior, str) else problem.prior, "cpu")
     generator = torch.Generator().manual_seed(args.seed)
-    start = time.perf_counter()
-    parts, covered, pixels = [], 0.0, 0.0
+    # each finished slice group is kept beside the cache, so an interrupted run resumes at the next group
+    # with the generator's state after it, so a resumed run draws exactly what an uninterrupted one does
+    partial = cache.with_suffix(".groups")
+    parts = []
     for k, group in enumerate(groups):
+        part_file = partial / f"group{k:03d}.npz"
+        if part_file.is_file():
+            parts.append(dict(np.load(part_file)))
+            generator.set_state(torch.from_numpy(parts[-1]["generator_state"]))
+            continue
+        started = time.perf_counter()
         problem = problem if k == 0 else source.build(group)
         res = solve_problem(problem, sampler, prior, args.particles, generator, strict_pixel=False,
                             chunk_slices=args.chunk)
-        parts.append((res["mean"], res["std"], problem.target, res["network_evals"]))
-        if res.get("object_coverage_sums"):
-            covered += float(res["object_coverage_sums"]["0.9"])
-            pixels += float(res["object_pixels"])
-    out = {"mean": np.concatenate([p[0] for p in parts]), "std": np.concatenate([p[1] for p in parts]),
-           "target": np.concatenate([p[2] for p in parts]), "wall_time_s": np.array(time.perf_counter() - start),
-           "network_evals": np.array(parts[0][3]), "slice_group": np.array(size)}
+        part = {"mean": res["mean"], "std": res["std"], "target": problem.target,
+                "network_evals": np.array(res["network_evals"]), "wall_time_s": np.array(time.perf_counter() - started),
+                "covered": np.array(float(res["object_coverage_sums"]["0.9"]) if res.get("object_coverage_sums") else 0.0),
+                "pixels": np.array(float(res["object_pixels"]) if res.get("object_coverage_sums") else 0.0),
+                "generator_state": generator.get_state().numpy()}
+        atomic_write(part_file, lambda tmp, part=part: np.savez_compressed(tmp, **part), suffix=".npz")
+        parts.append(part)
+        wall = float(part["wall_time_s"])
+        print(f"  {task} {sampler_name}: slices {group[0]}-{group[-1]} (group {k + 1}/{len(groups)}) in {wall:.0f} s, "
+              f"about {wall * (len(groups) - k - 1) / 60:.0f} min left", flush=True)
+    out = {"mean": np.concatenate([p["mean"] for p in parts]), "std": np.concatenate([p["std"] for p in parts]),
+           "target": np.concatenate([p["target"] for p in parts]),
+           "wall_time_s": np.array(sum(float(p["wall_time_s"]) for p in parts)),
+           "network_evals": np.array(parts[0]["network_evals"]), "slice_group": np.array(size)}
+    pixels = sum(float(p["pixels"]) for p in parts)
     if pixels:
-        out["quantile_coverage_0.9"] = np.array(covered / pixels)
+        out["quantile_coverage_0.9"] = np.array(sum(float(p["covered"]) for p in parts) / pixels)
     atomic_write(cache, lambda tmp: np.savez_compressed(tmp, **out), suffix=".npz")
+    for part_file in sorted(partial.glob("group*.npz")):
+        part_file.unlink()
+    if partial.is_dir():
+        partial.rmdir()
     return out | {"settings": settings}
 
 
