@@ -74,8 +74,7 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
     sampler = configured_sampler(sampler_name, args.nfe, problem.family, {})
     prior = load_denoiser(open_prior(problem.prior, "cpu") if isinstance(problem.prior, str) else problem.prior, "cpu")
     generator = torch.Generator().manual_seed(args.seed)
-    # each finished slice group is kept beside the cache, so an interrupted run resumes at the next group
-    # with the generator's state after it, so a resumed run draws exactly what an uninterrupted one does
+    # finished groups and the generator's state after each: a resumed run draws what an uninterrupted one does
     partial = cache.with_suffix(".groups")
     parts = []
     for k, group in enumerate(groups):
