@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from statistics import NormalDist
@@ -105,10 +106,7 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
     if pixels:
         out["quantile_coverage_0.9"] = np.array(sum(float(p["covered"]) for p in parts) / pixels)
     atomic_write(cache, lambda tmp: np.savez_compressed(tmp, **out), suffix=".npz")
-    for part_file in sorted(partial.glob("group*.npz")):
-        part_file.unlink()
-    if partial.is_dir():
-        partial.rmdir()
+    shutil.rmtree(partial, ignore_errors=True)
     return out | {"settings": settings}
 
 
