@@ -224,6 +224,13 @@ extend = 0
     page = publish(out, tmp_path / "page", config, "invdiff benchmark tuned.toml", 1)
     text = page.read_text()
     assert "Written by `invdiff benchmark tuned.toml` at commit" in text and (tmp_path / "page" / "config.toml").is_file()
+    # the header states the thread count the cells ran with (a Ray worker's), not the publishing process's
+    import torch
+
+    assert rows[0]["torch_threads"] == torch.get_num_threads()
+    cell_file = next((out / "cells").glob("*.json"))
+    cell_file.write_text(_json.dumps({**_json.loads(cell_file.read_text()), "torch_threads": 37}))
+    assert ", 37 torch threads," in publish(out, tmp_path / "page", config, "invdiff benchmark tuned.toml", 1).read_text()
 
 
 def test_tune_mode_needs_validation_data(tmp_path):

@@ -219,7 +219,8 @@ def run_cell(cell: Cell, out: str | Path, device: str = "cpu", threads: int | No
     record.update(problem=cell.problem.name, data=cell.data, sampler=cell.sampler.label,
                   sampler_name=cell.sampler.name, nfe=cell.nfe, seed=cell.seed,
                   particles=cell.sampler.particles if SAMPLERS[cell.sampler.name].particles else 1,
-                  settings=cell.sampler_settings, key=cell.key, tuned=dict(cell.tuned), commit=code_version())
+                  settings=cell.sampler_settings, key=cell.key, tuned=dict(cell.tuned), commit=code_version(),
+                  torch_threads=torch.get_num_threads())
     record["setup_s"] += loaded
     if "calibration" in record:  # the fit as a file `invdiff reconstruct --calibration` takes
         ConformalCalibration(**record["calibration"]).save(out / "calibration" / f"{cell.key}.json")
