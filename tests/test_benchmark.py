@@ -4,6 +4,7 @@ compute what they say, and a local Ray instance gives the local executor's resul
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -154,6 +155,8 @@ def test_ray_executor_matches_the_local_one(tmp_path):
     for a, b in zip(ray_rows, local_rows):
         assert a["metrics"] == pytest.approx(b["metrics"], rel=1e-9), a["key"]
     assert json.loads((tmp_path / "ray" / "cells" / f"{ray_rows[0]['key']}.json").read_text())["seed"] in (0, 1)
+    # the cells ran at the driver's scheduling priority (Ray's own default nices its workers to 15)
+    assert {r["niceness"] for r in ray_rows} == {os.nice(0)}
 
 
 def test_example_configs_load():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict
 from functools import lru_cache
@@ -220,7 +221,7 @@ def run_cell(cell: Cell, out: str | Path, device: str = "cpu", threads: int | No
                   sampler_name=cell.sampler.name, nfe=cell.nfe, seed=cell.seed,
                   particles=cell.sampler.particles if SAMPLERS[cell.sampler.name].particles else 1,
                   settings=cell.sampler_settings, key=cell.key, tuned=dict(cell.tuned), commit=code_version(),
-                  torch_threads=torch.get_num_threads())
+                  torch_threads=torch.get_num_threads(), niceness=os.nice(0))
     record["setup_s"] += loaded
     if "calibration" in record:  # the fit as a file `invdiff reconstruct --calibration` takes
         ConformalCalibration(**record["calibration"]).save(out / "calibration" / f"{cell.key}.json")

@@ -8,6 +8,7 @@ cells. A failing cell is logged with its key and the run goes on; the failures a
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,7 +59,10 @@ def run_ray(cells: Sequence[Cell], out: str | Path, *, address: str | None = Non
     pending = _pending(cells, out)
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # a local instance's workers run at the driver's priority, not Ray's default niceness 15 (a job started
+        # beside niced cells takes the cores first and their wall times stop being comparable)
+        local = {"_system_config": {"worker_niceness": os.nice(0)}} if address is None else {}
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, **local)
     threads = max(1, int(cpus_per_task))
     device = "cuda" if gpus_per_task > 0 else "cpu"
     task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=0)(run_cell)
