@@ -168,8 +168,9 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
         """``(Bm, h, w)``: :meth:`row_gram_blocks` returns ``Bm`` sets of ``h`` blocks of ``w x w``."""
         return max(self.mask.shape[0], self.coil_maps.shape[0]), *self.image_size
 
-    def row_gram_blocks(self) -> Tensor:
-        """``A^T A`` as one Hermitian ``w x w`` block per image row, complex128 ``(B or 1, h, w, w)``.
+    def row_gram_blocks(self, rows: slice | None = None) -> Tensor:
+        """``A^T A`` as one Hermitian ``w x w`` block per image row, complex128 ``(B or 1, h, w, w)``;
+        ``rows`` (a slice of image rows) builds only those blocks, ``(B or 1, len(rows), w, w)``.
 
         When the mask is the same on every readout row (Cartesian phase-encode masks), the readout FFT
         cancels in ``F^H M F`` and ``A^T A = P^T (sum_c S_c^H G S_c) P`` with ``G = F_W^H diag(m) F_W``
@@ -189,9 +190,9 @@ class MultiCoilMRI(ParametrizedOperator, dinv.physics.LinearPhysics):
         fourier = torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(eye, dim=0), dim=0, norm="ortho"), dim=0)
         columns = mask[:, 0, 0, :].to(torch.float64)
         gram = fourier.conj().T @ (columns[:, :, None] * fourier)  # (B or 1, W, W)
-        rows, cols = self._crop_slices()
+        crop_rows, cols = self._crop_slices()
         gram = gram[:, cols, cols]
-        maps = self.coil_maps.to(torch.complex128)[:, :, rows, cols]  # (B or 1, C, h, w)
+        maps = self.coil_maps[:, :, crop_rows, cols][:, :, rows or slice(None)].to(torch.complex128)  # (B or 1, C, h, w)
         batch = max(gram.shape[0], maps.shape[0])
         gram = gram.expand(batch, -1, -1)
         blocks = maps.new_zeros(batch, maps.shape[2], gram.shape[-1], gram.shape[-1])

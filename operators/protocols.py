@@ -48,12 +48,12 @@ class CandidateSelection(Protocol):
 
 @runtime_checkable
 class RowBlockGram(Protocol):
-    """An operator whose ``A^T A`` is block diagonal over image rows: ``row_gram_blocks()`` returns the
-    blocks (Cartesian multi-coil MRI with a column mask), for exact normal-equation solvers;
-    ``row_gram_shape()`` their count and size ``(Bm, h, w)`` (the blocks are ``(Bm, h, w, w)``), known
-    before they are built."""
+    """An operator whose ``A^T A`` is block diagonal over image rows: ``row_gram_blocks(rows)`` returns the
+    blocks of the image rows ``rows`` (a slice; ``None``: all) (Cartesian multi-coil MRI with a column mask),
+    for exact normal-equation solvers; ``row_gram_shape()`` their count and size ``(Bm, h, w)`` (all the
+    blocks are ``(Bm, h, w, w)``), known before they are built."""
 
-    def row_gram_blocks(self) -> Tensor: ...
+    def row_gram_blocks(self, rows: slice | None = None) -> Tensor: ...
 
     def row_gram_shape(self) -> tuple[int, int, int]: ...
 

@@ -42,6 +42,20 @@ def test_row_gram_blocks_are_a_t_a():
                                rtol=1e-10, atol=1e-12)
 
 
+def test_row_blocks_built_in_chunks_solve_as_the_whole():
+    g = torch.Generator().manual_seed(3)
+    op = _mri(g)
+    whole = op.row_gram_blocks()
+    torch.testing.assert_close(op.row_gram_blocks(slice(5, 9)), whole[:, 5:9], rtol=0, atol=0)
+    direct = RowBlockSolver(whole, 2)
+    chunked = RowBlockSolver.of(op, 2, chunks=5)  # 12 rows in chunks of 3
+    torch.testing.assert_close(chunked.eigenvalues, direct.eigenvalues, rtol=1e-12, atol=1e-12)
+    r = op.A(torch.randn(2, 2, 12, 16, dtype=torch.float64, generator=g))
+    sigma, gamma = torch.full((2,), 0.01, dtype=torch.float64), torch.tensor([50.0, 1e-3], dtype=torch.float64)
+    torch.testing.assert_close(chunked.update(op, r, sigma, gamma), direct.update(op, r, sigma, gamma),
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_row_gram_blocks_refuse_a_two_dimensional_mask():
     g = torch.Generator().manual_seed(0)
     mask = (torch.rand(24, 16, generator=g) < 0.5).double()
@@ -136,7 +150,7 @@ def test_row_block_memory_is_known_before_building_and_capped():
     op = _mri(g)
     assert op.row_gram_shape() == tuple(op.row_gram_blocks().shape[:3]) == (2, 12, 16)
     need = row_block_bytes(op)
-    assert need == 3 * 16 * 2 * 12 * 16 * 16
+    assert need == 16 * 2 * 16 * 16 * (12 + 3 * 1)  # the eigenvectors, and one chunk's temporaries (12 rows / 16)
     y_shape = tuple(op.A(torch.zeros(2, 2, 12, 16, dtype=torch.float64)).shape)
     assert isinstance(normal_solver(op, y_shape, max_bytes=need), RowBlockSolver)
     assert normal_solver(op, y_shape, max_bytes=need - 1) is None
