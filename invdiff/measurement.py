@@ -467,13 +467,14 @@ class Measurement:
 
     def rescaled(self, offset: float, width: float) -> Measurement:
         """The same measurement of ``u = (x - offset) / width`` (linear operators): ``y_u = (y - A(offset 1))
-        / width``, ``sigma_u = sigma / width``, so ``y_u = A u + sigma_u n`` exactly."""
+        / width``, ``sigma_u = sigma / width``, so ``y_u = A u + sigma_u n`` exactly. An exact solver stays
+        attached (it depends on ``A`` alone)."""
         self._require_linear("rescaled")
         if not width > 0:
             raise ValueError(f"width must be > 0, got {width}")
         x_offset = torch.full(self._x_shape, float(offset), dtype=self._y.real.dtype, device=self._y.device)
         return Measurement(self._physics, (self._y - self._physics.A(x_offset)) / width, self._sigma / width,
-                           x_shape=self._x_shape)
+                           x_shape=self._x_shape, solver=self._solver)
 
     def to(self, device: str | torch.device) -> Measurement:
         """This measurement on ``device``: a new one with a copy of the operator (this one is unchanged);
