@@ -190,3 +190,24 @@ def test_splitting_samplers_solve_exactly_where_they_can(name):
         res = (state.measurement.y - state.measurement.forward(x0)).reshape(2, -1)
         want = torch.linalg.solve(0.5 * a.T @ a + 1e-4 * torch.eye(d, dtype=torch.float64), a.T @ res.T).T
         torch.testing.assert_close(got.reshape(2, -1), want, rtol=1e-8, atol=1e-8)
+
+
+def test_slice_groups_hold_the_exact_solver_that_samplers_attach():
+    """The reconstruct budget counts the row-block solver as row_block_bytes does, and its group cap is the
+    largest group with_exact_solver still attaches the solver to (3 slices at fastMRI's 320 x 320)."""
+    from types import SimpleNamespace
+
+    from invdiff.problems import configured_sampler
+    from invdiff.reconstruct.budget import exact_solver_bytes, exact_solver_group
+    from invdiff.samplers.splitting import EXACT_SOLVE_BYTES
+
+    op = _mri(torch.Generator().manual_seed(0), batch=1)
+    assert exact_solver_bytes((12, 16), 3) == row_block_bytes(op) and exact_solver_bytes((12, 16), 0) == 0
+    group = exact_solver_group((320, 320), 15)
+    assert group == 3
+    stub = lambda n: SimpleNamespace(row_gram_shape=lambda: (n, 320, 320))  # noqa: E731
+    assert row_block_bytes(stub(group)) <= EXACT_SOLVE_BYTES < row_block_bytes(stub(group + 1))
+    attaching = {name for name in ("pnp-dm", "fps", "afe", "pigdm", "diffpir", "dps", "red-diff")
+                 if configured_sampler(name, 10, "mri", {}).attaches_exact_solver}
+    assert attaching == {"pnp-dm", "fps", "afe"}  # the registry's settings; ΠGDM's tuned form and DiffPIR use CG
+    assert configured_sampler("diffpir", 10, "mri", {"exact_prox": True}).attaches_exact_solver

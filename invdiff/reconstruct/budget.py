@@ -17,6 +17,12 @@ suggests. The default group (:func:`default_group_size`) is the largest of at mo
 slices whose estimate stays under :data:`DEFAULT_GROUP_BYTES`: it depends on the image size, the
 sampler and the particles, never on the free memory, so a resumed run groups its slices as the first
 run did. At fastMRI's 320 x 320 with 15 coils that is 8 slices for RED-Diff and 3 for DPS.
+
+Samplers that attach the exact row-block solver of multi-coil MRI (``Sampler.attaches_exact_solver``: PnP-DM,
+FPS, the approximation-free ensemble, ΠGDM and DiffPIR where asked) also hold its eigenvectors,
+:func:`exact_solver_bytes` per slice (0.62 GB at 320 x 320), and their default group is at most as many
+slices as :data:`~invdiff.samplers.splitting.EXACT_SOLVE_BYTES` holds (3 at 320 x 320), so the solver is
+attached rather than refused for its size (and the solve left to CG, 2-140 times slower there).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import os
 from invdiff.problems.spec import ProblemSpec
 
 __all__ = ["VOLUME_STATE_BYTES_PER_PIXEL", "BYTES_PER_PIXEL", "DEFAULT_GROUP_BYTES", "MAX_GROUP", "MemoryBudgetError", "VJP_BYTES_PER_PIXEL",
-           "available_memory_gib", "check_budget", "ct_projector_bytes", "default_group_size", "group_bytes",
+           "available_memory_gib", "check_budget", "ct_projector_bytes", "default_group_size", "exact_solver_bytes",
+           "exact_solver_group", "group_bytes",
            "slice_group_size", "volume_state_bytes"]
 
 #: working memory per pixel of one particle's image in a forward pass of the shipped 32-channel U-Nets
@@ -75,6 +82,26 @@ def group_bytes(image_shape: tuple[int, int], slices: int, particles: int, vjp: 
     kh, kw = kspace_shape or image_shape
     operator = 3 * coils * kh * kw * 8
     return slices * (particles * per_image + operator)
+
+
+def exact_solver_bytes(image_shape: tuple[int, int], coils: int) -> int:
+    """Bytes per slice of the exact row-block solver of a multi-coil image of ``image_shape`` ``(h, w)``
+    (:func:`invdiff.normal_solvers.row_block_bytes` of one slice); 0 for single-coil data (closed form)."""
+    from invdiff.normal_solvers import ROW_CHUNKS
+
+    if coils <= 0:
+        return 0
+    h, w = image_shape
+    return 16 * w * w * (h + 3 * -(-h // ROW_CHUNKS))
+
+
+def exact_solver_group(image_shape: tuple[int, int], coils: int) -> int:
+    """The most slices whose exact solver :func:`~invdiff.samplers.splitting.with_exact_solver` attaches (at
+    least 1, at most :data:`MAX_GROUP`)."""
+    from invdiff.samplers.splitting import EXACT_SOLVE_BYTES
+
+    per_slice = exact_solver_bytes(image_shape, coils)
+    return MAX_GROUP if per_slice == 0 else int(max(1, min(MAX_GROUP, EXACT_SOLVE_BYTES // per_slice)))
 
 
 def volume_state_bytes(image_shape: tuple[int, int], slices: int, particles: int, coils: int = 0,

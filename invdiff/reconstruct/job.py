@@ -39,7 +39,8 @@ from invdiff.priors import Denoiser, open_prior
 from invdiff.priors.base import ChunkedDenoiser
 from invdiff.priors.serving import fit_prior
 from invdiff.problems import Problem, ProblemSource, configured_sampler, sampler_settings
-from invdiff.reconstruct.budget import (available_memory_gib, check_budget, default_group_size, group_bytes,
+from invdiff.reconstruct.budget import (available_memory_gib, check_budget, default_group_size, exact_solver_bytes,
+                                       exact_solver_group, group_bytes,
                                        slice_group_size, volume_state_bytes)
 from invdiff.samplers import Sampler, run
 from invdiff.samplers.checkpoint import StepCheckpoint
@@ -271,7 +272,11 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     particles = settings.particles if spec.particles else 1
     budget = max_memory_bytes or int(available_memory_gib() * 0.9 * 2**30)
     per_slice = group_bytes(inp.image_shape or (1, 1), 1, particles, spec.vjp, inp.coils, inp.kspace_shape)
-    group = settings.batch_slices or default_group_size(len(slices), per_slice)  # not from free memory: a resume groups alike
+    group = default_group_size(len(slices), per_slice)  # not from free memory: a resume groups alike
+    if sampler.attaches_exact_solver:  # its eigenvectors count, and a group too large for them would get CG
+        per_slice += exact_solver_bytes(inp.image_shape or (1, 1), inp.coils)
+        group = min(default_group_size(len(slices), per_slice), exact_solver_group(inp.image_shape or (1, 1), inp.coils))
+    group = settings.batch_slices or group
     fits = slice_group_size(len(slices), per_slice, budget)
     chunk = None
     if inp.couples_slices and not settings.volume:

@@ -153,6 +153,12 @@ class Sampler(ABC):
 
     uses_prior: bool = True
 
+    @property
+    def attaches_exact_solver(self) -> bool:
+        """Whether the sampler attaches an exact normal-equation solver to its measurement (whose memory a
+        slice group holds: :mod:`invdiff.reconstruct.budget`)."""
+        return False
+
     @abstractmethod
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:

@@ -150,6 +150,10 @@ class DeepinvSampler(Sampler):
         self.algorithm, self.num_steps, self.options = algorithm, check_num_steps(num_steps, 2), options
         self.exact_prox = bool(exact_prox)
 
+    @property
+    def attaches_exact_solver(self) -> bool:
+        return self.exact_prox
+
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         if measurement is None:

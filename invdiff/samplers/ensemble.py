@@ -175,6 +175,10 @@ class ApproximationFreeEnsemble(Sampler):
         (:meth:`Measurement.solve_regularised`)."""
         return u + m.solve_regularised(r_x + m.residual(u), gamma, tol=self.prox_tol, max_iter=self.prox_max_iter)
 
+    @property
+    def attaches_exact_solver(self) -> bool:
+        return self.exact_prox
+
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         if measurement is None:

@@ -122,6 +122,10 @@ class FPS(Sampler):
             raise ValueError("FPS needs a linear measurement: its moves are exact Gaussian draws")
         return with_exact_solver(measurement) if self.exact_solve else measurement
 
+    @property
+    def attaches_exact_solver(self) -> bool:
+        return self.exact_solve
+
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         measurement = self._prepared(measurement)

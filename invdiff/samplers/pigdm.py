@@ -82,6 +82,10 @@ class PiGDM(Sampler):
         self.schedule, self._sigmas, self.cg_iterations, self.clip = schedule, sigmas, cg_iterations, clip
         self.exact_solve = bool(exact_solve)
 
+    @property
+    def attaches_exact_solver(self) -> bool:
+        return self.exact_solve
+
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         if measurement is None or not measurement.is_linear:

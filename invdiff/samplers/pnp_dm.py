@@ -89,6 +89,10 @@ class PnPDM(Sampler):
         t = torch.arange(k, dtype=torch.float64) / (k - 1)
         return top * (bottom / top) ** t
 
+    @property
+    def attaches_exact_solver(self) -> bool:
+        return self.exact_solve
+
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         if measurement is None or not measurement.is_linear:
