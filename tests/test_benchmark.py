@@ -233,7 +233,7 @@ extend = 0
     assert rows[0]["torch_threads"] == torch.get_num_threads()
     cell_file = next((out / "cells").glob("*.json"))
     cell_file.write_text(_json.dumps({**_json.loads(cell_file.read_text()), "torch_threads": 37}))
-    assert ", 37 torch threads," in publish(out, tmp_path / "page", config, "invdiff benchmark tuned.toml", 1).read_text()
+    assert ", 37 torch threads per cell," in publish(out, tmp_path / "page", config, "invdiff benchmark tuned.toml", 1).read_text()
 
 
 def test_tune_mode_needs_validation_data(tmp_path):

@@ -261,11 +261,11 @@ def code_version() -> str:
 
 
 def _provenance(command: str, threads: str | None = None) -> str:
-    """Who wrote a page: the command, commit, date and machine; ``threads`` is the torch thread count the
-    measurements ran with (default: this process's, right where the measuring and the writing are one process)."""
-    threads = threads or str(torch.get_num_threads())
+    """Who wrote a page: the command, commit, date and machine; ``threads`` says with how many torch threads
+    the measurements ran (default: this process's count, right where measuring and writing are one process)."""
+    threads = threads or f"{torch.get_num_threads()} torch threads"
     return (f"Written by `{command}` at commit {code_version()}, {datetime.date.today().isoformat()}; "
-            f"{platform.machine()}, {threads} torch threads, torch {torch.__version__}.")
+            f"{platform.machine()}, {threads}, torch {torch.__version__}.")
 
 
 def script_page(folder: str | Path, title: str, rows: Any, table: str, notes: str = "") -> Path:
@@ -294,8 +294,9 @@ def publish(out: str | Path, dest: str | Path, config, command: str, total_cells
     versions = sorted({r.get("commit", "not recorded") for r in records})
     # the cells' own thread counts (Ray workers set theirs), not the count of the process that writes the page
     counts = sorted({r["torch_threads"] for r in records if "torch_threads" in r})
-    threads = "/".join(map(str, counts)) + (" (cells that recorded it)" if len(counts) and any(
-        "torch_threads" not in r for r in records) else "") if counts else None
+    recorded = sum("torch_threads" in r for r in records)
+    threads = (f"{'/'.join(map(str, counts))} torch threads per cell"
+               + (f" ({recorded} of {done} cells recorded it)" if recorded < done else "")) if counts else None
     header = [f"# {config.name}", "",
               _provenance(command, threads) + f" Configuration: [config.toml](config.toml) "
               f"(a copy of `{config.path}`); every cell: [results.csv](results.csv). {done} finished cell file(s) for "
