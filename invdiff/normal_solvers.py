@@ -33,7 +33,8 @@ from torch import Tensor
 
 from invdiff.operators.protocols import DtypeConvertible, RowBlockGram
 
-__all__ = ["GramSolver", "NormalSolver", "ROW_CHUNKS", "RowBlockSolver", "normal_solver", "row_block_bytes"]
+__all__ = ["GramSolver", "NormalSolver", "ROW_CHUNKS", "RowBlockSolver", "normal_solver", "row_block_bytes",
+           "row_block_shape_bytes"]
 
 #: :meth:`RowBlockSolver.of` builds and eigendecomposes the row blocks in this many chunks of rows
 ROW_CHUNKS = 16
@@ -173,7 +174,11 @@ def row_block_bytes(physics: RowBlockGram, chunks: int = ROW_CHUNKS) -> int:
     ``16 * Bm * h * w^2``, and while they are built one chunk's blocks, eigenvectors and coil term,
     ``3 * 16 * Bm * ceil(h / chunks) * w^2`` (about 160 MB for 4 slices of 128 x 128, 0.62 GB per slice of
     320 x 320)."""
-    bm, h, w = physics.row_gram_shape()
+    return row_block_shape_bytes(*physics.row_gram_shape(), chunks=chunks)
+
+
+def row_block_shape_bytes(bm: int, h: int, w: int, chunks: int = ROW_CHUNKS) -> int:
+    """:func:`row_block_bytes` from the blocks' shape ``(Bm, h, w)`` alone."""
     return 16 * bm * w * w * (h + 3 * -(-h // chunks))
 
 

@@ -87,12 +87,9 @@ def group_bytes(image_shape: tuple[int, int], slices: int, particles: int, vjp: 
 def exact_solver_bytes(image_shape: tuple[int, int], coils: int) -> int:
     """Bytes per slice of the exact row-block solver of a multi-coil image of ``image_shape`` ``(h, w)``
     (:func:`invdiff.normal_solvers.row_block_bytes` of one slice); 0 for single-coil data (closed form)."""
-    from invdiff.normal_solvers import ROW_CHUNKS
+    from invdiff.normal_solvers import row_block_shape_bytes
 
-    if coils <= 0:
-        return 0
-    h, w = image_shape
-    return 16 * w * w * (h + 3 * -(-h // ROW_CHUNKS))
+    return row_block_shape_bytes(1, *image_shape) if coils > 0 else 0
 
 
 def exact_solver_group(image_shape: tuple[int, int], coils: int) -> int:
