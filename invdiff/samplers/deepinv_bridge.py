@@ -135,7 +135,7 @@ class DeepinvSampler(Sampler):
             one (:func:`~invdiff.samplers.splitting.with_exact_solver`: Cartesian multi-coil MRI) instead of the
             physics' own ``prox_l2`` (deepinv's CG: at most 50 iterations, tolerance 1e-4). On 320 x 320,
             15-coil slices a CG prox cost 1-4 s per slice and differed from the exact one by up to 3e-3
-            (relative), the exact one about 1 s after a one-off eigendecomposition (about 20 s per slice).
+            (relative), the exact one about 0.5 s after a one-off eigendecomposition (about 20 s per slice).
             ``False`` (the default) is deepinv's DiffPIR as it comes.
         **options: passed to the deepinv class: DiffPIR ``zeta`` and ``lambda_``; DDRM ``eta`` and
             ``etab``; DPS ``weight``, ``solver``, ``guidance``; ΠGDM ``weight`` (of the data term) and
