@@ -271,11 +271,13 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     check_prior_fits(prior, inp, prior_name, strict)
     particles = settings.particles if spec.particles else 1
     budget = max_memory_bytes or int(available_memory_gib() * 0.9 * 2**30)
-    per_slice = group_bytes(inp.image_shape or (1, 1), 1, particles, spec.vjp, inp.coils, inp.kspace_shape)
-    group = default_group_size(len(slices), per_slice)  # not from free memory: a resume groups alike
+    shape = inp.image_shape or (1, 1)
+    per_slice = group_bytes(shape, 1, particles, spec.vjp, inp.coils, inp.kspace_shape)
     if sampler.attaches_exact_solver:  # its eigenvectors count, and a group too large for them would get CG
-        per_slice += exact_solver_bytes(inp.image_shape or (1, 1), inp.coils)
-        group = min(default_group_size(len(slices), per_slice), exact_solver_group(inp.image_shape or (1, 1), inp.coils))
+        per_slice += exact_solver_bytes(shape, inp.coils)
+    group = default_group_size(len(slices), per_slice)  # not from free memory: a resume groups alike
+    if sampler.attaches_exact_solver:
+        group = min(group, exact_solver_group(shape, inp.coils))
     group = settings.batch_slices or group
     fits = slice_group_size(len(slices), per_slice, budget)
     chunk = None
@@ -285,7 +287,7 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     if settings.volume:
         if slices != list(range(slices[0], slices[0] + len(slices))):
             raise ValueError(f"{inp.name}: --volume needs contiguous slices in order (e.g. --slices 10:74), got {slices}")
-        state = volume_state_bytes(inp.image_shape or (1, 1), len(slices), particles, inp.coils, inp.kspace_shape)
+        state = volume_state_bytes(shape, len(slices), particles, inp.coils, inp.kspace_shape)
         chunk = min(group, len(slices))
         room = (budget - per_slice) // max(state // len(slices), 1)  # slices that fit with one slice per call
         check_budget({f"{len(slices)} slice(s) x {particles} particle(s) of state": state,

@@ -31,7 +31,6 @@ from invdiff.priors.adapters import AsDeepinvDenoiser
 from invdiff.priors.base import Denoiser, sigma_per_sample
 from invdiff.rng import private_global_stream
 from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_sigmas
-from invdiff.samplers.splitting import with_exact_solver
 
 __all__ = ["DDRM", "DeepinvPiGDM", "DeepinvSampler", "DiffPIR", "UnitRangeView", "ddrm_supports"]
 
@@ -162,16 +161,13 @@ class DeepinvSampler(Sampler):
             raise ValueError(f"DDRM needs an operator with an SVD; {measurement.operator_name} has none")
         if self.algorithm == "ddrm" and not ddrm_supports(measurement):
             raise ValueError(f"deepinv's DDRM needs a real SVD; {measurement.operator_name}'s is complex")
-        if self.exact_prox:
-            measurement = with_exact_solver(measurement)
+        measurement = self.with_solver(measurement)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=1,
                                    x_init=lambda rng, dtype: torch.zeros(measurement.batch_size, n_particles,
                                                                          *prior.event_shape, dtype=dtype))
         return extend_state(state, DeepinvState, measurement=measurement.expand(n_particles), seed=seed)
 
-    def with_measurement(self, state: SamplerState, measurement: Measurement) -> SamplerState:
-        return super().with_measurement(state, with_exact_solver(measurement) if self.exact_prox else measurement)
 
     def _solver(self, view: UnitRangeView, prior: Denoiser):
         denoiser = AsDeepinvDenoiser(view.prior)

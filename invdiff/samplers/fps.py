@@ -67,7 +67,7 @@ from invdiff.particles import effective_sample_size
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import (Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas)
 from invdiff.samplers.smc import adaptive_exponent, adaptive_resample, validate_resampling
-from invdiff.samplers.splitting import gaussian_likelihood_sample, pseudo_inverse_guidance, with_exact_solver
+from invdiff.samplers.splitting import gaussian_likelihood_sample, pseudo_inverse_guidance
 from invdiff.schedule import VPSchedule
 
 __all__ = ["FPS", "FPSState"]
@@ -120,7 +120,7 @@ class FPS(Sampler):
     def _prepared(self, measurement: Measurement | None) -> Measurement:
         if measurement is None or not measurement.is_linear:
             raise ValueError("FPS needs a linear measurement: its moves are exact Gaussian draws")
-        return with_exact_solver(measurement) if self.exact_solve else measurement
+        return self.with_solver(measurement)
 
     @property
     def attaches_exact_solver(self) -> bool:

@@ -36,7 +36,7 @@ from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import (Sampler, SamplerState, check_num_steps, extend_state, prior_scale, resolve_sigmas,
                                    start_from_noise)
 from invdiff.samplers.ddim import ddim_update
-from invdiff.samplers.splitting import pseudo_inverse_guidance, with_exact_solver
+from invdiff.samplers.splitting import pseudo_inverse_guidance
 from invdiff.schedule import VPSchedule
 
 
@@ -90,8 +90,7 @@ class PiGDM(Sampler):
              generator: torch.Generator) -> SamplerState:
         if measurement is None or not measurement.is_linear:
             raise ValueError("ΠGDM (this form) needs a linear measurement with Gaussian noise")
-        if self.exact_solve:
-            measurement = with_exact_solver(measurement)
+        measurement = self.with_solver(measurement)
         sigmas = resolve_sigmas(prior, self.num_steps, self.schedule, self._sigmas)
         x_init = start_from_noise(prior, float(sigmas[0]), n_particles)
 
@@ -100,8 +99,6 @@ class PiGDM(Sampler):
         return extend_state(state, PiGDMState, measurement=measurement.expand(n_particles), sigmas=sigmas,
                             scale=prior_scale(prior))
 
-    def with_measurement(self, state: PiGDMState, measurement: Measurement) -> PiGDMState:
-        return super().with_measurement(state, with_exact_solver(measurement) if self.exact_solve else measurement)
 
     def guidance_direction(self, state: PiGDMState, x0: Tensor, sigma: float) -> Tensor:
         """``A^T (r^2 A A^T + s^2 I)^{-1} (y - A x0)``, image-shaped (before the VJP)."""

@@ -34,7 +34,7 @@ from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, prior_scale, start_from_noise
 from invdiff.samplers.ddim import ddim_update
-from invdiff.samplers.splitting import denoising_levels, gaussian_likelihood_sample, prior_sigma_range, with_exact_solver
+from invdiff.samplers.splitting import denoising_levels, gaussian_likelihood_sample, prior_sigma_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +98,7 @@ class PnPDM(Sampler):
         if measurement is None or not measurement.is_linear:
             raise ValueError("PnP-DM (this form) needs a linear measurement: its likelihood step is an exact "
                              "Gaussian draw")
-        if self.exact_solve:
-            measurement = with_exact_solver(measurement)
+        measurement = self.with_solver(measurement)
         rhos = self.rhos_for(prior)
         from_noise = start_from_noise(prior, float(rhos[0]), n_particles)
 
@@ -114,8 +113,6 @@ class PnPDM(Sampler):
         return extend_state(state, PnPDMState, measurement=measurement.expand(n_particles), rhos=rhos,
                             floor=0.01 * prior_scale(prior))
 
-    def with_measurement(self, state: PnPDMState, measurement: Measurement) -> PnPDMState:
-        return super().with_measurement(state, with_exact_solver(measurement) if self.exact_solve else measurement)
 
     def prior_step(self, state: PnPDMState, z: Tensor, rho: float) -> Tensor:
         """A draw of ``p(x | z)``: ancestral steps of the reverse diffusion from ``z`` at ``rho``."""

@@ -17,23 +17,11 @@ from invdiff.linalg import batch_view
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.rng import BatchGenerator
-from invdiff.samplers.base import prior_scale
+from invdiff.samplers.base import EXACT_SOLVE_BYTES, prior_scale, with_exact_solver  # noqa: F401 (re-exported)
 from invdiff.schedule import VPSchedule, karras_sigmas
 
 __all__ = ["EXACT_SOLVE_BYTES", "denoising_levels", "gaussian_likelihood_sample", "per_item_norm_sq",
            "prior_sigma_range", "pseudo_inverse_guidance", "with_exact_solver"]
-
-#: memory cap of the exact solver :func:`with_exact_solver` attaches (bytes)
-EXACT_SOLVE_BYTES = 2 * 2**30
-
-
-def with_exact_solver(m: Measurement) -> Measurement:
-    """``m`` with the exact row-block solver of Cartesian multi-coil MRI attached
-    (:class:`~invdiff.normal_solvers.RowBlockSolver`) when its memory fits :data:`EXACT_SOLVE_BYTES`
-    (4 slices of 128 x 128: about 160 MB; 0.62 GB per 320 x 320 slice, so up to 3 of them); other operators keep their
-    own solves (closed form where decomposable, CG otherwise). On the 128 x 128 MRI task a ΠGDM or PnP-DM
-    solve by CG took 47-260 products with ``A^T A``; the row-block solve is two batched matrix products."""
-    return m.with_normal_solver(max_measurements=0, max_bytes=EXACT_SOLVE_BYTES)
 
 
 def prior_sigma_range(prior: Denoiser) -> tuple[float, float]:
