@@ -211,3 +211,23 @@ def test_slice_groups_hold_the_exact_solver_that_samplers_attach():
                  if configured_sampler(name, 10, "mri", {}).attaches_exact_solver}
     assert attaching == {"pnp-dm", "fps", "afe"}  # the registry's settings; ΠGDM's tuned form and DiffPIR use CG
     assert configured_sampler("diffpir", 10, "mri", {"exact_prox": True}).attaches_exact_solver
+
+
+def test_ensemble_solver_keeps_to_the_memory_cap(monkeypatch):
+    """AFE attaches the row-block solver only under the cap that slice groups are sized for (beyond it, CG:
+    a direct call on a large batch must not build gigabytes uncapped), and CT's measurement-space Gram solver."""
+    import invdiff.samplers.ensemble as ensemble
+    from invdiff.samplers import ApproximationFreeEnsemble
+
+    g = torch.Generator().manual_seed(4)
+    op = _mri(g, batch=2)
+    y = op.A(torch.zeros(2, 2, 12, 16, dtype=torch.float64))
+    m = Measurement(op, y, 0.01)
+    afe = ApproximationFreeEnsemble(4)
+    assert isinstance(afe.with_solver(m).solver, RowBlockSolver)
+    monkeypatch.setattr(ensemble, "EXACT_SOLVE_BYTES", row_block_bytes(op) - 1)
+    assert afe.with_solver(m).solver is None
+    assert ApproximationFreeEnsemble(4, exact_prox=False).with_solver(m) is m
+    ct = ParallelBeamCT.sparse_view(16, 4, dtype=torch.float64)
+    m_ct = Measurement(ct, ct.A(torch.zeros(1, 1, 16, 16, dtype=torch.float64)), 0.01)
+    assert isinstance(afe.with_solver(m_ct).solver, GramSolver)

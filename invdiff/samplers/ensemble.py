@@ -70,7 +70,8 @@ from invdiff.linalg import batch_dot, batch_view
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.rng import BatchGenerator
-from invdiff.samplers.base import Sampler, SamplerState, check_num_steps, extend_state, resolve_sigmas
+from invdiff.samplers.base import (EXACT_SOLVE_BYTES, Sampler, SamplerState, check_num_steps, extend_state,
+                                   resolve_sigmas)
 from invdiff.samplers.ddim import ddim_update
 from invdiff.samplers.smc import adaptive_resample, validate_resampling
 from invdiff.schedule import VPSchedule
@@ -187,18 +188,19 @@ class ApproximationFreeEnsemble(Sampler):
         state = self.initial_state(measurement, prior, n_particles, generator, num_steps=sigmas.numel() - 1,
                                    x_init=lambda rng, dtype: torch.zeros(rng.batch_size, n_particles, *prior.event_shape, dtype=dtype),
                                    chunk_size=self.chunk_size)
-        if self.exact_prox:
-            measurement = measurement.with_normal_solver()
-        expanded = measurement.expand(n_particles)
+        expanded = self.with_solver(measurement).expand(n_particles)
         x, log_w = posterior_of_gaussian_reference(expanded, float(prior.offset), float(sigmas[0]),
                                                    state.rng, n_particles, measurement.y.real.dtype, self.prox_tol,
                                                    self.prox_max_iter)
         return extend_state(state, EnsembleState, x=x, log_weights=log_w, measurement=expanded, sigmas=sigmas)
 
-    def with_measurement(self, state: EnsembleState, measurement: Measurement) -> EnsembleState:
-        """New data between steps: the particles and weights stay (the weights' rate uses the new
-        likelihood from the next step on); the exact solver is attached as at ``init``."""
-        return super().with_measurement(state, measurement.with_normal_solver() if self.exact_prox else measurement)
+    def with_solver(self, measurement: Measurement) -> Measurement:
+        """``measurement`` with an exact normal-equation solver when ``exact_prox``: the row-block solver
+        under the cap :data:`~invdiff.samplers.base.EXACT_SOLVE_BYTES` (beyond it, CG), or the
+        measurement-space Gram solver of an operator with at most 8192 measurements per item."""
+        if not self.exact_prox:
+            return measurement
+        return measurement.with_normal_solver(max_bytes=EXACT_SOLVE_BYTES)
 
     def weight_rate(self, measurement: Measurement, x: Tensor, score: Tensor, grad: Tensor, rng: BatchGenerator,
                     n_particles: int) -> Tensor:
