@@ -126,16 +126,39 @@ def gmm_scatter(path: str | Path, prior_samples: np.ndarray, exact: np.ndarray, 
     return _save(fig, path, dpi)
 
 
+def curve_styles(labels: Sequence[str], group_sep: str | None = None) -> list[tuple[str, int]]:
+    """Per label, a matplotlib format (marker and line style) and a colour index: without ``group_sep``
+    every label its own colour, solid; with it, labels ``"GROUP<sep>VARIANT"`` (split at the last ``sep``)
+    share the group's colour and take the variant's style (solid, dashed, dotted by first appearance)."""
+    groups: dict[str, int] = {}
+    variants: dict[str, int] = {}
+    styles = []
+    for label in labels:
+        group, variant = label.rsplit(group_sep, 1) if group_sep and group_sep in label else (label, "")
+        g = groups.setdefault(group, len(groups))
+        v = variants.setdefault(variant, len(variants)) if group_sep else 0
+        styles.append((("o-", "s--", "^:")[v % 3], g))
+    return styles
+
+
 def calibration_figure(path: str | Path, curves: dict[str, dict[float, float]], title: str, dpi: int = 90,
-                       ylabel: str = "fraction of object pixels covered") -> Path:
+                       ylabel: str = "fraction of object pixels covered", group_sep: str | None = None) -> Path:
     """Empirical against nominal coverage of central credible intervals, one curve per label, beside the
-    diagonal a calibrated sampler follows."""
+    diagonal a calibrated sampler follows.
+
+    ``group_sep``: labels ``"GROUP<sep>VARIANT"`` (split at the last ``sep``) share one colour per group and
+    take one line style per variant (solid, dashed, dotted, in order of first appearance), so that e.g. a
+    sampler's uncalibrated and calibrated curves read as a pair however many samplers there are.
+    """
+    from matplotlib import colormaps
+
     fig = _figure(5, 4.2)
     ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
-    for label, cov in curves.items():
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+    for (label, cov), (fmt, g) in zip(curves.items(), curve_styles(list(curves), group_sep)):
         levels = sorted(cov)
-        ax.plot(levels, [cov[k] for k in levels], "o-", label=label)
+        colour = f"C{g}" if g < 10 else colormaps["tab20b"](g - 10)
+        ax.plot(levels, [cov[k] for k in levels], fmt, color=colour, label=label, markersize=4)
     ax.set_xlabel("nominal level of the central interval")
     ax.set_ylabel(ylabel)
     ax.set_xlim(0, 1)

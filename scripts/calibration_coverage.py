@@ -207,7 +207,7 @@ def main() -> None:
         if not panels:
             continue
         calibration_figure(args.out / "figures" / f"{task}_calibration.png", curves,
-                           f"{task}: object coverage on the test slices")
+                           f"{task}: object coverage on the test slices", group_sep=", ")
         vmax = float(np.percentile(panels[0][0][1], 99.5))
         labelled_grid(args.out / "figures" / f"{task}_uncertainty.png", panels, "image", vmax,
                       f"{task}: first test slice (half-width on the image's grey scale; exceedance 0/1 × vmax)")
