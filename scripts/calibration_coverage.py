@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from invdiff.benchmark.cells import calibration_ratios
-from invdiff.benchmark.report import script_page
+from invdiff.benchmark.report import code_version, script_page
 from invdiff.io import atomic_write
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.metrics.conformal import conformal_report, fit_conformal, region_mask
@@ -163,6 +163,7 @@ def main() -> None:
         parser.error(f"{len(cal_idx)} calibration and {len(test_idx)} test slices: the 90 % level needs at least 9 "
                      "calibration slices, and at least 2 test slices are needed")
     torch.set_num_threads(args.threads)
+    code_version()  # the commit that computes, taken before any figure of the page is written (cached)
     args.work.mkdir(parents=True, exist_ok=True)
     z90 = NormalDist().inv_cdf(0.95)
     rows, lines = [], []
