@@ -216,7 +216,7 @@ def test_slice_groups_hold_the_exact_solver_that_samplers_attach():
 def test_ensemble_solver_keeps_to_the_memory_cap(monkeypatch):
     """AFE attaches the row-block solver only under the cap that slice groups are sized for (beyond it, CG:
     a direct call on a large batch must not build gigabytes uncapped), and CT's measurement-space Gram solver."""
-    import invdiff.samplers.ensemble as ensemble
+    import invdiff.samplers.base as base
     from invdiff.samplers import ApproximationFreeEnsemble
 
     g = torch.Generator().manual_seed(4)
@@ -225,7 +225,7 @@ def test_ensemble_solver_keeps_to_the_memory_cap(monkeypatch):
     m = Measurement(op, y, 0.01)
     afe = ApproximationFreeEnsemble(4)
     assert isinstance(afe.with_solver(m).solver, RowBlockSolver)
-    monkeypatch.setattr(ensemble, "EXACT_SOLVE_BYTES", row_block_bytes(op) - 1)
+    monkeypatch.setattr(base, "EXACT_SOLVE_BYTES", row_block_bytes(op) - 1)
     assert afe.with_solver(m).solver is None
     assert ApproximationFreeEnsemble(4, exact_prox=False).with_solver(m) is m
     ct = ParallelBeamCT.sparse_view(16, 4, dtype=torch.float64)

@@ -96,13 +96,16 @@ class SamplerState:
 EXACT_SOLVE_BYTES = 2 * 2**30
 
 
-def with_exact_solver(m: Measurement) -> Measurement:
+def with_exact_solver(m: Measurement, gram: bool = False) -> Measurement:
     """``m`` with the exact row-block solver of Cartesian multi-coil MRI attached
     (:class:`~invdiff.normal_solvers.RowBlockSolver`) when its memory fits :data:`EXACT_SOLVE_BYTES`
     (4 slices of 128 x 128: about 160 MB; 0.62 GB per 320 x 320 slice, so up to 3 of them); other operators keep their
     own solves (closed form where decomposable, CG otherwise). On the 128 x 128 MRI task a ΠGDM or PnP-DM
-    solve by CG took 47-260 products with ``A^T A``; the row-block solve is two batched matrix products."""
-    return m.with_normal_solver(max_measurements=0, max_bytes=EXACT_SOLVE_BYTES)
+    solve by CG took 47-260 products with ``A^T A``; the row-block solve is two batched matrix products.
+
+    ``gram=True`` also attaches the measurement-space Gram solver of an operator with at most 8192
+    measurements per item (sparse-view CT), under the same memory cap."""
+    return m.with_normal_solver(max_measurements=8192 if gram else 0, max_bytes=EXACT_SOLVE_BYTES)
 
 
 def prior_scale(prior: Denoiser) -> float:
@@ -165,18 +168,25 @@ class Sampler(ABC):
     """
 
     uses_prior: bool = True
+    #: name of the boolean setting that switches the exact normal-equation solver on (``exact_solve``,
+    #: ``exact_prox``); None for samplers that never attach one
+    exact_solver_setting: str | None = None
+    #: whether the exact solver may also be the measurement-space Gram solver (:func:`with_exact_solver`)
+    exact_solver_gram: bool = False
 
     @property
     def attaches_exact_solver(self) -> bool:
         """Whether the sampler attaches an exact normal-equation solver to its measurement (whose memory a
-        slice group holds: :mod:`invdiff.reconstruct.budget`)."""
-        return False
+        slice group holds: :mod:`invdiff.reconstruct.budget`): the value of :attr:`exact_solver_setting`."""
+        return self.exact_solver_setting is not None and bool(getattr(self, self.exact_solver_setting))
 
     def with_solver(self, measurement: Measurement) -> Measurement:
-        """``measurement`` with the exact row-block solver attached where the sampler attaches one
+        """``measurement`` with the exact solver attached where the sampler attaches one
         (:func:`with_exact_solver`), else itself; called at ``init`` and by
         :meth:`with_measurement`."""
-        return with_exact_solver(measurement) if self.attaches_exact_solver else measurement
+        if not self.attaches_exact_solver:
+            return measurement
+        return with_exact_solver(measurement, gram=self.exact_solver_gram)
 
     @abstractmethod
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,

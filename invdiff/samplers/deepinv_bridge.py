@@ -141,6 +141,8 @@ class DeepinvSampler(Sampler):
             ``alpha`` (the reverse SDE's stochasticity, deepinv's default 0.25).
     """
 
+    exact_solver_setting = "exact_prox"
+
     def __init__(self, algorithm: Algorithm, num_steps: int = 100, exact_prox: bool = False, **options):
         if algorithm not in ("diffpir", "ddrm", "dps", "pigdm"):
             raise ValueError(f"algorithm must be 'diffpir', 'ddrm', 'dps' or 'pigdm', got {algorithm!r}")
@@ -148,10 +150,6 @@ class DeepinvSampler(Sampler):
             raise ValueError(f"exact_prox applies to DiffPIR's proximal steps; {algorithm} takes none")
         self.algorithm, self.num_steps, self.options = algorithm, check_num_steps(num_steps, 2), options
         self.exact_prox = bool(exact_prox)
-
-    @property
-    def attaches_exact_solver(self) -> bool:
-        return self.exact_prox
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:

@@ -70,7 +70,7 @@ from invdiff.linalg import batch_dot, batch_view
 from invdiff.measurement import Measurement
 from invdiff.priors.base import Denoiser
 from invdiff.rng import BatchGenerator
-from invdiff.samplers.base import (EXACT_SOLVE_BYTES, Sampler, SamplerState, check_num_steps, extend_state,
+from invdiff.samplers.base import (Sampler, SamplerState, check_num_steps, extend_state,
                                    resolve_sigmas)
 from invdiff.samplers.ddim import ddim_update
 from invdiff.samplers.smc import adaptive_resample, validate_resampling
@@ -145,6 +145,9 @@ class ApproximationFreeEnsemble(Sampler):
             the first step there, which is why the exact solvers exist.
     """
 
+    exact_solver_setting = "exact_prox"
+    exact_solver_gram = True  # CT keeps its measurement-space Gram solver
+
     def __init__(self, num_steps: int = 200, variant: Literal["sde", "ode"] = "sde", likelihood_drift: float = 0.5,
                  corrector_steps: int = 1,
                  corrector_ratio: float = 0.1, resample_threshold: float = 0.5, resampling: str = "systematic",
@@ -176,10 +179,6 @@ class ApproximationFreeEnsemble(Sampler):
         (:meth:`Measurement.solve_regularised`)."""
         return u + m.solve_regularised(r_x + m.residual(u), gamma, tol=self.prox_tol, max_iter=self.prox_max_iter)
 
-    @property
-    def attaches_exact_solver(self) -> bool:
-        return self.exact_prox
-
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
         if measurement is None:
@@ -193,14 +192,6 @@ class ApproximationFreeEnsemble(Sampler):
                                                    state.rng, n_particles, measurement.y.real.dtype, self.prox_tol,
                                                    self.prox_max_iter)
         return extend_state(state, EnsembleState, x=x, log_weights=log_w, measurement=expanded, sigmas=sigmas)
-
-    def with_solver(self, measurement: Measurement) -> Measurement:
-        """``measurement`` with an exact normal-equation solver when ``exact_prox``: the row-block solver
-        under the cap :data:`~invdiff.samplers.base.EXACT_SOLVE_BYTES` (beyond it, CG), or the
-        measurement-space Gram solver of an operator with at most 8192 measurements per item."""
-        if not self.exact_prox:
-            return measurement
-        return measurement.with_normal_solver(max_bytes=EXACT_SOLVE_BYTES)
 
     def weight_rate(self, measurement: Measurement, x: Tensor, score: Tensor, grad: Tensor, rng: BatchGenerator,
                     n_particles: int) -> Tensor:

@@ -102,6 +102,8 @@ class FPS(Sampler):
         schedule, sigmas: noise levels as for :class:`~invdiff.samplers.DPS`.
     """
 
+    exact_solver_setting = "exact_solve"
+
     def __init__(self, num_steps: int = 100, resample_threshold: float = 0.5, resampling: str = "systematic",
                  exact_solve: bool = True, cg_iterations: int = 100, tempering: float | None = None,
                  temper_final: bool = False, schedule: VPSchedule | None = None, sigmas: Tensor | None = None):
@@ -121,10 +123,6 @@ class FPS(Sampler):
         if measurement is None or not measurement.is_linear:
             raise ValueError("FPS needs a linear measurement: its moves are exact Gaussian draws")
         return self.with_solver(measurement)
-
-    @property
-    def attaches_exact_solver(self) -> bool:
-        return self.exact_solve
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:

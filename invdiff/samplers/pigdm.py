@@ -69,6 +69,8 @@ class PiGDM(Sampler):
             priors without one (the Gaussian mixtures).
     """
 
+    exact_solver_setting = "exact_solve"
+
     def __init__(self, num_steps: int = 100, eta: float = 1.0, guidance: float = 1.0,
                  schedule: VPSchedule | None = None, sigmas: Tensor | None = None, cg_iterations: int = 50,
                  clip: bool = True, exact_solve: bool = False):
@@ -81,10 +83,6 @@ class PiGDM(Sampler):
         self.num_steps, self.eta, self.guidance = check_num_steps(num_steps), float(eta), float(guidance)
         self.schedule, self._sigmas, self.cg_iterations, self.clip = schedule, sigmas, cg_iterations, clip
         self.exact_solve = bool(exact_solve)
-
-    @property
-    def attaches_exact_solver(self) -> bool:
-        return self.exact_solve
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:

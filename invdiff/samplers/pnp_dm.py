@@ -61,6 +61,8 @@ class PnPDM(Sampler):
             (:func:`~invdiff.samplers.splitting.with_exact_solver`); ``False``: CG to ``1e-10``.
     """
 
+    exact_solver_setting = "exact_solve"
+
     def __init__(self, num_steps: int = 100, inner_steps: int = 5, rho_start: float = 10.0,
                  rho_min: float = 0.05, init: Literal["prior", "pinv"] = "prior", exact_solve: bool = True):
         num_steps, inner_steps = check_num_steps(num_steps), check_num_steps(inner_steps)
@@ -88,10 +90,6 @@ class PnPDM(Sampler):
             return torch.tensor([bottom], dtype=torch.float64)
         t = torch.arange(k, dtype=torch.float64) / (k - 1)
         return top * (bottom / top) ** t
-
-    @property
-    def attaches_exact_solver(self) -> bool:
-        return self.exact_solve
 
     def init(self, measurement: Measurement | None, prior: Denoiser, n_particles: int,
              generator: torch.Generator) -> SamplerState:
