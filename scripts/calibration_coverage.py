@@ -14,6 +14,7 @@ error exceeds it.
 
     python scripts/calibration_coverage.py [--tasks mri-4x mri-8x ct-30 ct-60] [--samplers red-diff dps dds]
         [--data anatomy:colin27_t1] [--slices 50 55 ... 145] [--particles 4] [--nfe 100]
+        [--set tds.ct twist_inflation=0.3]   # a setting chosen for this budget, in place of the registry's
 
 Each (task, sampler) run is kept in ``--work`` (``.npz``), and within a run each finished slice group with
 the random generator's state after it (``NAME.groups/``, removed once the run is whole), so an interrupted
@@ -37,6 +38,7 @@ import torch
 
 from invdiff.benchmark.cells import calibration_ratios
 from invdiff.benchmark.report import code_version, script_page
+from invdiff.cli.settings import parse_overrides
 from invdiff.io import atomic_write
 from invdiff.metrics import fastmri_volume_metrics
 from invdiff.metrics.conformal import conformal_report, fit_conformal, region_mask
@@ -57,7 +59,9 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
     """Posterior mean, std, target (all slices, image units) and the run's costs; cached in ``args.work``
     (``None`` with ``--cached-only`` when the run is not there)."""
     slices = f"{args.slices[0]}-{args.slices[-1]}n{len(args.slices)}"  # with --data, --seed: what the run saw
-    settings = sampler_settings(sampler_name, FAMILY[TASK_SPECS[task].operator])
+    family = FAMILY[TASK_SPECS[task].operator]
+    overrides = args.overrides.get((sampler_name, family), {})
+    settings = sampler_settings(sampler_name, family, overrides)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]  # a registry change reruns
     cache = args.work / (f"{task}__{sampler_name}-{key}__{args.particles}p__nfe{args.nfe}__seed{args.seed}__"
                          f"{slices}.npz")
@@ -72,7 +76,7 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
     source = open_source(args.data, TASK_SPECS[task], args.work)
     groups = [list(args.slices[i:i + size]) for i in range(0, len(args.slices), size)]
     problem = source.build(groups[0])
-    sampler = configured_sampler(sampler_name, args.nfe, problem.family, {})
+    sampler = configured_sampler(sampler_name, args.nfe, problem.family, overrides)
     prior = load_denoiser(open_prior(problem.prior, "cpu") if isinstance(problem.prior, str) else problem.prior, "cpu")
     generator = torch.Generator().manual_seed(args.seed)
     # finished groups and the generator's state after each: a resumed run draws what an uninterrupted one does
@@ -151,11 +155,24 @@ def main() -> None:
                         help="every K-th slice is a test slice, the others calibrate (K=3: two thirds calibrate)")
     parser.add_argument("--fewer", type=int, default=20,
                         help="also fit on this many of the calibration slices (evenly spread) to show the margin")
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("SAMPLER.FAMILY", "KEY=VALUE"),
+                        help="a setting in place of the registry's for one sampler on one family, e.g. "
+                             "--set tds.ct twist_inflation=0.3 (repeatable; shown beside the sampler, and a new run)")
     parser.add_argument("--cached-only", action="store_true",
                         help="report the runs already in --work and list the others as not run")
     parser.add_argument("--work", type=Path, default=Path("outputs/calibration-coverage"))
     parser.add_argument("--out", type=Path, default=Path("docs/results/calibration"))
     args = parser.parse_args()
+    args.overrides = {}
+    for target, item in args.set:
+        name, _, family = target.partition(".")
+        if name not in SAMPLERS or family not in set(FAMILY.values()):
+            parser.error(f"--set {target}: expected SAMPLER.FAMILY with a registered sampler and one of "
+                         f"{sorted(set(FAMILY.values()))}")
+        try:
+            args.overrides.setdefault((name, family), {}).update(parse_overrides([item]))
+        except ValueError as err:
+            parser.error(f"--set {target} {item}: {err}")
     if args.test_every < 2:
         parser.error("--test-every must be at least 2")
     cal_idx, test_idx = split(len(args.slices), args.test_every)
