@@ -242,7 +242,9 @@ def main() -> None:
         f"{n_cal} calibration slices {slices[cal_idx].tolist()}, {len(test_idx)} test slices "
         f"{slices[test_idx].tolist()}); {args.particles} particles, "
         f"{args.nfe} network evaluations, the registry settings of each family (beside each sampler; chosen on "
-        "validation data that never includes these slices, as invdiff/problems/defaults.toml records). "
+        "validation data that never includes these slices, as invdiff/problems/defaults.toml records"
+        + ("; in place of the registry's: " + "; ".join(f"{n} on {f}: {o}" for (n, f), o in args.overrides.items())
+           + ", as that file's comment beside the entry records" if args.overrides else "") + "). "
         "Coverage is the fraction of object pixels whose target lies inside the interval, averaged over the test "
         "slices (the quantity conformal risk control guarantees in expectation: ≥ the level). "
         f"With {n_cal} calibration slices the 90 % threshold is the smallest whose mean miss on them is at most "
