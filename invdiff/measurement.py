@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from invdiff.linalg import batch_view, conjugate_gradient, operator_norm_sq
-from invdiff.normal_solvers import NormalSolver, normal_solver
+from invdiff.normal_solvers import GRAM_MAX_MEASUREMENTS, NormalSolver, normal_solver
 from invdiff.operators.protocols import BatchExpandable, CandidateSelection, WithMask
 
 __all__ = ["SVD", "CapabilityError", "Measurement"]
@@ -425,7 +425,8 @@ class Measurement:
         object.__setattr__(twin, "_y", y.detach())
         return twin
 
-    def with_normal_solver(self, max_measurements: int = 8192, max_bytes: int | None = None) -> Measurement:
+    def with_normal_solver(self, max_measurements: int = GRAM_MAX_MEASUREMENTS,
+                           max_bytes: int | None = None) -> Measurement:
         """This measurement with an exact normal-equation solver attached, when the operator has one
         (:func:`invdiff.normal_solvers.normal_solver`, with its limits); otherwise, and for decomposable
         operators, itself."""

@@ -33,8 +33,11 @@ from torch import Tensor
 
 from invdiff.operators.protocols import DtypeConvertible, RowBlockGram
 
-__all__ = ["GramSolver", "NormalSolver", "ROW_CHUNKS", "RowBlockSolver", "normal_solver", "row_block_bytes",
-           "row_block_shape_bytes"]
+__all__ = ["GRAM_MAX_MEASUREMENTS", "GramSolver", "NormalSolver", "ROW_CHUNKS", "RowBlockSolver", "normal_solver",
+           "row_block_bytes", "row_block_shape_bytes"]
+
+#: the most measurements per item for which :func:`normal_solver` builds a :class:`GramSolver` by default
+GRAM_MAX_MEASUREMENTS = 8192
 
 #: :meth:`RowBlockSolver.of` builds and eigendecomposes the row blocks in this many chunks of rows
 ROW_CHUNKS = 16
@@ -182,7 +185,8 @@ def row_block_shape_bytes(bm: int, h: int, w: int, chunks: int = ROW_CHUNKS) -> 
     return 16 * bm * w * w * (h + 3 * -(-h // chunks))
 
 
-def normal_solver(physics: dinv.physics.Physics, y_shape: tuple[int, ...], max_measurements: int = 8192,
+def normal_solver(physics: dinv.physics.Physics, y_shape: tuple[int, ...],
+                  max_measurements: int = GRAM_MAX_MEASUREMENTS,
                   max_bytes: int | None = None) -> NormalSolver | None:
     """An exact solver for ``physics`` at batch ``y_shape[0]``, or ``None`` when none applies.
 

@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from invdiff.measurement import Measurement
+from invdiff.normal_solvers import GRAM_MAX_MEASUREMENTS
 from invdiff.posterior import Diagnostics, Posterior
 from invdiff.priors.base import ChunkedDenoiser, Denoiser
 from invdiff.rng import BatchGenerator
@@ -103,9 +104,10 @@ def with_exact_solver(m: Measurement, gram: bool = False) -> Measurement:
     own solves (closed form where decomposable, CG otherwise). On the 128 x 128 MRI task a ΠGDM or PnP-DM
     solve by CG took 47-260 products with ``A^T A``; the row-block solve is two batched matrix products.
 
-    ``gram=True`` also attaches the measurement-space Gram solver of an operator with at most 8192
-    measurements per item (sparse-view CT), under the same memory cap."""
-    return m.with_normal_solver(max_measurements=8192 if gram else 0, max_bytes=EXACT_SOLVE_BYTES)
+    ``gram=True`` also attaches the measurement-space Gram solver of an operator with at most
+    :data:`~invdiff.normal_solvers.GRAM_MAX_MEASUREMENTS` measurements per item (sparse-view CT)."""
+    return m.with_normal_solver(max_measurements=GRAM_MAX_MEASUREMENTS if gram else 0,
+                                max_bytes=EXACT_SOLVE_BYTES)
 
 
 def prior_scale(prior: Denoiser) -> float:
