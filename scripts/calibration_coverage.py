@@ -55,6 +55,11 @@ from invdiff.samplers.registry import SAMPLERS
 LEVELS = (0.5, 0.7, 0.8, 0.9)  # 0.9 needs >= 9 calibration slices
 
 
+def settings_text(settings: dict) -> str:
+    """``{"lam": 512.0, "lr": 0.1}`` -> ``"lam 512, lr 0.1"``, as the page shows a sampler's settings."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items())
+
+
 def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, np.ndarray] | None:
     """Posterior mean, std, target (all slices, image units) and the run's costs; cached in ``args.work``
     (``None`` with ``--cached-only`` when the run is not there)."""
@@ -204,8 +209,7 @@ def main() -> None:
                    "fewer_slices": e["fewer_slices"], "fewer_coverage_90": e["fewer_coverage_90"]}
             rows.append(row)
             c90 = rep["0.9"]
-            shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["settings"].items())
-            shown = shown or "class defaults"
+            shown = settings_text(r["settings"]) or "class defaults"
             lines.append(f"| {task} | {name} ({shown}) | {e['psnr']:.2f} | {row['quantile_coverage_90']:.3f} | "
                          f"{c90['uncalibrated_coverage']:.3f} | **{c90['coverage']:.3f}** "
                          f"({min(e['per_slice_90']):.3f}-{max(e['per_slice_90']):.3f}) | {e['fewer_coverage_90']:.3f} | "
@@ -243,7 +247,8 @@ def main() -> None:
         f"{slices[test_idx].tolist()}); {args.particles} particles, "
         f"{args.nfe} network evaluations, the registry settings of each family (beside each sampler; chosen on "
         "validation data that never includes these slices, as invdiff/problems/defaults.toml records"
-        + ("; in place of the registry's: " + "; ".join(f"{n} on {f}: {o}" for (n, f), o in args.overrides.items())
+        + ("; in place of the registry's: " + "; ".join(f"{n} on {f}: {settings_text(o)}"
+                                                         for (n, f), o in args.overrides.items())
            + ", as that file's comment beside the entry records" if args.overrides else "") + "). "
         "Coverage is the fraction of object pixels whose target lies inside the interval, averaged over the test "
         "slices (the quantity conformal risk control guarantees in expectation: ≥ the level). "
