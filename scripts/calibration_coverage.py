@@ -66,7 +66,7 @@ def solve(task: str, sampler_name: str, args: argparse.Namespace) -> dict[str, n
     slices = f"{args.slices[0]}-{args.slices[-1]}n{len(args.slices)}"  # with --data, --seed: what the run saw
     family = FAMILY[TASK_SPECS[task].operator]
     overrides = args.overrides.get((sampler_name, family), {})
-    settings = sampler_settings(sampler_name, family, overrides)
+    settings = sampler_settings(sampler_name, family, overrides, args.nfe)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]  # a registry change reruns
     cache = args.work / (f"{task}__{sampler_name}-{key}__{args.particles}p__nfe{args.nfe}__seed{args.seed}__"
                          f"{slices}.npz")

@@ -73,6 +73,23 @@ def test_grid_is_the_product_with_baselines_once_per_seed(tmp_path):
     assert len(changed) == 4 and all("DPS" in k for k in changed)  # only the edited sampler's cells are new
 
 
+
+def test_a_budget_restriction_runs_part_of_the_grid_under_the_same_keys(tmp_path, capsys):
+    config = load_config(_write(tmp_path))
+    part = config.restricted((6,))
+    full = {c.key for c in config.cells()}
+    cells = part.cells()
+    # fbp x 2 seeds (baselines always run) + DPS at 6 only x 2 seeds; the prior sampler at 6 x 2
+    assert len(cells) == 2 + 2 + 2 and {c.nfe for c in cells} == {0, 6}
+    assert {c.key for c in cells} <= full  # the later run of the rest finds these cells done
+    with pytest.raises(ConfigError, match=r"budgets \[5\] are not in the configuration \(it has \[3, 6\]\)"):
+        config.restricted((5, 6))
+    assert main(["benchmark", str(_write(tmp_path)), "--out", str(tmp_path / "out"), "--budgets", "3", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "nfe3" in printed and "nfe6" not in printed and "6 cells, 0 done" in printed
+    assert main(["benchmark", str(_write(tmp_path)), "--budgets", "3;6", "--dry-run"]) == 1
+    assert "--budgets must be integers separated by commas, got '3;6'" in capsys.readouterr().err
+
 @pytest.mark.parametrize("text, message", [
     ("[benchmark]\nseeds = [0]\n", r"needs at least one \[\[problem\]\]"),
     (SMOKE.replace('name = "fbp"', 'name = "fbpp"'), r"sampler\[0\]: unknown sampler 'fbpp'"),

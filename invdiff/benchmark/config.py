@@ -63,7 +63,7 @@ import hashlib
 import json
 import re
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -122,11 +122,12 @@ class SamplerConfig:
     extend: int = 2
     any_pixel_size: bool = False
 
-    def tuning_grid(self, family: str) -> dict[str, list]:
-        """The grid to search on validation: the config's, else the defaults file's for ``family``."""
+    def tuning_grid(self, family: str, nfe: int | None = None) -> dict[str, list]:
+        """The grid to search on validation: the config's, else the defaults file's for ``family`` at
+        budget ``nfe``."""
         if self.grid is not None:
             return self.grid
-        entry = default_entry(self.name, family)
+        entry = default_entry(self.name, family, nfe)
         return {} if entry is None else {k: v for k, v in entry.grid.items() if k not in self.settings}
 
 
@@ -149,9 +150,9 @@ class Cell:
 
     @property
     def sampler_settings(self) -> dict[str, Any]:
-        """The sampler's settings: its defaults for the family (:mod:`invdiff.problems.defaults`), updated by
-        the config's, then by the tuned ones."""
-        return sampler_settings(self.sampler.name, self.family, {**self.sampler.settings, **self.tuned})
+        """The sampler's settings: its defaults for the family at this budget (:mod:`invdiff.problems.defaults`),
+        updated by the config's, then by the tuned ones."""
+        return sampler_settings(self.sampler.name, self.family, {**self.sampler.settings, **self.tuned}, self.nfe)
 
     @property
     def prior(self) -> str | None:
@@ -195,12 +196,23 @@ class BenchmarkConfig:
     samplers: tuple[SamplerConfig, ...]
     gpus_per_task: float = 0.0
     tune: bool = False
+    only_budgets: tuple[int, ...] | None = None
 
     def budgets(self, sampler: SamplerConfig) -> tuple[int, ...]:
-        """The budgets ``sampler`` runs at (0 for the classical baselines)."""
+        """The budgets ``sampler`` runs at (0 for the classical baselines), within ``only_budgets`` if set."""
         if not SAMPLERS[sampler.name].uses_prior:
             return (0,)
-        return sampler.nfe or self.nfe
+        own = sampler.nfe or self.nfe
+        return own if self.only_budgets is None else tuple(n for n in own if n in self.only_budgets)
+
+    def restricted(self, budgets: tuple[int, ...]) -> BenchmarkConfig:
+        """This grid at the given network-evaluation ``budgets`` only (a part of a long benchmark, run now;
+        the cells of the rest keep their keys and run later). Every budget must be one of the config's."""
+        known = set(self.nfe) | {n for s in self.samplers for n in (s.nfe or ())}
+        unknown = sorted(set(budgets) - known)
+        if unknown:
+            raise ConfigError(f"{self.path}: budgets {unknown} are not in the configuration (it has {sorted(known)})")
+        return replace(self, only_budgets=tuple(sorted(set(budgets))))
 
     def pairs(self) -> list[tuple[ProblemConfig, SamplerConfig]]:
         """The (problem, sampler) pairs of the grid, in order."""

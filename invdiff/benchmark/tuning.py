@@ -60,7 +60,7 @@ def tune(config: BenchmarkConfig, problem: ProblemConfig, sampler: SamplerConfig
 
     out = Path(out)
     data = problem.data[0]
-    grid = sampler.tuning_grid(problem.family(data))
+    grid = sampler.tuning_grid(problem.family(data), nfe)
     if not grid:
         return {}
     seed = config.seeds[0]

@@ -14,6 +14,7 @@ EPILOG = """examples:
   invdiff benchmark scripts/benchmarks/image-tasks.toml --publish docs/results/image-tasks   # tune = true
   invdiff benchmark scripts/benchmarks/ct-sparse-view.toml --out outputs/bench/ct --executor ray
   invdiff benchmark CONFIG.toml --out DIR --report-only      # tables and figures from finished cells
+  invdiff benchmark scripts/benchmarks/mri-nfe.toml --budgets 50,100   # part of a long grid now, the rest later
 
 Each cell (sampler x problem x datum x seed x budget) is written to DIR/cells as soon as it is done;
 rerunning the command skips finished cells, so an interrupted benchmark resumes. With tune = true in
@@ -40,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="Ray: CPUs of a local instance (default: all)")
     p.add_argument("--device", default="cpu", help="local executor: cpu or cuda")
     p.add_argument("--report-only", action="store_true", help="only write the reports from finished cells")
+    p.add_argument("--budgets", default=None, metavar="N[,N...]",
+                   help="run (and tune, and report) only these network-evaluation budgets of the config; the "
+                   "classical baselines always run")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_command)
@@ -53,6 +57,12 @@ def run_command(args: argparse.Namespace) -> int:
     from invdiff.benchmark.tuning import tune_all
 
     config = load_config(args.config)  # a ConfigError names the file and the key
+    if args.budgets:
+        try:
+            budgets = tuple(int(b) for b in args.budgets.split(","))
+        except ValueError:
+            raise ValueError(f"--budgets must be integers separated by commas, got {args.budgets!r}") from None
+        config = config.restricted(budgets)
     out = Path(args.out or Path("outputs") / "benchmark" / config.name)
     start = time.perf_counter()
     tuned = {}

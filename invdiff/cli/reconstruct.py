@@ -198,7 +198,7 @@ def run_job(args: argparse.Namespace):
     results = reconstruct(inp, settings, out, problem_spec=asdict(spec), force=args.force,
                           progress=not args.quiet, log=log.info, max_memory_bytes=budget)
     recorded = {**asdict(settings), "slices": results.slices, "particles": results.particles,
-                "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides),
+                "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides, settings.nfe),
                 "prior": settings.prior or inp.prior_name, "problem": asdict(spec)}
     summary = write_outputs(results, inp, recorded, out,
                             {"open_s": round(opened - start, 2), "total_s": round(time.perf_counter() - start, 2)},

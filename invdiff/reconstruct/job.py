@@ -301,7 +301,7 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
     out = Path(out_dir)
     fingerprint = {"input": inp.name, "input_key": inp.content_key, "settings": {**asdict(settings), "slices": slices},
                    "groups": groups,
-                   "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides),
+                   "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides, settings.nfe),
                    "problem": problem_spec or {}}
     _check_run_file(out, json.loads(json.dumps(fingerprint, default=str)), force)
     if particles < settings.particles:

@@ -140,13 +140,13 @@ def _calibrated(calibration, results: SliceResults) -> dict[str, Any]:
 def run_warnings(metrics: dict[str, Any], baseline: str, settings: dict[str, Any], family: str) -> list[str]:
     """What a person should know before trusting a result: a diffusion sampler's mean that scores below
     the classical baseline (PSNR against the target), and a budget outside half to four times the one the sampler's
-    defaults were tuned at (when the run does not set its own)."""
+    defaults were tuned at (the defaults chosen nearest the run's budget; when the run does not set its own)."""
     warnings = []
     mean, base = metrics.get("mean"), metrics.get(baseline)
     if mean and base and mean["PSNR"] < base["PSNR"] and SAMPLERS[settings["sampler"]].uses_prior:
         warnings.append(f"the {settings['sampler']} mean scores {mean['PSNR']:.2f} dB PSNR, below the {baseline} "
                         f"baseline's {base['PSNR']:.2f} dB: check its settings (--set) and budget (--steps)")
-    entry = default_entry(settings["sampler"], family)
+    entry = default_entry(settings["sampler"], family, settings.get("nfe"))
     if entry is not None and entry.nfe and not settings.get("overrides") and not (
             entry.nfe / 2 <= settings["nfe"] <= 4 * entry.nfe):
         warnings.append(f"{settings['sampler']}'s settings for {family} problems were tuned at {entry.nfe} network "
