@@ -55,3 +55,30 @@ def test_tuning_runs_with_the_problems_prior(tmp_path, monkeypatch):
     monkeypatch.setattr(cells, "evaluate", fake_evaluate)
     chosen = tune(config, config.problems[0], config.samplers[0], 4, tmp_path / "out", log=lambda *_: None)
     assert chosen == {"gamma": 10.0} and used and set(used) == {"ct_128_fold_b"}
+
+
+def test_a_wider_extension_searches_again_and_reuses_the_points_already_run(tmp_path, monkeypatch):
+    """The choice depends on how far the grid may be extended: a config that allows more extensions must
+    not reuse the narrower search's choice, only its validation runs."""
+    import invdiff.benchmark.cells as cells
+    from invdiff.benchmark.config import load_config
+    from invdiff.benchmark.tuning import tune
+
+    text = ('[benchmark]\nname = "t"\nnfe = [4]\ntune = true\n'
+            '[[problem]]\nname = "ct"\ndata = ["ellipses:1:3"]\noperator = "ct"\nviews = 8\n'
+            'validation = { data = ["ellipses:1:7"], slices = [0], seed = 1 }\n'
+            '[[sampler]]\nname = "dds"\ngrid = { gamma = [1.0, 10.0] }\nextend = EXTEND\n')
+    runs = []
+
+    def fake_evaluate(problem, name, nfe, settings, particles, seed, prior, *args, **kwargs):
+        runs.append(settings["gamma"])
+        return {"metrics": {"PSNR": -abs(math.log(settings["gamma"] / 1000.0))}}, None  # peak at 1000
+
+    monkeypatch.setattr(cells, "evaluate", fake_evaluate)
+    chosen = []
+    for extend in (0, 2):
+        path = tmp_path / f"c{extend}.toml"
+        path.write_text(text.replace("EXTEND", str(extend)))
+        config = load_config(path)
+        chosen.append(tune(config, config.problems[0], config.samplers[0], 4, tmp_path / "out", log=lambda *_: None))
+    assert chosen == [{"gamma": 10.0}, {"gamma": 1000.0}] and runs == [1.0, 10.0, 100.0, 1000.0]

@@ -65,7 +65,8 @@ def tune(config: BenchmarkConfig, problem: ProblemConfig, sampler: SamplerConfig
         return {}
     seed = config.seeds[0]
     summary = out / "tuning" / f"{problem.name}__{_slug(sampler.label)}__nfe{nfe}.json"
-    what = json.loads(json.dumps({"grid": grid, "settings": sampler.settings, "particles": sampler.particles,
+    what = json.loads(json.dumps({"grid": grid, "extend": sampler.extend, "settings": sampler.settings,
+                                  "particles": sampler.particles,
                                   "prior": sampler.prior or problem.prior, "seed": seed,
                                   "validation": problem.validation,
                                   "spec": problem.spec}))
