@@ -251,6 +251,9 @@ extend = 0
     cell_file = next((out / "cells").glob("*.json"))
     cell_file.write_text(_json.dumps({**_json.loads(cell_file.read_text()), "torch_threads": 37}))
     assert ", 37 torch threads per cell," in publish(out, tmp_path / "page", config, "invdiff benchmark tuned.toml", 1).read_text()
+    assert "`--budgets`" not in text
+    part = publish(out, tmp_path / "page", config.restricted(config.nfe), "invdiff benchmark tuned.toml", 1).read_text()
+    assert f"Run at {config.nfe[0]} network evaluations only, of the configuration's {config.nfe[0]} (`--budgets`)" in part
 
 
 def test_tune_mode_needs_validation_data(tmp_path):
