@@ -53,6 +53,7 @@ def test_an_entry_without_a_recorded_budget_defers_to_its_budget_tables(tmp_path
     ("[[red-diff.mri.budget]]\nnfe = 0\nsettings = {}\n", r"budget\[0\]: nfe must be an integer >= 1, got 0"),
     ("[[red-diff.mri.budget]]\nnfe = 100\nsettings = {}\n", r"budget\[0\]: a setting at 100 network evaluations is already given"),
     ("[[red-diff.mri.budget]]\nnfe = 30\nsettings = {}\nsteps = 3\n", r"budget\[0\]: needs 'nfe' and 'settings' and may have"),
+    ("[[red-diff.mri.budget]]\nnfe = 30\nsettings = 0.1\n", r"budget\[0\]: settings must be a table, got 0.1"),
 ])
 def test_bad_budget_tables_name_the_file_and_the_table(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message) as err:

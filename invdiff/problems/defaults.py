@@ -74,6 +74,8 @@ def _budget_entries(where: str, base: DefaultEntry, raw: Any) -> tuple[DefaultEn
             raise ValueError(f"{at}: needs 'nfe' and 'settings' and may have "
                              f"{sorted(_BUDGET_FIELDS - {'nfe', 'settings'})}")
         nfe = item["nfe"]
+        if not isinstance(item["settings"], dict):
+            raise ValueError(f"{at}: settings must be a table, got {item['settings']!r}")
         if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
             raise ValueError(f"{at}: nfe must be an integer >= 1, got {nfe!r}")
         if nfe in seen:
