@@ -205,13 +205,18 @@ class BenchmarkConfig:
         own = sampler.nfe or self.nfe
         return own if self.only_budgets is None else tuple(n for n in own if n in self.only_budgets)
 
+    @property
+    def all_budgets(self) -> tuple[int, ...]:
+        """Every network-evaluation budget the configuration names (the benchmark's and the samplers' own)."""
+        return tuple(sorted(set(self.nfe) | {n for s in self.samplers for n in (s.nfe or ())}))
+
     def restricted(self, budgets: tuple[int, ...]) -> BenchmarkConfig:
         """This grid at the given network-evaluation ``budgets`` only (a part of a long benchmark, run now;
         the cells of the rest keep their keys and run later). Every budget must be one of the config's."""
-        known = set(self.nfe) | {n for s in self.samplers for n in (s.nfe or ())}
-        unknown = sorted(set(budgets) - known)
+        unknown = sorted(set(budgets) - set(self.all_budgets))
         if unknown:
-            raise ConfigError(f"{self.path}: budgets {unknown} are not in the configuration (it has {sorted(known)})")
+            raise ConfigError(f"{self.path}: budgets {unknown} are not in the configuration "
+                              f"(it has {list(self.all_budgets)})")
         return replace(self, only_budgets=tuple(sorted(set(budgets))))
 
     def pairs(self) -> list[tuple[ProblemConfig, SamplerConfig]]:

@@ -302,9 +302,8 @@ def publish(out: str | Path, dest: str | Path, config, command: str, total_cells
               f"(a copy of `{config.path}`); every cell: [results.csv](results.csv). {done} finished cell file(s) for "
               f"{total_cells} cells, computed by the code at commit(s) {', '.join(versions)}.", ""]
     if config.only_budgets is not None:
-        every = sorted(set(config.nfe) | {n for s in config.samplers for n in (s.nfe or ())})
         header += [f"Run at {', '.join(map(str, config.only_budgets))} network evaluations only, of the configuration's "
-                   f"{', '.join(map(str, every))} (`--budgets`); the cells of the other budgets are not here.", ""]
+                   f"{', '.join(map(str, config.all_budgets))} (`--budgets`); the cells of the other budgets are not here.", ""]
     if config.tune:
         header += ["Each sampler's settings were chosen on the problems' validation data and the test problems were "
                    "run once with them (the table at the end).", ""]
