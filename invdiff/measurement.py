@@ -425,6 +425,15 @@ class Measurement:
         object.__setattr__(twin, "_y", y.detach())
         return twin
 
+    def with_sigma(self, sigma: float | Tensor) -> Measurement:
+        """The same operator, observation and solver with another noise level (a scalar or ``(B,)``,
+        finite and positive): e.g. a likelihood tempered for model error the noise level does not hold."""
+        twin = object.__new__(Measurement)
+        for name in self.__slots__:
+            object.__setattr__(twin, name, getattr(self, name))
+        object.__setattr__(twin, "_sigma", _as_sigma(sigma, self._y.shape[0], self._y.real.dtype, self._y.device))
+        return twin
+
     def with_normal_solver(self, max_measurements: int = GRAM_MAX_MEASUREMENTS,
                            max_bytes: int | None = None) -> Measurement:
         """This measurement with an exact normal-equation solver attached, when the operator has one

@@ -222,6 +222,22 @@ def test_to_the_same_device_is_itself_and_with_y_is_checked(generator):
         m.with_y(torch.full((2, 3), float("nan"), dtype=torch.float64))
 
 
+
+def test_with_sigma_keeps_the_rest_and_is_checked(generator):
+    op = MatrixOperator.random(3, 8, generator)
+    y = torch.randn(2, 3, dtype=torch.float64, generator=generator)
+    m = Measurement(op, y, 0.1).with_normal_solver()
+    other = m.with_sigma(torch.tensor([0.2, 0.4], dtype=torch.float64))
+    assert other.physics is m.physics and other.y is m.y and other.solver is m.solver
+    assert other.sigma.tolist() == [0.2, 0.4] and m.sigma.tolist() == [0.1, 0.1]
+    z = torch.randn(2, 8, dtype=torch.float64, generator=generator)
+    fresh = Measurement(op, y, torch.tensor([0.2, 0.4], dtype=torch.float64))
+    assert relative_error(other.prox(z, 0.5), fresh.prox(z, 0.5)) < 1e-10
+    with pytest.raises(ValueError, match="shape"):
+        m.with_sigma(torch.ones(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="> 0"):
+        m.with_sigma(-0.1)
+
 def test_candidate_grid_is_the_operators_and_refused_otherwise(generator):
     from invdiff.operators import Inpainting, MultiCoilMRI
 

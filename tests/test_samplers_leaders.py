@@ -124,11 +124,27 @@ def test_pnp_dm_approaches_the_exact_posterior_as_its_budget_grows():
     assert errors[1] < 0.15 < 0.3 < errors[0]
 
 
+
+def test_pnp_dm_sigma_scale_is_the_sampler_for_data_of_that_noise_level():
+    # sigma_scale k on data of noise s is, draw for draw, PnP-DM on the same data declared at noise k s;
+    # k = 4 on the sum measurement (s = 0.3) differs from k = 1
+    prior = _gaussian([1.0, -1.0], [[1.0, 0.3], [0.3, 0.5]])
+    draws = {}
+    for key, sampler, m in (("scaled", PnPDM(num_steps=40, sigma_scale=4.0), _sum_measurement(sigma=0.3)),
+                            ("declared", PnPDM(num_steps=40), _sum_measurement(sigma=1.2)),
+                            ("plain", PnPDM(num_steps=40), _sum_measurement(sigma=0.3))):
+        draws[key] = run(sampler, m, prior, n_particles=4, generator=torch.Generator().manual_seed(3),
+                         progress=False).samples
+    assert torch.equal(draws["scaled"], draws["declared"])
+    assert not torch.allclose(draws["scaled"], draws["plain"])
+
 @pytest.mark.parametrize("cls, kwargs, match", [
     (DDS, {"eta": 1.5}, "eta"), (DDS, {"gamma": 0.0}, "gamma"), (DDS, {"cg_iterations": -1}, "cg_iterations"),
     (PiGDM, {"guidance": -1.0}, "guidance"), (DAPS, {"lr": 2.5}, "lr"), (DAPS, {"num_steps": 1, "ode_steps": 2}, "ode_steps"),
     (DAPS, {"mcmc": "exact", "tau": 0.1}, "tau"), (DAPS, {"sigma_min": 5.0, "sigma_max": 1.0}, "sigma_min"),
     (PnPDM, {"rho_min": 20.0}, "rho_min"), (PnPDM, {"num_steps": 2, "inner_steps": 5}, "inner_steps"),
+    (PnPDM, {"sigma_scale": 0.5}, "sigma_scale"), (PnPDM, {"sigma_scale": float("nan")}, "sigma_scale"),
+    (PnPDM, {"sigma_scale": True}, "sigma_scale"),
 ])
 def test_bad_settings_are_refused(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):

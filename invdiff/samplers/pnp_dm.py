@@ -20,11 +20,20 @@ over the iterations, as the paper's ``rho_k = max(rho_min, rho_0 a^k)`` with the
 budget; as ``rho -> 0`` the ``x``-marginal of ``pi`` tends to the posterior (at ``rho`` it is the
 posterior of data with noise covariance ``s^2 I + rho^2 A A^T``). ``num_steps`` is the network-evaluation
 budget: ``num_steps // inner_steps`` Gibbs iterations. The samples are the last prior step's ``x``.
+
+``sigma_scale = k`` runs the likelihood step with the noise level ``k s`` (the likelihood tempered to
+``p(y | z)^(1 / k^2)``). The exact step trusts the data to ``s``; data that also hold model error the
+noise level does not (coil maps estimated by ESPIRiT) has that error amplified along the operator's weak
+directions, by ``1 / sqrt(lambda)`` for an eigenvalue ``lambda`` of ``A^T A``, beyond the ``rho`` the prior
+step removes. On the 8x MRI validation slices (8 coils, ESPIRiT maps; the least-squares fit leaves a
+residual of 1.65 s, against 0.77 s for noise alone) ``k = 1`` scores 18.3 dB with stripes at the aliasing
+period, ``k = 4`` 25.1 dB; at 4x, where the operator is well conditioned, ``k = 1`` is best (35.3 dB).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import torch
@@ -59,22 +68,29 @@ class PnPDM(Sampler):
             at ``rho_start``, as the paper).
         exact_solve: draw the likelihood step with the exact row-block solver where the operator has one
             (:func:`~invdiff.samplers.splitting.with_exact_solver`); ``False``: CG to ``1e-10``.
+        sigma_scale: the likelihood step's noise level over the measurement's (module docstring); 1 is
+            the paper's sampler, above 1 leaves room for model error.
     """
 
     exact_solver_setting = "exact_solve"
 
     def __init__(self, num_steps: int = 100, inner_steps: int = 5, rho_start: float = 10.0,
-                 rho_min: float = 0.05, init: Literal["prior", "pinv"] = "prior", exact_solve: bool = True):
+                 rho_min: float = 0.05, init: Literal["prior", "pinv"] = "prior", exact_solve: bool = True,
+                 sigma_scale: float = 1.0):
         num_steps, inner_steps = check_num_steps(num_steps), check_num_steps(inner_steps)
         if num_steps < inner_steps:
             raise ValueError(f"num_steps ({num_steps}) must be at least inner_steps ({inner_steps})")
         if not 0 < rho_min <= rho_start:
             raise ValueError(f"need 0 < rho_min <= rho_start, got {rho_min}, {rho_start}")
+        if isinstance(sigma_scale, bool) or not float(sigma_scale) >= 1.0 or not math.isfinite(float(sigma_scale)):
+            raise ValueError(f"sigma_scale must be a finite number >= 1 (1: the measurement's noise level), got "
+                             f"{sigma_scale!r}")
         if init not in ("prior", "pinv"):
             raise ValueError(f"init must be 'prior' or 'pinv', got {init!r}")
         self.num_steps, self.inner_steps = num_steps, inner_steps
         self.rho_start, self.rho_min, self.init_kind = float(rho_start), float(rho_min), init
         self.exact_solve = bool(exact_solve)
+        self.sigma_scale = float(sigma_scale)
 
     @property
     def iterations(self) -> int:
@@ -96,7 +112,7 @@ class PnPDM(Sampler):
         if measurement is None or not measurement.is_linear:
             raise ValueError("PnP-DM (this form) needs a linear measurement: its likelihood step is an exact "
                              "Gaussian draw")
-        measurement = self.with_solver(measurement)
+        measurement = self.likelihood(measurement)
         rhos = self.rhos_for(prior)
         from_noise = start_from_noise(prior, float(rhos[0]), n_particles)
 
@@ -111,6 +127,14 @@ class PnPDM(Sampler):
         return extend_state(state, PnPDMState, measurement=measurement.expand(n_particles), rhos=rhos,
                             floor=0.01 * prior_scale(prior))
 
+    def likelihood(self, measurement: Measurement) -> Measurement:
+        """The measurement the likelihood step draws from: the exact solver attached, the noise level
+        times ``sigma_scale``."""
+        measurement = self.with_solver(measurement)
+        return measurement if self.sigma_scale == 1.0 else measurement.with_sigma(measurement.sigma * self.sigma_scale)
+
+    def with_measurement(self, state: PnPDMState, measurement: Measurement) -> PnPDMState:
+        return super().with_measurement(state, self.likelihood(measurement))
 
     def prior_step(self, state: PnPDMState, z: Tensor, rho: float) -> Tensor:
         """A draw of ``p(x | z)``: ancestral steps of the reverse diffusion from ``z`` at ``rho``."""
