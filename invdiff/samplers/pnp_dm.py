@@ -25,9 +25,10 @@ budget: ``num_steps // inner_steps`` Gibbs iterations. The samples are the last 
 ``p(y | z)^(1 / k^2)``). The exact step trusts the data to ``s``; data that also hold model error the
 noise level does not (coil maps estimated by ESPIRiT) has that error amplified along the operator's weak
 directions, by ``1 / sqrt(lambda)`` for an eigenvalue ``lambda`` of ``A^T A``, beyond the ``rho`` the prior
-step removes. On the 8x MRI validation slices (8 coils, ESPIRiT maps; the least-squares fit leaves a
-residual of 1.65 s, against 0.77 s for noise alone) ``k = 1`` scores 18.3 dB with stripes at the aliasing
-period, ``k = 4`` 25.1 dB; at 4x, where the operator is well conditioned, ``k = 1`` is best (35.3 dB).
+step removes. On the 8x MRI validation slices (8 coils; the least-squares fit leaves a residual of 1.64 s
+with ESPIRiT's maps, 0.89 s with the simulation's) ``k = 1`` scores 18.3 dB with stripes at the aliasing
+period, ``k = 4`` 25.1 dB, and ``k = 1`` with the simulation's maps 24.9 dB; at 4x, where the operator is
+well conditioned, ``k = 1`` is best (35.3 dB). docs/guide/samplers.md has the measurements.
 """
 
 from __future__ import annotations
