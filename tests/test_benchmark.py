@@ -90,6 +90,22 @@ def test_a_budget_restriction_runs_part_of_the_grid_under_the_same_keys(tmp_path
     assert main(["benchmark", str(_write(tmp_path)), "--budgets", "3;6", "--dry-run"]) == 1
     assert "--budgets must be integers separated by commas, got '3;6'" in capsys.readouterr().err
 
+
+def test_a_problem_restriction_runs_part_of_the_grid_under_the_same_keys(tmp_path, capsys):
+    config = load_config(_write(tmp_path))
+    full = {c.key for c in config.cells()}
+    part = config.restricted(problems=("gmm",))
+    cells = part.cells()
+    # the prior sampler at 3 and 6 x 2 seeds; ct-20's fbp and DPS cells are the other part
+    assert len(cells) == 4 and {c.problem.name for c in cells} == {"gmm"} and {c.key for c in cells} <= full
+    both = config.restricted((6,), ("ct-20",)).cells()
+    assert {(c.sampler.name, c.nfe) for c in both} == {("fbp", 0), ("dps", 6)} and {c.key for c in both} <= full
+    with pytest.raises(ConfigError, match=r"problems \['mri'\] are not in the configuration \(it has \['ct-20', 'gmm'\]\)"):
+        config.restricted(problems=("gmm", "mri"))
+    assert main(["benchmark", str(_write(tmp_path)), "--out", str(tmp_path / "out"), "--problems", "gmm", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "gmm__" in printed and "ct-20__" not in printed and "4 cells, 0 done" in printed
+
 @pytest.mark.parametrize("text, message", [
     ("[benchmark]\nseeds = [0]\n", r"needs at least one \[\[problem\]\]"),
     (SMOKE.replace('name = "fbp"', 'name = "fbpp"'), r"sampler\[0\]: unknown sampler 'fbpp'"),
@@ -255,6 +271,10 @@ extend = 0
     assert "`--budgets`" not in text
     part = publish(out, tmp_path / "page", config.restricted(config.nfe), "invdiff benchmark tuned.toml", 1).read_text()
     assert f"Run at {config.nfe[0]} network evaluations only, of the configuration's {config.nfe[0]} (`--budgets`)" in part
+    assert "`--problems`" not in part
+    names = tuple(p.name for p in config.problems)
+    part = publish(out, tmp_path / "page", config.restricted(problems=names[:1]), "invdiff benchmark tuned.toml", 1).read_text()
+    assert f"Run for {names[0]} only (`--problems`)" in part
 
 
 def test_tune_mode_needs_validation_data(tmp_path):

@@ -197,6 +197,7 @@ class BenchmarkConfig:
     gpus_per_task: float = 0.0
     tune: bool = False
     only_budgets: tuple[int, ...] | None = None
+    only_problems: tuple[str, ...] | None = None
 
     def budgets(self, sampler: SamplerConfig) -> tuple[int, ...]:
         """The budgets ``sampler`` runs at (0 for the classical baselines), within ``only_budgets`` if set."""
@@ -210,14 +211,27 @@ class BenchmarkConfig:
         """Every network-evaluation budget the configuration names (the benchmark's and the samplers' own)."""
         return tuple(sorted(set(self.nfe) | {n for s in self.samplers for n in (s.nfe or ())}))
 
-    def restricted(self, budgets: tuple[int, ...]) -> BenchmarkConfig:
-        """This grid at the given network-evaluation ``budgets`` only (a part of a long benchmark, run now;
-        the cells of the rest keep their keys and run later). Every budget must be one of the config's."""
-        unknown = sorted(set(budgets) - set(self.all_budgets))
-        if unknown:
-            raise ConfigError(f"{self.path}: budgets {unknown} are not in the configuration "
-                              f"(it has {list(self.all_budgets)})")
-        return replace(self, only_budgets=tuple(sorted(set(budgets))))
+    def restricted(self, budgets: tuple[int, ...] | None = None, problems: tuple[str, ...] | None = None
+                   ) -> BenchmarkConfig:
+        """This grid at the given network-evaluation ``budgets`` and for the named ``problems`` only (a part
+        of a long benchmark, run now, or beside another part in a second process on the same ``--out``; the
+        cells and tuning records keep their keys, so a later run of the whole finds them done). ``None``
+        keeps all. Every budget and problem must be one of the config's."""
+        config = self
+        if budgets is not None:
+            unknown = sorted(set(budgets) - set(self.all_budgets))
+            if unknown:
+                raise ConfigError(f"{self.path}: budgets {unknown} are not in the configuration "
+                                  f"(it has {list(self.all_budgets)})")
+            config = replace(config, only_budgets=tuple(sorted(set(budgets))))
+        if problems is not None:
+            names = [p.name for p in self.problems]
+            unknown_names = sorted(set(problems) - set(names))
+            if unknown_names:
+                raise ConfigError(f"{self.path}: problems {unknown_names} are not in the configuration (it has {names})")
+            config = replace(config, problems=tuple(p for p in self.problems if p.name in problems),
+                             only_problems=tuple(n for n in names if n in problems))
+        return config
 
     def pairs(self) -> list[tuple[ProblemConfig, SamplerConfig]]:
         """The (problem, sampler) pairs of the grid, in order."""

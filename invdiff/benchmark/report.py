@@ -304,6 +304,9 @@ def publish(out: str | Path, dest: str | Path, config, command: str, total_cells
     if config.only_budgets is not None:
         header += [f"Run at {', '.join(map(str, config.only_budgets))} network evaluations only, of the configuration's "
                    f"{', '.join(map(str, config.all_budgets))} (`--budgets`); the cells of the other budgets are not here.", ""]
+    if config.only_problems is not None:
+        header += [f"Run for {', '.join(config.only_problems)} only (`--problems`); the configuration's other problems "
+                   "are not here.", ""]
     if config.tune:
         header += ["Each sampler's settings were chosen on the problems' validation data and the test problems were "
                    "run once with them (the table at the end).", ""]

@@ -15,6 +15,7 @@ EPILOG = """examples:
   invdiff benchmark scripts/benchmarks/ct-sparse-view.toml --out outputs/bench/ct --executor ray
   invdiff benchmark CONFIG.toml --out DIR --report-only      # tables and figures from finished cells
   invdiff benchmark scripts/benchmarks/mri-nfe.toml --budgets 50,100   # part of a long grid now, the rest later
+  invdiff benchmark scripts/benchmarks/mri-nfe.toml --budgets 500 --problems mri-4x   # and mri-8x in a second process
 
 Each cell (sampler x problem x datum x seed x budget) is written to DIR/cells as soon as it is done;
 rerunning the command skips finished cells, so an interrupted benchmark resumes. With tune = true in
@@ -44,6 +45,9 @@ def add_parser(sub) -> None:
     p.add_argument("--budgets", default=None, metavar="N[,N...]",
                    help="run (and tune, and report) only these network-evaluation budgets of the config; the "
                    "classical baselines always run")
+    p.add_argument("--problems", default=None, metavar="NAME[,NAME...]",
+                   help="run (and tune, and report) only these problems of the config, under the whole grid's keys "
+                   "(two processes on two parts share one --out)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and whether they are done, run nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_command)
@@ -57,12 +61,16 @@ def run_command(args: argparse.Namespace) -> int:
     from invdiff.benchmark.tuning import tune_all
 
     config = load_config(args.config)  # a ConfigError names the file and the key
+    budgets = problems = None
     if args.budgets:
         try:
             budgets = tuple(int(b) for b in args.budgets.split(","))
         except ValueError:
             raise ValueError(f"--budgets must be integers separated by commas, got {args.budgets!r}") from None
-        config = config.restricted(budgets)
+    if args.problems:
+        problems = tuple(name.strip() for name in args.problems.split(",") if name.strip())
+    if budgets is not None or problems is not None:
+        config = config.restricted(budgets, problems)
     out = Path(args.out or Path("outputs") / "benchmark" / config.name)
     start = time.perf_counter()
     tuned = {}
