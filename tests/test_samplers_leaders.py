@@ -137,6 +137,11 @@ def test_pnp_dm_sigma_scale_is_the_sampler_for_data_of_that_noise_level():
                          progress=False).samples
     assert torch.equal(draws["scaled"], draws["declared"])
     assert not torch.allclose(draws["scaled"], draws["plain"])
+    sampler = PnPDM(num_steps=40, sigma_scale=4.0)
+    state = sampler.init(_sum_measurement(sigma=0.3), prior, 2, torch.Generator().manual_seed(0))
+    assert state.measurement.sigma.tolist() == pytest.approx([1.2, 1.2])
+    state = sampler.with_measurement(state, _sum_measurement(y=0.5, sigma=0.1))  # new data keeps the scale
+    assert state.measurement.sigma.tolist() == pytest.approx([0.4, 0.4]) and state.measurement.y.flatten().tolist() == [0.5, 0.5]
 
 @pytest.mark.parametrize("cls, kwargs, match", [
     (DDS, {"eta": 1.5}, "eta"), (DDS, {"gamma": 0.0}, "gamma"), (DDS, {"cg_iterations": -1}, "cg_iterations"),

@@ -135,6 +135,7 @@ class PnPDM(Sampler):
         return measurement if self.sigma_scale == 1.0 else measurement.with_sigma(measurement.sigma * self.sigma_scale)
 
     def with_measurement(self, state: PnPDMState, measurement: Measurement) -> PnPDMState:
+        """New data between steps (an acquisition), drawn from at ``sigma_scale`` times its noise level too."""
         return super().with_measurement(state, self.likelihood(measurement))
 
     def prior_step(self, state: PnPDMState, z: Tensor, rho: float) -> Tensor:
