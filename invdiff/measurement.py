@@ -419,19 +419,18 @@ class Measurement:
             raise ValueError(f"y must keep the shape {tuple(self._y.shape)}, got {tuple(getattr(y, 'shape', ()))}")
         if not bool(torch.isfinite(y).all()):
             raise ValueError(f"y of shape {tuple(y.shape)} contains NaN or Inf entries")
-        twin = object.__new__(Measurement)  # the operator already maps x_shape to this shape: no re-check
-        for name in self.__slots__:
-            object.__setattr__(twin, name, getattr(self, name))
-        object.__setattr__(twin, "_y", y.detach())
-        return twin
+        return self._replaced(_y=y.detach())  # the operator already maps x_shape to this shape: no re-check
 
     def with_sigma(self, sigma: float | Tensor) -> Measurement:
         """The same operator, observation and solver with another noise level (a scalar or ``(B,)``,
         finite and positive): e.g. a likelihood tempered for model error the noise level does not hold."""
+        return self._replaced(_sigma=_as_sigma(sigma, self._y.shape[0], self._y.real.dtype, self._y.device))
+
+    def _replaced(self, **slots) -> Measurement:
+        """A copy with the given slots replaced, without the constructor's checks (the caller's to make)."""
         twin = object.__new__(Measurement)
         for name in self.__slots__:
-            object.__setattr__(twin, name, getattr(self, name))
-        object.__setattr__(twin, "_sigma", _as_sigma(sigma, self._y.shape[0], self._y.real.dtype, self._y.device))
+            object.__setattr__(twin, name, slots.get(name, getattr(self, name)))
         return twin
 
     def with_normal_solver(self, max_measurements: int = GRAM_MAX_MEASUREMENTS,
