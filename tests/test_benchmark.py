@@ -73,7 +73,6 @@ def test_grid_is_the_product_with_baselines_once_per_seed(tmp_path):
     assert len(changed) == 4 and all("DPS" in k for k in changed)  # only the edited sampler's cells are new
 
 
-
 def test_a_budget_restriction_runs_part_of_the_grid_under_the_same_keys(tmp_path, capsys):
     config = load_config(_write(tmp_path))
     part = config.restricted((6,))
@@ -105,6 +104,7 @@ def test_a_problem_restriction_runs_part_of_the_grid_under_the_same_keys(tmp_pat
     assert main(["benchmark", str(_write(tmp_path)), "--out", str(tmp_path / "out"), "--problems", "gmm", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "gmm__" in printed and "ct-20__" not in printed and "4 cells, 0 done" in printed
+
 
 @pytest.mark.parametrize("text, message", [
     ("[benchmark]\nseeds = [0]\n", r"needs at least one \[\[problem\]\]"),

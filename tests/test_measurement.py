@@ -222,7 +222,6 @@ def test_to_the_same_device_is_itself_and_with_y_is_checked(generator):
         m.with_y(torch.full((2, 3), float("nan"), dtype=torch.float64))
 
 
-
 def test_with_sigma_keeps_the_rest_and_is_checked(generator):
     op = MatrixOperator.random(3, 8, generator)
     y = torch.randn(2, 3, dtype=torch.float64, generator=generator)
@@ -237,6 +236,7 @@ def test_with_sigma_keeps_the_rest_and_is_checked(generator):
         m.with_sigma(torch.ones(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="> 0"):
         m.with_sigma(-0.1)
+
 
 def test_candidate_grid_is_the_operators_and_refused_otherwise(generator):
     from invdiff.operators import Inpainting, MultiCoilMRI

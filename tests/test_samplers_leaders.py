@@ -124,7 +124,6 @@ def test_pnp_dm_approaches_the_exact_posterior_as_its_budget_grows():
     assert errors[1] < 0.15 < 0.3 < errors[0]
 
 
-
 def test_pnp_dm_sigma_scale_is_the_sampler_for_data_of_that_noise_level():
     # sigma_scale k on data of noise s is, draw for draw, PnP-DM on the same data declared at noise k s;
     # k = 4 on the sum measurement (s = 0.3) differs from k = 1
@@ -142,6 +141,7 @@ def test_pnp_dm_sigma_scale_is_the_sampler_for_data_of_that_noise_level():
     assert state.measurement.sigma.tolist() == pytest.approx([1.2, 1.2])
     state = sampler.with_measurement(state, _sum_measurement(y=0.5, sigma=0.1))  # new data keeps the scale
     assert state.measurement.sigma.tolist() == pytest.approx([0.4, 0.4]) and state.measurement.y.flatten().tolist() == [0.5, 0.5]
+
 
 @pytest.mark.parametrize("cls, kwargs, match", [
     (DDS, {"eta": 1.5}, "eta"), (DDS, {"gamma": 0.0}, "gamma"), (DDS, {"cg_iterations": -1}, "cg_iterations"),

@@ -219,10 +219,10 @@ class BenchmarkConfig:
         keeps all. Every budget and problem must be one of the config's."""
         config = self
         if budgets is not None:
-            unknown = sorted(set(budgets) - set(self.all_budgets))
+            known = self.all_budgets
+            unknown = sorted(set(budgets) - set(known))
             if unknown:
-                raise ConfigError(f"{self.path}: budgets {unknown} are not in the configuration "
-                                  f"(it has {list(self.all_budgets)})")
+                raise ConfigError(f"{self.path}: budgets {unknown} are not in the configuration (it has {list(known)})")
             config = replace(config, only_budgets=tuple(sorted(set(budgets))))
         if problems is not None:
             names = [p.name for p in self.problems]

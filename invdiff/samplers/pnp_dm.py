@@ -83,7 +83,7 @@ class PnPDM(Sampler):
             raise ValueError(f"num_steps ({num_steps}) must be at least inner_steps ({inner_steps})")
         if not 0 < rho_min <= rho_start:
             raise ValueError(f"need 0 < rho_min <= rho_start, got {rho_min}, {rho_start}")
-        if isinstance(sigma_scale, bool) or not float(sigma_scale) >= 1.0 or not math.isfinite(float(sigma_scale)):
+        if isinstance(sigma_scale, bool) or not 1.0 <= float(sigma_scale) < math.inf:
             raise ValueError(f"sigma_scale must be a finite number >= 1 (1: the measurement's noise level), got "
                              f"{sigma_scale!r}")
         if init not in ("prior", "pinv"):
