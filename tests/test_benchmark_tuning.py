@@ -33,6 +33,26 @@ def test_an_extension_the_sampler_refuses_ends_the_extension():
         tune_on_grid(score, [1.0, 3.0], extensions=2)
 
 
+def test_a_grid_through_zero_is_searched_but_never_extended(tmp_path):
+    """APS's residual_std grid starts at 0 (the paper's sampler): searched as given at extend 0; a geometric
+    extension from it is refused before any point runs, and a configuration asking for one is refused."""
+    from invdiff.benchmark.config import ConfigError, load_config
+
+    best, scores = tune_on_grid(lambda v: -abs(v - 0.01), [0.0, 0.01, 0.1], extensions=0)
+    assert best == 0.01 and sorted(scores) == [0.0, 0.01, 0.1]
+    tried = []
+    with pytest.raises(ValueError, match="start above 0"):
+        tune_on_grid(tried.append, [0.0, 0.01, 0.1], extensions=1)
+    assert tried == []
+    path = tmp_path / "c.toml"
+    path.write_text('[benchmark]\nname = "x"\n[[problem]]\nname = "inpaint"\nkind = "task"\ntask = "inpaint"\n'
+                    '[[sampler]]\nname = "aps"\ngrid = { residual_std = [0.0, 0.01] }\n')
+    with pytest.raises(ConfigError, match="value <= 0.*extend = 0"):
+        load_config(path)
+    path.write_text(path.read_text() + "extend = 0\n")
+    assert load_config(path).samplers[0].grid == {"residual_std": [0.0, 0.01]}
+
+
 def test_tuning_runs_with_the_problems_prior(tmp_path, monkeypatch):
     """A problem's `prior` is the one its test cells use; tuning on its validation data must use it too
     (it once fell back to the operator's default prior)."""

@@ -13,6 +13,7 @@ from invdiff.operators import Inpainting, MultiCoilMRI, from_complex
 from invdiff.posterior import TokenPosterior
 from invdiff.priors import CheckpointError, load_prior
 from invdiff.priors.checkpoint import read_checkpoint
+from invdiff.priors.serving import fit_prior
 from invdiff.priors.tokens.checkpoint import save_token_prior
 from invdiff.priors.tokens.image import ImageTokenPrior
 from invdiff.problems.tokens import smooth_phase
@@ -113,7 +114,10 @@ def test_phase_lifting_multiplies_item_major_rows_by_their_items_phase():
     theta = torch.tensor([0.3] * 3 + [-1.2] * 3).view(6, 1, 1)
     torch.testing.assert_close(x[:, 0], m * torch.cos(theta))
     torch.testing.assert_close(x[:, 1], m * torch.sin(theta))
-    assert lifted.num_positions == 16 and lifted.mask_id == 8
+    assert lifted.num_positions == 16 and lifted.mask_id == 8 and lifted.event_shape == (2, 16, 16)
+    assert fit_prior(lifted, (16, 16))[0] is lifted  # what benchmark and reconstruct call first
+    with pytest.raises(ValueError, match="serves 16 x 16 images only"):
+        fit_prior(lifted, (32, 32))
     with pytest.raises(ValueError, match="do not split"):
         lifted.decode(e[:5])
     with pytest.raises(ValueError, match=r"phase must be \(B, 16, 16\)"):
@@ -180,6 +184,11 @@ def test_aps_runs_on_multicoil_mri_through_the_phase_lift():
     post = run(APS(3, opt_steps=2), m, lifted, n_particles=2, generator=torch.Generator().manual_seed(0),
                progress=False)
     assert post.samples.shape == (1, 2, 2, 16, 16) and bool(torch.isfinite(post.samples).all())
+    # with the decoder's residual the data fill in what the codes miss: closer to the data than the codes
+    res = run(APS(3, opt_steps=2, residual_std=0.1), m, lifted, n_particles=2,
+              generator=torch.Generator().manual_seed(0), progress=False)
+    misfit = [float(m.expand(2).residual(p.samples[0]).abs().norm()) for p in (post, res)]
+    assert res.samples.shape == post.samples.shape and misfit[1] < 0.5 * misfit[0]
 
 
 def test_training_reduces_both_losses_and_leaves_the_global_rng_alone(slices):

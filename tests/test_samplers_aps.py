@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 
+import deepinv as dinv
 import pytest
 import torch
 
 from invdiff.measurement import Measurement
 from invdiff.operators.matrix import MatrixOperator
 from invdiff.priors.tokens import EnumerableTokenPrior, tv_distance
-from invdiff.samplers.aps import APS, GuidedRemasking, masking_schedule, quantized_expectation
+from invdiff.samplers.aps import APS, GuidedRemasking, marginal_nll, masking_schedule, quantized_expectation
 
 
 def toy(seed: int = 0, codes: int = 3, positions: int = 4) -> EnumerableTokenPrior:
@@ -146,6 +147,71 @@ def test_samples_are_seeded_per_item_and_decoded_from_their_tokens():
     assert not torch.equal(draw(APS(2), m1, prior, 6, seed=6).tokens, a.tokens)
 
 
+def residual_posterior(prior: EnumerableTokenPrior, m: Measurement, tau: float) -> torch.Tensor:
+    """``(1, G)``: the exact posterior over grids when ``x = D(z) + N(0, tau^2 I)``, by dense algebra."""
+    a, s = m.physics.matrix, float(m.sigma[0])
+    cov = s**2 * torch.eye(a.shape[0], dtype=torch.float64) + tau**2 * a @ a.T
+    r = m.y - prior.grid_images() @ a.T
+    return torch.softmax(prior.log_joint - 0.5 * (r * torch.linalg.solve(cov, r.T).T).sum(1), 0)[None]
+
+
+def test_marginal_nll_is_the_dense_gaussian_with_its_gradient():
+    prior = toy(codes=4)
+    m = measurement(prior, 3, 0.3, seed=2)
+    tau = 0.6
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64, requires_grad=True)
+    a = m.physics.matrix
+    cov = 0.09 * torch.eye(3, dtype=torch.float64) + tau**2 * a @ a.T
+    r = m.expand(5).y - x @ a.T
+    want = 0.5 * (r * torch.linalg.solve(cov, r.T).T).sum(1)
+    (want_grad,) = torch.autograd.grad(want.sum(), x)
+    got = marginal_nll(m.expand(5), x, tau**2)
+    (got_grad,) = torch.autograd.grad(got.sum(), x)
+    torch.testing.assert_close(got, want.detach())
+    torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_the_residual_draw_is_the_exact_gaussian_given_the_codes():
+    """One code, so ``D(z)`` is fixed and ``x | y`` is exactly ``N(m, (A^T A / s^2 + I / tau^2)^-1)``:
+    20000 draws' mean within 0.02 (the smallest std is 0.28) and covariance within 4 % (measured 1.4 %)."""
+    g = torch.Generator().manual_seed(3)
+    prior = EnumerableTokenPrior.random(1, 2, 2, 5, g)
+    a = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    m = Measurement(MatrixOperator(a), torch.randn(1, 3, generator=g, dtype=torch.float64), 0.4)
+    tau = 0.7
+    cov = torch.linalg.inv(a.T @ a / 0.16 + torch.eye(5, dtype=torch.float64) / tau**2)
+    mean = cov @ (a.T @ m.y[0] / 0.16 + prior.grid_images()[0] / tau**2)
+    for sampler in (APS(2, residual_std=tau), GuidedRemasking(2, 4, residual_std=tau)):
+        x = draw(sampler, m, prior, 20000).samples[0]
+        assert float((x.mean(0) - mean).abs().max()) < 0.02
+        assert float((torch.cov(x.T) - cov).norm() / cov.norm()) < 0.04
+    exact = draw(APS(2), m, prior, 3).samples[0]
+    torch.testing.assert_close(exact, prior.grid_images().expand(3, 5))
+
+
+def test_with_a_residual_the_samplers_move_towards_its_exact_posterior():
+    """The residual model's posterior over grids (``tau`` 0.3): TV over the prior draws' TV, four toys.
+    Measured: APS 1.03, 0.62, 0.42, 0.63 (mean 0.68); guided remasking 0.66, 0.49, 0.67, 0.74 (0.64).
+    ``residual_std`` 0 is the paper's sampler, draw for draw."""
+    n, tau = 1000, 0.3
+    ratios = {"aps": [], "guided": []}
+    for seed in range(4):
+        prior = toy(seed=seed, codes=4)
+        m = measurement(prior, 2, 0.3, seed=10 + seed)
+        post = residual_posterior(prior, m, tau)
+        prior_tv = float(tv_distance(torch.multinomial(prior.log_joint.exp()[None], n, replacement=True,
+                                                       generator=torch.Generator().manual_seed(0)), post))
+        aps = draw(APS(4, residual_std=tau), m, prior, n, seed)
+        guided = draw(GuidedRemasking(4, 16, residual_std=tau), m, prior, n, seed)
+        ratios["aps"].append(float(tv_distance(prior.index(aps.tokens), post)) / prior_tv)
+        ratios["guided"].append(float(tv_distance(prior.index(guided.tokens), post)) / prior_tv)
+    assert sum(ratios["aps"]) / 4 < 0.8
+    assert sum(ratios["guided"]) / 4 < 0.8
+    prior = toy()
+    m = measurement(prior, 3, 0.5)
+    assert torch.equal(draw(APS(3, residual_std=0.0), m, prior, 5, 2).tokens, draw(APS(3), m, prior, 5, 2).tokens)
+
+
 def test_bad_inputs_are_named():
     prior = toy()
     with pytest.raises(ValueError, match="token values"):
@@ -160,3 +226,9 @@ def test_bad_inputs_are_named():
         APS(2, order="best")
     with pytest.raises(ValueError, match="log_joint"):
         EnumerableTokenPrior(torch.zeros(10), torch.zeros(3, 2), torch.zeros(8, 8))
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="residual_std"):
+            APS(2, residual_std=bad)
+    nonlinear = Measurement(dinv.physics.Physics(A=lambda x: x**2), torch.zeros(1, 8, dtype=torch.float64), 0.1)
+    with pytest.raises(ValueError, match="linear measurement"):
+        GuidedRemasking(2, residual_std=0.1).init(nonlinear, prior, 1, torch.Generator())

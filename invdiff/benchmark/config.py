@@ -397,6 +397,10 @@ def _sampler(path: Path, i: int, raw: dict, particles: int) -> SamplerConfig:
         raise ConfigError(f"{where} ({label}): settings must be a table, got {settings!r}")
     if grid is not None and (not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values())):
         raise ConfigError(f"{where} ({label}): grid must be a table of non-empty lists ({{}}: no tuning), got {grid!r}")
+    if grid and extend and len(grid) == 1 and any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0
+                                                  for v in next(iter(grid.values()))):
+        raise ConfigError(f"{where} ({label}): grid {grid} holds a value <= 0, which a geometric extension cannot "
+                          f"go past; set extend = 0 for it")
     if prior is not None and (path.parent / prior).is_file():
         prior = str((path.parent / prior).resolve())
     try:

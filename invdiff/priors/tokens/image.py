@@ -110,6 +110,11 @@ class PhaseLiftedTokenPrior(TokenPrior):
     def num_positions(self) -> int:
         return self.base.num_positions
 
+    @property
+    def event_shape(self) -> tuple[int, int, int]:
+        """``(2, S, S)``: (re, im) images of the base prior's size."""
+        return (2, *self.base.event_shape[1:])
+
     def log_probs(self, tokens: Tensor) -> Tensor:
         return self.base.log_probs(tokens)
 
