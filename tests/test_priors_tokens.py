@@ -248,6 +248,22 @@ def test_train_prior_command_trains_a_token_prior(capsys, tmp_path):
     assert "a token prior models magnitudes; drop --complex" in capsys.readouterr().err
 
 
+def test_reconstruct_runs_aps_on_the_demo_scan_with_the_shipped_token_prior(tmp_path, capsys):
+    """`invdiff reconstruct --sampler aps` lifts the shipped token prior to each slice group (its phase from
+    CG-SENSE) and records that prior; with the decoder's residual the data fill in what the codes of a
+    4-step run miss (measured: 24.26 dB against zero-filled 19.59; the codes alone 11.51)."""
+    import json
+
+    argv = ["reconstruct", "demo", "--sampler", "aps", "--steps", "4", "--set", "opt_steps=1", "--set",
+            "residual_std=0.03", "--slices", "0", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "demo_brain.json").read_text())
+    assert record["settings"]["prior"] == "mri_brain_tokens_128" and record["costs"]["network_evals"] == 4
+    assert record["settings"]["sampler_settings"]["residual_std"] == 0.03
+    psnr = record["metrics"]["mean"]["PSNR"]
+    assert psnr > record["metrics"]["zero-filled RSS"]["PSNR"] + 2.0
+
+
 def test_reconstruct_refuses_a_token_prior_by_name(tmp_path):
     from invdiff.reconstruct import load_denoiser
 

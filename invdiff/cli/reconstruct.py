@@ -171,6 +171,7 @@ def run_job(args: argparse.Namespace):
     and the JSON summary written."""
     from invdiff.problems import open_source, sampler_settings
     from invdiff.reconstruct import ReconSettings, reconstruct, write_outputs
+    from invdiff.reconstruct.job import used_prior_name
     from invdiff.reconstruct.budget import available_memory_gib, check_budget, ct_projector_bytes
     from invdiff.samplers.registry import check_settings
 
@@ -199,7 +200,7 @@ def run_job(args: argparse.Namespace):
                           progress=not args.quiet, log=log.info, max_memory_bytes=budget)
     recorded = {**asdict(settings), "slices": results.slices, "particles": results.particles,
                 "sampler_settings": sampler_settings(settings.sampler, inp.family, settings.overrides, settings.nfe),
-                "prior": settings.prior or inp.prior_name, "problem": asdict(spec)}
+                "prior": used_prior_name(settings, inp.prior_name), "problem": asdict(spec)}
     summary = write_outputs(results, inp, recorded, out,
                             {"open_s": round(opened - start, 2), "total_s": round(time.perf_counter() - start, 2)},
                             calibration=calibration)

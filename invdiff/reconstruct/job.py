@@ -38,7 +38,9 @@ from invdiff.posterior import Posterior
 from invdiff.priors import Denoiser, open_prior
 from invdiff.priors.base import ChunkedDenoiser
 from invdiff.priors.serving import fit_prior
+from invdiff.priors.tokens import ImageTokenPrior
 from invdiff.problems import Problem, ProblemSource, configured_sampler, sampler_settings
+from invdiff.problems.tokens import token_prior_for
 from invdiff.reconstruct.budget import (available_memory_gib, check_budget, default_group_size, exact_solver_bytes,
                                        exact_solver_group, group_bytes,
                                        slice_group_size, volume_state_bytes)
@@ -46,10 +48,13 @@ from invdiff.samplers import Sampler, run
 from invdiff.samplers.checkpoint import StepCheckpoint
 from invdiff.samplers.registry import SAMPLERS
 
-__all__ = ["COVERAGE_LEVELS", "ReconSettings", "SliceResults", "check_prior_fits", "load_denoiser", "object_region", "particle_images",
-           "reconstruct", "solve_problem"]
+__all__ = ["COVERAGE_LEVELS", "DEFAULT_TOKEN_PRIOR", "ReconSettings", "SliceResults", "check_prior_fits", "load_denoiser",
+           "load_token_prior", "object_region", "particle_images",
+           "reconstruct", "solve_problem", "used_prior_name"]
 
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
+#: the token prior of the token samplers when a run names none (MRI inputs)
+DEFAULT_TOKEN_PRIOR = "mri_brain_tokens_128"
 #: a group's sampler state is saved at most this often (seconds), so that a stopped run resumes mid-group
 CHECKPOINT_SECONDS = 60.0
 
@@ -83,9 +88,6 @@ class ReconSettings:
         if SAMPLERS[self.sampler].volume and not self.volume:
             raise ValueError(f"{self.sampler} couples a volume's slices along z: pass --volume (all the chosen "
                              "slices solved as one problem)")
-        if SAMPLERS[self.sampler].token_prior:
-            raise ValueError(f"{self.sampler} samples a masked token prior, which reconstruct does not lift to its "
-                             "inputs; run it with invdiff benchmark (scripts/benchmarks/aps-images.toml)")
         for name in ("nfe", "particles"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -118,6 +120,27 @@ def load_denoiser(spec: str | Denoiser, device: str) -> Denoiser:
     if not isinstance(prior, Denoiser):
         raise ValueError(f"prior {spec!r} is a {type(prior).__name__} (a masked token prior), not a diffusion "
                          "denoiser; sample it with invdiff.samplers.APS")
+    return prior
+
+
+def used_prior_name(settings: ReconSettings, input_prior: str) -> str:
+    """The prior a run uses: the one named in ``settings``, else the input's shipped prior
+    (``input_prior``), or :data:`DEFAULT_TOKEN_PRIOR` for a token sampler."""
+    return settings.prior or (DEFAULT_TOKEN_PRIOR if SAMPLERS[settings.sampler].token_prior else input_prior)
+
+
+def load_token_prior(spec: str | None, family: str, device: str) -> ImageTokenPrior:
+    """The masked token prior a token sampler (APS, guided remasking) runs on: ``spec`` (a shipped name or a
+    file), else the shipped :data:`DEFAULT_TOKEN_PRIOR` for MRI; other families must name one."""
+    if spec is None:
+        if family != "mri":
+            raise ValueError(f"no shipped token prior serves {family} inputs (the shipped {DEFAULT_TOKEN_PRIOR!r} "
+                             "models MR magnitudes); pass one with --prior NAME or PATH")
+        spec = DEFAULT_TOKEN_PRIOR
+    prior = open_prior(spec, device)
+    if not isinstance(prior, ImageTokenPrior):
+        raise ValueError(f"prior {spec!r} is a {type(prior).__name__}, not a masked token prior; the token "
+                         "samplers (aps, guided-remasking) need one, e.g. mri_brain_tokens_128")
     return prior
 
 
@@ -265,8 +288,11 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
         raise ValueError(f"{inp.name}: slices {slices} name a slice twice")
     spec = SAMPLERS[settings.sampler]
     sampler = configured_sampler(settings.sampler, settings.nfe, inp.family, settings.overrides)
-    prior_name = settings.prior or inp.prior_name
-    prior = load_denoiser(prior_name, settings.device) if spec.uses_prior else None
+    prior_name = used_prior_name(settings, inp.prior_name)
+    if spec.token_prior:
+        prior = load_token_prior(settings.prior, inp.family, settings.device)
+    else:
+        prior = load_denoiser(prior_name, settings.device) if spec.uses_prior else None
     strict = settings.prior is not None  # a prior the user named must fit; the default one is used with a warning
     check_prior_fits(prior, inp, prior_name, strict)
     particles = settings.particles if spec.particles else 1
@@ -317,7 +343,8 @@ def reconstruct(inp: ProblemSource, settings: ReconSettings, out_dir: str | Path
         problem = inp.build(group)
         setup = time.perf_counter() - start
         checkpoint = StepCheckpoint(out / "parts" / f"state_{k:04d}.pt", checkpoint_seconds)
-        result = solve_problem(problem, sampler, prior, particles,
+        model = token_prior_for(problem, prior) if spec.token_prior else prior  # lifted to the group's phase
+        result = solve_problem(problem, sampler, model, particles,
                                torch.Generator().manual_seed(settings.seed + 1_000_003 * k), settings.device, progress,
                                prior_name, strict, chunk, checkpoint)
         if checkpoint.resumed_step is not None:
