@@ -36,8 +36,8 @@ def tune_on_grid(score: Callable[[float], float], grid: Sequence[float], extensi
     if extensions and len(grid) > 1 and not grid[0] > 0:
         raise ValueError(f"a geometric grid must start above 0 to be extended, got {list(grid)}")
     scores = {v: score(v) for v in grid}
+    ratio = grid[1] / grid[0] if extensions and len(grid) > 1 else 1.0
     for _ in range(extensions if len(grid) > 1 else 0):
-        ratio = grid[1] / grid[0]
         best, values = max(scores, key=scores.get), sorted(scores)
         if best not in (values[0], values[-1]):
             break

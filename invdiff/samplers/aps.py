@@ -201,7 +201,7 @@ def marginal_nll(m: Measurement, x: Tensor, tau2: float) -> Tensor:
     xd = x.detach().to(m.y.real.dtype)
     with torch.no_grad():
         direction, value = pseudo_inverse_guidance(m, xd, tau2, value=True)
-    linear = ((direction.to(x.dtype) * x) - (direction * xd).to(x.dtype)).flatten(1).sum(1)
+    linear = (direction.to(x.dtype) * (x - x.detach())).flatten(1).sum(1)  # zero, with the gradient -direction
     return (-value).to(torch.float64) - linear.to(torch.float64)
 
 
