@@ -383,3 +383,27 @@ def test_quality_curves_average_each_budget_and_draw_the_baselines_flat(tmp_path
     assert baselines == {"CG": 25.0}
     path = quality_figure(tmp_path / "q.png", lines, baselines, "mri-4x")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figures_put_samplers_of_disjoint_budgets_on_one_row(tmp_path, monkeypatch):
+    """Samplers that each ran at one budget of their own (APS at 8 and 32, RED-Diff at 100) share one row of
+    panels captioned with their budgets; a sampler at several budgets keeps one row per budget."""
+    import numpy as np
+
+    import invdiff.benchmark.report as report
+
+    grids = []
+    monkeypatch.setattr(report, "labelled_grid", lambda path, grid, *a, **k: grids.append(grid))
+    image = np.ones((4, 4), dtype=np.float32)
+    rows = []
+    for i, (sampler, nfe) in enumerate([("cg", 0), ("aps", 32), ("aps-8", 8), ("red-diff", 100)]):
+        np.savez(tmp_path / f"k{i}.npz", mean=image, std=image, baseline=image, target=image)
+        rows.append({"key": f"k{i}", "sampler": sampler, "nfe": nfe, "seed": 0, "baseline": "zero-filled"})
+    report._grid(tmp_path / "p_mean.png", rows, tmp_path, "mean")
+    assert len(grids[-1]) == 1
+    assert [c for c, _ in grids[-1][0]] == ["target", "zero-filled", "cg", "aps (32 NFE)", "aps-8 (8 NFE)",
+                                             "red-diff (100 NFE)"]
+    np.savez(tmp_path / "k4.npz", mean=image, std=image, baseline=image, target=image)
+    report._grid(tmp_path / "p_mean.png", rows + [{"key": "k4", "sampler": "aps", "nfe": 8, "seed": 0}],
+                 tmp_path, "mean")
+    assert len(grids[-1]) == 3  # aps at 8 and 32: one row per budget

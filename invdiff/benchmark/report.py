@@ -7,7 +7,7 @@ what coverage with few particles can resolve; for Gaussian-mixture cells, how ma
 tests (:func:`fidelity_table`); with tuning, a table of the settings chosen on validation
 data and their validation scores. ``figures/PROBLEM__DATA_mean.png`` is a grid per problem and datum:
 one row per budget, columns target, baseline and each sampler's posterior mean (the lowest seed, first
-slice), and ``..._std.png`` the posterior stds; a problem run at several budgets gets
+slice; one row when every sampler ran at one budget of its own), and ``..._std.png`` the posterior stds; a problem run at several budgets gets
 ``figures/PROBLEM_quality.png``, PSNR against network evaluations and wall time (:func:`quality_curves`). :func:`publish` turns a run into a results page
 (``docs/results/NAME/README.md``): the command, the commit, the date, the report and its figures.
 """
@@ -141,6 +141,12 @@ def _grid(path: Path, rows: list[dict[str, Any]], cells_dir: Path, key: str) -> 
     lead = [("target", first.get("target")), (rows[0].get("baseline", "baseline"), first["baseline"])]
     lead = [(n, a) for n, a in lead if a is not None and n not in samplers] if key == "mean" else []
     vmax = float(np.percentile(first.get("target", first["mean"]), 99.5))
+    own = {s: [nfe for (t, nfe) in arrays if t == s] for s in samplers}
+    if len(budgets) > 1 and all(len(v) <= 1 for v in own.values()):
+        # every sampler at one budget of its own: one row, each panel captioned with its budget
+        row = list(lead) + [(f"{s} ({v[0]} NFE)" if v[0] else s, arrays[(s, v[0])][key]) for s, v in own.items() if v]
+        labelled_grid(path, [row], "image" if key == "mean" else "std", vmax, f"{path.stem}: posterior {key}")
+        return
     grid = []
     for nfe in budgets:
         row = list(lead)
