@@ -144,16 +144,16 @@ def _grid(path: Path, rows: list[dict[str, Any]], cells_dir: Path, key: str) -> 
     own = {s: [nfe for (t, nfe) in arrays if t == s] for s in samplers}
     if len(budgets) > 1 and all(len(v) <= 1 for v in own.values()):
         # every sampler at one budget of its own: one row, each panel captioned with its budget
-        row = list(lead) + [(f"{s} ({v[0]} NFE)" if v[0] else s, arrays[(s, v[0])][key]) for s, v in own.items() if v]
-        labelled_grid(path, [row], "image" if key == "mean" else "std", vmax, f"{path.stem}: posterior {key}")
-        return
-    grid = []
-    for nfe in budgets:
-        row = list(lead)
-        for s in samplers:
-            a = arrays.get((s, nfe)) or arrays.get((s, 0))
-            row.append((f"{s} ({nfe} NFE)" if (s, nfe) in arrays else s, None if a is None else a[key]))
-        grid.append(row)
+        grid = [list(lead) + [(f"{s} ({v[0]} NFE)" if v[0] else s, arrays[(s, v[0])][key])
+                              for s, v in own.items() if v]]
+    else:
+        grid = []
+        for nfe in budgets:
+            row = list(lead)
+            for s in samplers:
+                a = arrays.get((s, nfe)) or arrays.get((s, 0))
+                row.append((f"{s} ({nfe} NFE)" if (s, nfe) in arrays else s, None if a is None else a[key]))
+            grid.append(row)
     labelled_grid(path, grid, "image" if key == "mean" else "std", vmax, f"{path.stem}: posterior {key}")
 
 

@@ -123,6 +123,8 @@ class _MaskedSampler(Sampler):
     """Shared init/result, the likelihood and the remasking rule of the two samplers (on
     :func:`invdiff.samplers.run`'s protocol; their state is a :class:`DiscreteState`)."""
 
+    exact_solver_setting = "residual_std"  # the marginal likelihood's solves: on whenever it is not 0
+
     def __init__(self, num_steps: int, schedule: str = "cosine", order: str = "confidence",
                  residual_std: float = 0.0):
         if order not in ("confidence", "random"):
@@ -134,10 +136,6 @@ class _MaskedSampler(Sampler):
         self.schedule = schedule
         self.order = order
         self.residual_std = residual_std
-
-    @property
-    def attaches_exact_solver(self) -> bool:
-        return self.residual_std > 0
 
     def nll(self, m: Measurement, x: Tensor) -> Tensor:
         """``(B * N,)`` negative log-likelihood of decoded images ``x`` under the residual model (module

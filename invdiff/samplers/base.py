@@ -170,8 +170,8 @@ class Sampler(ABC):
     """
 
     uses_prior: bool = True
-    #: name of the boolean setting that switches the exact normal-equation solver on (``exact_solve``,
-    #: ``exact_prox``); None for samplers that never attach one
+    #: name of the setting that switches the exact normal-equation solver on when true or nonzero
+    #: (``exact_solve``, ``exact_prox``, APS's ``residual_std``); None for samplers that never attach one
     exact_solver_setting: str | None = None
     #: whether the exact solver may also be the measurement-space Gram solver (:func:`with_exact_solver`)
     exact_solver_gram: bool = False
