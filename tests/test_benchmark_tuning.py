@@ -102,3 +102,43 @@ def test_a_wider_extension_searches_again_and_reuses_the_points_already_run(tmp_
         config = load_config(path)
         chosen.append(tune(config, config.problems[0], config.samplers[0], 4, tmp_path / "out", log=lambda *_: None))
     assert chosen == [{"gamma": 10.0}, {"gamma": 1000.0}] and runs == [1.0, 10.0, 100.0, 1000.0]
+
+
+def test_a_budget_can_take_the_settings_chosen_at_another(tmp_path, monkeypatch):
+    """`settings_from_budget = { 8 = 4 }`: the 8-evaluation cells take the choice of the search at 4 (searched
+    there even when only budget 8 runs), no search runs at 8, and the page says so; a bad mapping is refused."""
+    import invdiff.benchmark.cells as cells
+    from invdiff.benchmark.config import ConfigError, load_config
+    from invdiff.benchmark.report import publish
+    from invdiff.benchmark.tuning import tune_all
+
+    head = '[benchmark]\nname = "t"\nnfe = [4, 8]\ntune = true\nsettings_from_budget = MAP\n'
+    body = ('[[problem]]\nname = "ct"\ndata = ["ellipses:1:3"]\noperator = "ct"\nviews = 8\n'
+            'validation = { data = ["ellipses:1:7"], slices = [0], seed = 1 }\n'
+            '[[sampler]]\nname = "dds"\ngrid = { gamma = [1.0, 10.0] }\nextend = 0\n')
+    path = tmp_path / "c.toml"
+    runs = []
+
+    def fake_evaluate(problem, name, nfe, settings, particles, seed, prior, *args, **kwargs):
+        runs.append((nfe, settings["gamma"]))
+        return {"metrics": {"PSNR": -abs(math.log(settings["gamma"] / 10.0))}}, None
+
+    monkeypatch.setattr(cells, "evaluate", fake_evaluate)
+    path.write_text(head.replace("MAP", "{ 8 = 4 }") + body)
+    config = load_config(path).restricted(budgets=(8,))
+    chosen = tune_all(config, tmp_path / "out", log=lambda *_: None)
+    assert chosen == {("ct", "dds", 8): {"gamma": 10.0}} and runs == [(4, 1.0), (4, 10.0)]
+    assert [c.sampler_settings["gamma"] for c in config.cells(chosen) if c.nfe == 8] == [10.0]
+    (tmp_path / "out" / "results.md").write_text("report\n")
+    (tmp_path / "out" / "results.csv").write_text("problem\n")
+    page = (publish(tmp_path / "out", tmp_path / "page", config, "invdiff benchmark c.toml", 1)).read_text()
+    assert "The 8-evaluation cells ran at the settings chosen at 4 (`settings_from_budget`)" in page
+    for mapping, message in (("{ 8 = 2 }", r"budgets \[2\]"), ("{ 16 = 4 }", r"budgets \[16\]"),
+                             ("{ 8 = 4, 4 = 8 }", "not searched itself"), ("{ 8 = 8 }", "not searched itself"),
+                             ("{ 8 = 4.0 }", "integers"), ("[8, 4]", "must be a table")):
+        path.write_text(head.replace("MAP", mapping) + body)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+    path.write_text(head.replace("MAP", "{ 8 = 4 }").replace("tune = true", "tune = false") + body)
+    with pytest.raises(ConfigError, match="needs tune = true"):
+        load_config(path)

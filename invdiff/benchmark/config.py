@@ -9,6 +9,8 @@ their product (data belong to a problem)::
     nfe = [50, 100]            # network-evaluation budgets (steps)
     particles = 1              # default particles per item
     tune = false               # true: tune each sampler on the problem's validation data, then test
+    settings_from_budget = { 500 = 100 }   # tune = true: budget 500 takes the settings chosen at 100
+                                           # (a grid too costly to search at 500); reports say so
 
     [[problem]]
     name = "ct-30"
@@ -196,8 +198,14 @@ class BenchmarkConfig:
     samplers: tuple[SamplerConfig, ...]
     gpus_per_task: float = 0.0
     tune: bool = False
+    settings_from_budget: dict[int, int] = field(default_factory=dict)
     only_budgets: tuple[int, ...] | None = None
     only_problems: tuple[str, ...] | None = None
+
+    def tuning_budget(self, nfe: int) -> int:
+        """The budget whose validation search chooses the settings of budget ``nfe`` (itself unless
+        ``settings_from_budget`` carries another's choice to it)."""
+        return self.settings_from_budget.get(nfe, nfe)
 
     def budgets(self, sampler: SamplerConfig) -> tuple[int, ...]:
         """The budgets ``sampler`` runs at (0 for the classical baselines), within ``only_budgets`` if set."""
@@ -449,8 +457,35 @@ def load_config(path: str | Path) -> BenchmarkConfig:
         if untunable:
             raise ConfigError(f"{path}: tune = true needs validation data for every problem; {untunable} have none "
                               "(add validation = {...}, or use kind = \"task\")")
+    nfe = _ints(path, "benchmark.nfe", head.get("nfe", [100]), 1)
+    carried = _settings_from_budget(path, head.get("settings_from_budget", {}), tune,
+                                    set(nfe) | {n for s in samplers for n in (s.nfe or ())})
     return BenchmarkConfig(name=head.get("name", path.stem), path=path,
-                           seeds=_ints(path, "benchmark.seeds", head.get("seeds", [0]), 0),
-                           nfe=_ints(path, "benchmark.nfe", head.get("nfe", [100]), 1),
+                           seeds=_ints(path, "benchmark.seeds", head.get("seeds", [0]), 0), nfe=nfe,
                            problems=problems, samplers=samplers,
-                           gpus_per_task=float(head.get("gpus_per_task", 0.0)), tune=tune)
+                           gpus_per_task=float(head.get("gpus_per_task", 0.0)), tune=tune,
+                           settings_from_budget=carried)
+
+
+def _settings_from_budget(path: Path, raw: Any, tune: bool, budgets: set[int]) -> dict[int, int]:
+    """``benchmark.settings_from_budget``: ``{budget: budget whose choice it takes}``, both of the config's
+    budgets, the source searched itself (no chains); only with ``tune = true``."""
+    key = "benchmark.settings_from_budget"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {key} must be a table {{budget = budget}}, got {raw!r}")
+    if raw and not tune:
+        raise ConfigError(f"{path}: {key} carries settings chosen on validation; it needs tune = true")
+    out = {}
+    for target, source in raw.items():
+        if not (str(target).isdigit() and isinstance(source, int) and not isinstance(source, bool)):
+            raise ConfigError(f"{path}: {key}: {target} = {source!r} must map a budget to a budget (integers)")
+        out[int(target)] = source
+    unknown = sorted({n for pair in out.items() for n in pair} - budgets)
+    if unknown:
+        raise ConfigError(f"{path}: {key} names budgets {unknown} the configuration does not run "
+                          f"(it has {sorted(budgets)})")
+    chained = sorted(n for n, source in out.items() if source in out or source == n)
+    if chained:
+        raise ConfigError(f"{path}: {key}: budgets {chained} take settings from a budget that is not searched "
+                          "itself; name the searched budget")
+    return out

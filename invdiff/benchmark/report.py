@@ -316,6 +316,12 @@ def publish(out: str | Path, dest: str | Path, config, command: str, total_cells
     if config.tune:
         header += ["Each sampler's settings were chosen on the problems' validation data and the test problems were "
                    "run once with them (the table at the end).", ""]
+        carried = {n: m for n, m in config.settings_from_budget.items()
+                   if config.only_budgets is None or n in config.only_budgets}
+        if carried:
+            header += ["; ".join(f"The {n}-evaluation cells ran at the settings chosen at {m}" for n, m in
+                                 sorted(carried.items())) + " (`settings_from_budget`): those grids were not searched "
+                       "at the larger budget, so its settings may be short of its best.", ""]
     figures = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
     links = [f"![{p.stem}](figures/{p.name})" for p in figures]
     atomic_write_text(dest / "README.md", "\n".join(header) + report + ("\n## Figures\n\n" + "\n\n".join(links) + "\n"

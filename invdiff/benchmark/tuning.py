@@ -113,12 +113,15 @@ def tune(config: BenchmarkConfig, problem: ProblemConfig, sampler: SamplerConfig
 
 def tune_all(config: BenchmarkConfig, out: str | Path, device: str = "cpu",
              log: Callable[[str], None] = print) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """:func:`tune` for every (problem, sampler, budget) of ``config``: ``{(problem, label, nfe): settings}``."""
+    """:func:`tune` for every (problem, sampler, budget) of ``config``: ``{(problem, label, nfe): settings}``.
+    A budget of ``settings_from_budget`` takes the choice of its source budget (searched here if it was not)."""
     chosen = {}
     for problem, sampler in config.pairs():
         for nfe in config.budgets(sampler):
-            values = tune(config, problem, sampler, nfe, out, device, log=log)
+            source = config.tuning_budget(nfe)
+            values = tune(config, problem, sampler, source, out, device, log=log)
             if values:
                 chosen[(problem.name, sampler.label, nfe)] = values
-                log(f"{problem.name} {sampler.label} at {nfe} NFE: chose {values}")
+                carried = f" (the choice at {source} NFE)" if source != nfe else ""
+                log(f"{problem.name} {sampler.label} at {nfe} NFE: chose {values}{carried}")
     return chosen
