@@ -97,6 +97,10 @@ def add_parser(sub) -> None:
                    help="keep the ESPIRiT coil maps this many pixels beyond their thresholded support (default 0): "
                         "recovers faint anatomy at the object's edge that the threshold cuts; the JSON reports the "
                         "support and the target's energy outside it")
+    m.add_argument("--calib-rows", type=nonnegative_int, default=0, metavar="ROWS",
+                   help="calibrate ESPIRiT on the centre columns over ROWS readout rows (the readout is fully "
+                        "sampled) instead of a square of the centre's width (default 0: the square); at 8x a "
+                        "square of 10 lines is a coarse calibration (docs/guide/reconstruct.md)")
     m.add_argument("--snr-db", type=finite_float, default=30.0, help="simulated MRI k-space SNR in dB (default 30)")
     m.add_argument("--size", type=positive_int, default=128,
                    help="image volumes (NIfTI, DICOM, anatomy, phantoms): resample slices to SIZE x SIZE (default 128, "
@@ -180,6 +184,7 @@ def run_job(args: argparse.Namespace):
                        center_fraction=args.center_fraction, views=args.views, geometry=args.geometry,
                        angle_range=args.angle_range, noise_sigma=args.noise_sigma, blur_std=args.blur_std,
                        box=args.box, snr_db=args.snr_db, seed=args.seed, support_margin=args.support_margin,
+                       calib_rows=args.calib_rows,
                        size=args.size, acquisition=args.acquisition)
     settings = ReconSettings(sampler=args.sampler, nfe=args.steps, particles=args.particles, seed=args.seed,
                              overrides=parse_overrides(args.set), prior=args.prior, slices=args.slices,

@@ -4,7 +4,9 @@
 :class:`~invdiff.measurement.Measurement` a prior-based sampler can solve:
 
 * the mask: the file's own, or a fastMRI ``MaskFunc`` with fastMRI's per-file seed;
-* coil maps: ESPIRiT from the auto-calibration (centre) lines of the masked data only (at least 8);
+* coil maps: ESPIRiT from the auto-calibration (centre) lines of the masked data only (at least 8): a
+  square block of them (at most 24 wide), or with ``calib_rows`` the centre columns over that many
+  readout rows (the readout is fully sampled; :mod:`invdiff.operators.espirit`);
 * the operator: :class:`~invdiff.operators.MultiCoilMRI` on the k-space grid, with the unknown the
   ``recon_size`` image (fastMRI's readout oversampling is cropped, not reconstructed);
 * the noise level: estimated from the measured data (:func:`estimate_noise_std`; within 1 % on the demo scan);
@@ -104,10 +106,12 @@ def scaled_measurement(file: FastMRIFile, op: MultiCoilMRI, y: Tensor, kspace: T
 
 
 def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int] | None = None,
-                    calib_width: int | None = None, name: str | None = None, support_margin: int = 0) -> Problem:
+                    calib_width: int | None = None, name: str | None = None, support_margin: int = 0,
+                    calib_rows: int = 0) -> Problem:
     """The problem for ``slices`` (default: all) of a multi-coil ``file`` (module docstring).
 
-    ``support_margin`` keeps the coil maps that many pixels beyond ESPIRiT's thresholded support
+    ``calib_rows`` > 0 calibrates ESPIRiT on the centre columns (at most 24) over that many readout rows
+    (at most the readout's length) instead of a square. ``support_margin`` keeps the coil maps that many pixels beyond ESPIRiT's thresholded support
     (:func:`~invdiff.operators.espirit_maps`); ``info["support"]`` records the support's fraction of the
     image and, with a target, the target's energy outside it (anatomy and RSS noise floor together).
 
@@ -126,8 +130,13 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
     if calib < 8:
         raise ValueError(f"{file.path}: {num_low} centre columns are too few to estimate ESPIRiT coil maps "
                          "(at least 8 are needed); use a larger centre fraction")
-    maps = espirit_maps(kspace, calib_width=calib, kernel_width=min(6, calib // 2), margin=support_margin
-                        ).to(torch.complex64)
+    kernel = min(6, calib // 2)
+    block = (min(calib_rows, kspace.shape[-2]), calib) if calib_rows else calib
+    if calib_rows and block[0] < 2 * kernel:
+        raise ValueError(f"{file.path}: calib_rows {calib_rows} is below ESPIRiT's minimum of {2 * kernel} rows "
+                         f"(twice the kernel width {kernel})")
+    maps = espirit_maps(kspace, calib_width=block, kernel_width=(kernel, kernel) if calib_rows else kernel,
+                        margin=support_margin).to(torch.complex64)
     h, w = file.recon_size
     op = MultiCoilMRI(mask.to(torch.float32), maps, image_size=(h, w))
     y = from_complex(kspace)
@@ -145,6 +154,7 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
             (mask_func.mask_type if mask_func is not None else None), "acceleration": float(acc),
             "center_lines": int(num_low), "sampled_columns": int(mask.sum()), "columns": int(mask.numel()),
             "coils": int(file.num_coils), "noise_std_estimate": float(sigma), "scale": scale,
+            "espirit_calibration": list(block) if calib_rows else [calib, calib],
             "support": {"espirit_crop": 0.95, "margin_px": int(support_margin),
                         "fraction": round(float(support.float().mean()), 4)}}
     if target is not None:  # the RSS noise floor counts too: an upper bound on anatomy cut

@@ -129,7 +129,8 @@ def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key:
             problem = cartesian_3d_problem(file, spec.acceleration, spec.center_fraction, slices, seed=spec.seed,
                                            name=name, support_margin=spec.support_margin)
         elif file.multicoil:
-            problem = fastmri_problem(file, mask_func, slices=slices, name=name, support_margin=spec.support_margin)
+            problem = fastmri_problem(file, mask_func, slices=slices, name=name, support_margin=spec.support_margin,
+                                      calib_rows=spec.calib_rows)
         else:
             problem = singlecoil_problem(file, mask_func, slices=slices, name=name)
         return dataclasses.replace(problem, pixel_mm=pixel, prior=prior)

@@ -55,6 +55,7 @@ class ProblemSpec:
     size: int = 128
     seed: int = 0
     support_margin: int = 0
+    calib_rows: int = 0
     acquisition: Literal["2d", "3d"] = "2d"
 
     def __post_init__(self):
@@ -81,6 +82,7 @@ class ProblemSpec:
         _integer("size", self.size, 8, 4096)
         _integer("seed", self.seed, 0, 2**62)
         _integer("support_margin", self.support_margin, 0, 64)
+        _integer("calib_rows", self.calib_rows, 0, 4096)
         if self.acquisition not in ("2d", "3d"):
             raise ValueError(f"acquisition (--acquisition) must be '2d' or '3d', got {self.acquisition!r}")
         if self.acquisition == "3d" and self.operator not in ("auto", "mri"):
