@@ -142,3 +142,27 @@ def test_a_budget_can_take_the_settings_chosen_at_another(tmp_path, monkeypatch)
     path.write_text(head.replace("MAP", "{ 8 = 4 }").replace("tune = true", "tune = false") + body)
     with pytest.raises(ConfigError, match="needs tune = true"):
         load_config(path)
+
+
+def test_a_task_can_estimate_its_coil_maps_another_way(tmp_path):
+    """`calib_rows` on an MRI task changes how its coil maps are estimated, for test and validation alike,
+    and is part of the cells' keys; on a task without coil maps, or out of range, it is refused."""
+    from invdiff.benchmark.cells import load_problem
+    from invdiff.benchmark.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    text = ('[benchmark]\nname = "t"\nnfe = [4]\n[[problem]]\nname = "p"\nkind = "task"\ntask = "TASK"\nEXTRA\n'
+            '[[sampler]]\nname = "cg"\n')
+    path.write_text(text.replace("TASK", "mri-8x").replace("EXTRA", "calib_rows = 48"))
+    config = load_config(path)
+    problem = load_problem(config.problems[0], "test", tmp_path / "out")
+    assert problem.info["espirit_calibration"] == [48, 10]
+    path.write_text(text.replace("TASK", "mri-8x").replace("EXTRA", ""))
+    plain = load_config(path)
+    assert plain.cells()[0].key != config.cells()[0].key
+    assert load_problem(plain.problems[0], "test", tmp_path / "out").info["espirit_calibration"] == [10, 10]
+    for task, extra, message in (("ct-30", "calib_rows = 48", "not MRI"), ("mri-8x", "calib_rows = -1", "calib_rows"),
+                                 ("mri-8x", "acceleration = 4", "operator choices")):
+        path.write_text(text.replace("TASK", task).replace("EXTRA", extra))
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)

@@ -70,8 +70,8 @@ def _image_problem(data: str, spec_items: tuple, slices: tuple[int, ...] | None,
 
 
 @lru_cache(maxsize=8)
-def _task_problem(task: str, split: str, workdir: str) -> Problem:
-    return image_task(task, split, Path(workdir))
+def _task_problem(task: str, split: str, workdir: str, overrides: tuple = ()) -> Problem:
+    return image_task(task, split, Path(workdir), **dict(overrides))
 
 
 @lru_cache(maxsize=16)
@@ -87,7 +87,8 @@ def load_problem(problem: ProblemConfig, data: str, out: str | Path, split: str 
         seed = problem.validation["instance_seed"] if split == "validation" else s["instance_seed"]
         return _gmm_problem(int(s["dim"]), int(s["observations"]), float(s["noise_sigma"]), int(seed))
     if problem.kind == "task":
-        return _task_problem(s["task"], split, str(out / "simulated"))
+        return _task_problem(s["task"], split, str(out / "simulated"),
+                             tuple(sorted((k, v) for k, v in s.items() if k != "task")))
     slices = problem.slices
     if split in ("validation", "calibration"):
         v = problem.validation if split == "validation" else problem.calibration

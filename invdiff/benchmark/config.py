@@ -26,6 +26,7 @@ their product (data belong to a problem)::
     name = "mri-4x"            # scored, its validation problem tunes
     kind = "task"
     task = "mri-4x"
+    calib_rows = 48            # optional, MRI: how the coil maps are estimated (TASK_OVERRIDES), same data
 
     [[problem]]                # the Gaussian-mixture exact-posterior suite
     name = "gmm-d8-m1"
@@ -259,6 +260,8 @@ class BenchmarkConfig:
 
 _GMM_KEYS = {"dim", "observations", "noise_sigma", "instance_seed"}
 _SPEC_KEYS = {f.name for f in fields(ProblemSpec)}
+#: the ProblemSpec fields a task problem may change: how the operator is estimated from the same data
+TASK_OVERRIDES = ("calib_rows", "support_margin")
 
 
 def _ints(path: Path, key: str, value: Any, minimum: int) -> tuple[int, ...]:
@@ -345,10 +348,17 @@ def _problem(path: Path, i: int, raw: dict) -> ProblemConfig:
     if kind == "task":
         task = raw.pop("task", None)
         prior = raw.pop("prior", None)
+        overrides = {k: raw.pop(k) for k in TASK_OVERRIDES if k in raw}
         if task not in TASK_SPECS or raw:
-            raise ConfigError(f"{where} ({name}): a task problem takes task (one of {sorted(TASK_SPECS)}) and prior; "
-                              f"got task {task!r} and {sorted(raw)}")
-        return ProblemConfig(name, kind, ("test",), {"task": task}, prior=prior)
+            raise ConfigError(f"{where} ({name}): a task problem takes task (one of {sorted(TASK_SPECS)}), prior and "
+                              f"the operator choices {list(TASK_OVERRIDES)}; got task {task!r} and {sorted(raw)}")
+        if overrides and TASK_SPECS[task].operator != "mri":
+            raise ConfigError(f"{where} ({name}): {sorted(overrides)} are multi-coil MRI choices; task {task!r} is not MRI")
+        try:
+            replace(TASK_SPECS[task], **overrides)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where} ({name}): {err}") from None
+        return ProblemConfig(name, kind, ("test",), {"task": task, **overrides}, prior=prior)
     if kind != "image":
         raise ConfigError(f"{where} ({name}): kind must be 'image', 'task' or 'gmm', got {kind!r}")
     data = raw.pop("data", None)

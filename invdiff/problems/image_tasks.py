@@ -63,16 +63,18 @@ def mri_validation_file(folder: Path, slices: tuple[int, ...] = VALIDATION_SLICE
     return FastMRIFile.open(write_fastmri_file(folder / name, sim))
 
 
-def image_task(task: str, split: str, workdir: Path | None = None) -> Problem:
+def image_task(task: str, split: str, workdir: Path | None = None, **operator_choices) -> Problem:
     """Build ``task`` (module table) for ``split`` ``"validation"`` or ``"test"``.
 
     ``workdir`` holds the simulated MRI validation file (a temporary folder by default).
+    ``operator_choices``: :class:`ProblemSpec` fields that change how the operator is estimated from the
+    same data (``calib_rows``, ``support_margin``: the coil maps), for both splits alike.
     """
     if task not in TASK_SPECS:
         raise ValueError(f"unknown task {task!r}; choose from {IMAGE_TASKS}")
     if split not in ("validation", "test"):
         raise ValueError(f"split must be 'validation' or 'test', got {split!r}")
-    spec = TASK_SPECS[task]
+    spec = dataclasses.replace(TASK_SPECS[task], **operator_choices)
     if split == "test":
         if spec.operator == "mri":
             source = open_source("demo", spec)
