@@ -146,6 +146,11 @@ def test_singlecoil_zero_filled_is_fastmris_and_tv_improves_on_it(tmp_path):
 
     file = FastMRIFile.open(_singlecoil_file(tmp_path / "file_knee.h5"))
     assert not file.multicoil and file.target_key == "reconstruction_esc" and file.acquired_columns == (6, 70)
+    from invdiff.problems import ProblemSpec
+    from invdiff.problems.sources import fastmri_source
+
+    with pytest.raises(ValueError, match="file_knee.h5: --calib-rows calibrates coil maps; this file is single-coil"):
+        fastmri_source(file, ProblemSpec(calib_rows=48), "knee")
     full = singlecoil_problem(file, None)  # every acquired column: the zero-filled image is the ESC target
     torch.testing.assert_close(torch.from_numpy(full.baseline), torch.from_numpy(full.target), rtol=1e-5, atol=1e-6)
     masked = singlecoil_problem(file, MaskFunc("equispaced_fraction", (0.08,), (4,)), slices=[1])

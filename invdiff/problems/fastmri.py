@@ -111,8 +111,8 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
     """The problem for ``slices`` (default: all) of a multi-coil ``file`` (module docstring).
 
     ``calib_rows`` > 0 calibrates ESPIRiT on the centre columns (at most 24) over that many readout rows
-    (at most the readout's length) instead of a square. ``support_margin`` keeps the coil maps that many pixels beyond ESPIRiT's thresholded support
-    (:func:`~invdiff.operators.espirit_maps`); ``info["support"]`` records the support's fraction of the
+    (at most the readout's length) instead of a square. ``support_margin`` keeps the coil maps that many
+    pixels beyond ESPIRiT's thresholded support (:func:`~invdiff.operators.espirit_maps`); ``info["support"]`` records the support's fraction of the
     image and, with a target, the target's energy outside it (anatomy and RSS noise floor together).
 
     ``to_image`` maps ``(B, 2, h, w)`` complex images in problem units to ``(B, h, w)`` magnitudes in the

@@ -5,7 +5,8 @@ operator    measurement
 ==========  ==========================================================================================
 ``mri``     multi-coil Cartesian MRI: a fastMRI file's k-space under a fastMRI mask (``mask``,
             ``acceleration``, ``center_fraction``; the file's own mask for test files), or k-space
-            simulated from an image volume (``coils``, ``snr_db``, 2x readout oversampling). With
+            simulated from an image volume (``coils``, ``snr_db``, 2x readout oversampling); coil maps by
+            ESPIRiT on the centre's square, or its columns over ``calib_rows`` readout rows. With
             ``acquisition="3d"`` the slices' k-spaces are transformed along z and a Poisson-disc mask
             over ``(kz, ky)`` (``acceleration``, a centre block from ``center_fraction``) samples them:
             all slices are one problem (:mod:`invdiff.problems.mri3d`)
@@ -85,6 +86,9 @@ class ProblemSpec:
         _integer("calib_rows", self.calib_rows, 0, 4096)
         if self.acquisition not in ("2d", "3d"):
             raise ValueError(f"acquisition (--acquisition) must be '2d' or '3d', got {self.acquisition!r}")
+        if self.acquisition == "3d" and self.calib_rows:
+            raise ValueError("calib_rows (--calib-rows) shapes the 2-D acquisition's ESPIRiT block; a 3-D "
+                             "acquisition calibrates on its fully sampled (kz, ky) centre")
         if self.acquisition == "3d" and self.operator not in ("auto", "mri"):
             raise ValueError(f"acquisition '3d' is an MRI acquisition; operator {self.operator!r} has none")
 
