@@ -5,8 +5,11 @@ On the mri-8x task's *validation* slices (two ICBM152 slices, 8 birdcage coils, 
 with four sets of coil maps:
 
 * ``square``: today's default, ESPIRiT on the 10 x 10 centre block (kernel 5 x 5);
-* ``rows 48``: ESPIRiT on the 10 centre columns over 48 readout rows (``--calib-rows 48``), same kernel;
-* ``rows 48, square's support``: those maps, zeroed where the square's maps are (the same unknowns);
+* ``rows 48``: ESPIRiT on the 10 centre columns over 48 readout rows (``--calib-rows 48``), same kernel,
+  kept where the eigenvalue exceeds 0.95 as the square's are;
+* ``rows 48, crop 0.98``: the same, kept above 0.98 (``--espirit-crop 0.98``): the rectangle's eigenvalues
+  are sharper, and 0.98 keeps about the square's region (43 % of the image against 41 %, no object pixel
+  cut), where 0.95 keeps 51 %;
 * ``truth, square's support``: the simulation's coils, zeroed where the square's maps are (the oracle);
 
 and scored with CG-SENSE (10 / 20 / 40 / 80 iterations) and, at 50 network evaluations each, ΠGDM, PnP-DM
@@ -78,8 +81,9 @@ def main() -> None:
     truth = birdcage_maps(8, op.kspace_size, radius=1.5)  # the validation file's coils (image_tasks)
     support = op.coil_maps.abs().sum(1, keepdim=True) > 0
     rows = espirit_maps(kspace, calib_width=(args.rows, lines), kernel_width=(kernel, kernel))
+    tight = espirit_maps(kspace, calib_width=(args.rows, lines), kernel_width=(kernel, kernel), crop=0.98)
     variants = {"square (default)": problem, f"rows {args.rows}": with_maps(problem, rows),
-                f"rows {args.rows}, square's support": with_maps(problem, rows * support),
+                f"rows {args.rows}, crop 0.98": with_maps(problem, tight),
                 "truth, square's support": with_maps(problem, truth * support)}
     results = []
     for name, p in variants.items():

@@ -152,6 +152,7 @@ RECONSTRUCT = [
     ("--calib-rows 6", ["demo", "--calib-rows", "6"], 1, ["calib_rows 6", "minimum of 10 rows"]),
     ("--calib-rows, 3-D acquisition", ["demo", "--volume", "--acquisition", "3d", "--calib-rows", "48"], 1,
      ["calib_rows (--calib-rows)", "3-D acquisition"]),
+    ("--espirit-crop 1", ["demo", "--espirit-crop", "1"], 1, ["espirit_crop (--espirit-crop)", "(0, 1)"]),
     ("--views 0", ["shepp-logan", "--views", "0"], 2, ["argument --views: must be >= 1"]),
     ("--views 100000", ["shepp-logan", "--views", "100000"], 1, ["--views", "[1, 4096]"]),
     # 4000 views go matrix-free (the stored matrix's build would take 6 GiB): rays and one chunk, 37 MiB

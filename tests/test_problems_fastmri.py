@@ -149,7 +149,7 @@ def test_singlecoil_zero_filled_is_fastmris_and_tv_improves_on_it(tmp_path):
     from invdiff.problems import ProblemSpec
     from invdiff.problems.sources import fastmri_source
 
-    with pytest.raises(ValueError, match="file_knee.h5: --calib-rows calibrates coil maps; this file is single-coil"):
+    with pytest.raises(ValueError, match="file_knee.h5: --calib-rows and --espirit-crop shape coil maps; this file is single-coil"):
         fastmri_source(file, ProblemSpec(calib_rows=48), "knee")
     full = singlecoil_problem(file, None)  # every acquired column: the zero-filled image is the ESC target
     torch.testing.assert_close(torch.from_numpy(full.baseline), torch.from_numpy(full.target), rtol=1e-5, atol=1e-6)

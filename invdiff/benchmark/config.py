@@ -261,7 +261,7 @@ class BenchmarkConfig:
 _GMM_KEYS = {"dim", "observations", "noise_sigma", "instance_seed"}
 _SPEC_KEYS = {f.name for f in fields(ProblemSpec)}
 #: the ProblemSpec fields a task problem may change: how the operator is estimated from the same data
-TASK_OVERRIDES = ("calib_rows", "support_margin")
+TASK_OVERRIDES = ("calib_rows", "espirit_crop", "support_margin")
 
 
 def _ints(path: Path, key: str, value: Any, minimum: int) -> tuple[int, ...]:

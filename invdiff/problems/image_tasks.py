@@ -68,7 +68,7 @@ def image_task(task: str, split: str, workdir: Path | None = None, **operator_ch
 
     ``workdir`` holds the simulated MRI validation file (a temporary folder by default).
     ``operator_choices``: :class:`ProblemSpec` fields that change how the operator is estimated from the
-    same data (``calib_rows``, ``support_margin``: the coil maps), for both splits alike.
+    same data (``calib_rows``, ``espirit_crop``, ``support_margin``: the coil maps), for both splits alike.
     """
     if task not in TASK_SPECS:
         raise ValueError(f"unknown task {task!r}; choose from {IMAGE_TASKS}")

@@ -130,13 +130,13 @@ def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key:
                                            name=name, support_margin=spec.support_margin)
         elif file.multicoil:
             problem = fastmri_problem(file, mask_func, slices=slices, name=name, support_margin=spec.support_margin,
-                                      calib_rows=spec.calib_rows)
+                                      calib_rows=spec.calib_rows, espirit_crop=spec.espirit_crop)
         else:
             problem = singlecoil_problem(file, mask_func, slices=slices, name=name)
         return dataclasses.replace(problem, pixel_mm=pixel, prior=prior)
 
-    if spec.calib_rows and not file.multicoil:
-        raise ValueError(f"{file.path}: --calib-rows calibrates coil maps; this file is single-coil")
+    if (spec.calib_rows or spec.espirit_crop != 0.95) and not file.multicoil:
+        raise ValueError(f"{file.path}: --calib-rows and --espirit-crop shape coil maps; this file is single-coil")
     if spec.acquisition == "3d" and (not file.multicoil or file.mask is not None):
         raise ValueError(f"{file.path}: --acquisition 3d simulates a 3-D acquisition from fully sampled multi-coil "
                          "slices; this file is " + ("single-coil" if not file.multicoil else "undersampled (its own mask)"))

@@ -6,7 +6,8 @@ operator    measurement
 ``mri``     multi-coil Cartesian MRI: a fastMRI file's k-space under a fastMRI mask (``mask``,
             ``acceleration``, ``center_fraction``; the file's own mask for test files), or k-space
             simulated from an image volume (``coils``, ``snr_db``, 2x readout oversampling); coil maps by
-            ESPIRiT on the centre's square, or its columns over ``calib_rows`` readout rows. With
+            ESPIRiT on the centre's square, or its columns over ``calib_rows`` readout rows, kept where
+            ESPIRiT's eigenvalue exceeds ``espirit_crop``. With
             ``acquisition="3d"`` the slices' k-spaces are transformed along z and a Poisson-disc mask
             over ``(kz, ky)`` (``acceleration``, a centre block from ``center_fraction``) samples them:
             all slices are one problem (:mod:`invdiff.problems.mri3d`)
@@ -57,6 +58,7 @@ class ProblemSpec:
     seed: int = 0
     support_margin: int = 0
     calib_rows: int = 0
+    espirit_crop: float = 0.95
     acquisition: Literal["2d", "3d"] = "2d"
 
     def __post_init__(self):
@@ -84,11 +86,12 @@ class ProblemSpec:
         _integer("seed", self.seed, 0, 2**62)
         _integer("support_margin", self.support_margin, 0, 64)
         _integer("calib_rows", self.calib_rows, 0, 4096)
+        _number("espirit_crop", self.espirit_crop, 0.0, 1.0, low_open=True, high_open=True)
         if self.acquisition not in ("2d", "3d"):
             raise ValueError(f"acquisition (--acquisition) must be '2d' or '3d', got {self.acquisition!r}")
-        if self.acquisition == "3d" and self.calib_rows:
-            raise ValueError("calib_rows (--calib-rows) shapes the 2-D acquisition's ESPIRiT block; a 3-D "
-                             "acquisition calibrates on its fully sampled (kz, ky) centre")
+        if self.acquisition == "3d" and (self.calib_rows or self.espirit_crop != 0.95):
+            raise ValueError("calib_rows (--calib-rows) and espirit_crop (--espirit-crop) shape the 2-D "
+                             "acquisition's ESPIRiT maps; a 3-D acquisition calibrates on its (kz, ky) centre")
         if self.acquisition == "3d" and self.operator not in ("auto", "mri"):
             raise ValueError(f"acquisition '3d' is an MRI acquisition; operator {self.operator!r} has none")
 
