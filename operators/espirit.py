@@ -1,7 +1,7 @@
 """Coil sensitivity estimation by ESPIRiT (Uecker et al., MRM 2014).
 
-A square calibration region (``calib_width`` an integer) goes through sigpy's ``EspiritCalib``; a
-rectangular one (``calib_width = (rows, columns)``) through :func:`espirit_calibration`, the same
+A square calibration region and kernel go through sigpy's ``EspiritCalib``; a rectangular one
+(``calib_width = (rows, columns)``) through :func:`espirit_calibration`, the same
 algorithm (checked against sigpy on square regions) on any ``rows x columns`` block of the centre. The
 rectangle is what Cartesian data offer: the readout (rows) is fully sampled, only the phase-encode
 columns are undersampled, so at 8x a 10-column centre still gives a calibration block of many rows
@@ -64,12 +64,12 @@ def espirit_maps(kspace: Tensor, calib_width: int | tuple[int, int] = 24, thresh
         if not 2 * kernel[axis] <= calib[axis] <= size:
             raise ValueError(f"calib_width must lie in [{2 * kernel[axis]}, {size}] along axis {axis - 2} for "
                              f"kernel_width {kernel_width} and k-space {h}x{w}, got {calib_width}")
-    square = isinstance(calib_width, int) and isinstance(kernel_width, int)
+    square = calib[0] == calib[1] and kernel[0] == kernel[1]
     maps = []
     for item in ksp.detach().cpu().numpy().astype(np.complex128):
         if square:
-            app = sigpy.mri.app.EspiritCalib(item, calib_width=calib_width, thresh=threshold,
-                                             kernel_width=kernel_width, crop=0.0, max_iter=max_iter,
+            app = sigpy.mri.app.EspiritCalib(item, calib_width=calib[0], thresh=threshold,
+                                             kernel_width=kernel[0], crop=0.0, max_iter=max_iter,
                                              output_eigenvalue=True, show_pbar=False)
             vectors, eigenvalue = (torch.from_numpy(np.asarray(a)) for a in app.run())
         else:

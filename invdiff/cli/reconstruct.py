@@ -19,7 +19,7 @@ from invdiff.cli.options import (
     positive_int,
 )
 from invdiff.cli.settings import parse_overrides
-from invdiff.problems.spec import OPERATORS, ProblemSpec, resolve_operator
+from invdiff.problems.spec import DEFAULT_ESPIRIT_CROP, OPERATORS, ProblemSpec, resolve_operator
 
 EPILOG = """examples:
   invdiff reconstruct demo --out outputs/recon                       # the embedded scan, RED-Diff, 4x
@@ -101,7 +101,7 @@ def add_parser(sub) -> None:
                    help="calibrate ESPIRiT on the centre columns over ROWS readout rows (the readout is fully "
                         "sampled) instead of a square of the centre's width (default 0: the square); at 8x a "
                         "square of 10 lines is a coarse calibration (docs/guide/reconstruct.md)")
-    m.add_argument("--espirit-crop", type=finite_float, default=0.95, metavar="EIGENVALUE",
+    m.add_argument("--espirit-crop", type=finite_float, default=DEFAULT_ESPIRIT_CROP, metavar="EIGENVALUE",
                    help="keep the ESPIRiT maps where their eigenvalue exceeds this, in (0, 1) (default 0.95; with "
                         "--calib-rows the eigenvalues are sharper: 0.98 keeps the same region on the 8x tasks)")
     m.add_argument("--snr-db", type=finite_float, default=30.0, help="simulated MRI k-space SNR in dB (default 30)")

@@ -38,6 +38,7 @@ from invdiff.linalg import conjugate_gradient
 from invdiff.measurement import Measurement
 from invdiff.operators import MaskFunc, MultiCoilMRI, espirit_maps, from_complex, ifft2c
 from invdiff.problems.base import Problem
+from invdiff.problems.spec import DEFAULT_ESPIRIT_CROP
 
 __all__ = ["cg_sense", "estimate_noise_std", "fastmri_problem", "scaled_measurement", "singlecoil_problem"]
 
@@ -107,15 +108,16 @@ def scaled_measurement(file: FastMRIFile, op: MultiCoilMRI, y: Tensor, kspace: T
 
 def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[int] | None = None,
                     calib_width: int | None = None, name: str | None = None, support_margin: int = 0,
-                    calib_rows: int = 0, espirit_crop: float = 0.95) -> Problem:
+                    calib_rows: int = 0, espirit_crop: float = DEFAULT_ESPIRIT_CROP) -> Problem:
     """The problem for ``slices`` (default: all) of a multi-coil ``file`` (module docstring).
 
     ``calib_rows`` > 0 calibrates ESPIRiT on the centre columns (at most 24) over that many readout rows
     (at most the readout's length) instead of a square; the maps are kept where ESPIRiT's eigenvalue
     exceeds ``espirit_crop`` (a better calibrated block has sharper eigenvalues: 0.98 on the 8x validation
     slices keeps as much as 0.95 does for the square). ``support_margin`` keeps the coil maps that many
-    pixels beyond ESPIRiT's thresholded support (:func:`~invdiff.operators.espirit_maps`); ``info["support"]`` records the support's fraction of the
-    image and, with a target, the target's energy outside it (anatomy and RSS noise floor together).
+    pixels beyond ESPIRiT's thresholded support (:func:`~invdiff.operators.espirit_maps`);
+    ``info["support"]`` records the support's fraction of the image and, with a target, the target's energy
+    outside it (anatomy and RSS noise floor together).
 
     ``to_image`` maps ``(B, 2, h, w)`` complex images in problem units to ``(B, h, w)`` magnitudes in the
     file's units, zero outside the coil maps' support: there ``A`` sees nothing, so the image is not
@@ -133,12 +135,12 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
         raise ValueError(f"{file.path}: {num_low} centre columns are too few to estimate ESPIRiT coil maps "
                          "(at least 8 are needed); use a larger centre fraction")
     kernel = min(6, calib // 2)
-    block = (min(calib_rows, kspace.shape[-2]), calib) if calib_rows else calib
-    if calib_rows and block[0] < 2 * kernel:
+    block = (min(calib_rows, kspace.shape[-2]), calib) if calib_rows else (calib, calib)
+    if block[0] < 2 * kernel:
         raise ValueError(f"{file.path}: calib_rows {calib_rows} is below ESPIRiT's minimum of {2 * kernel} rows "
                          f"(twice the kernel width {kernel})")
-    maps = espirit_maps(kspace, calib_width=block, kernel_width=(kernel, kernel) if calib_rows else kernel,
-                        crop=espirit_crop, margin=support_margin).to(torch.complex64)
+    maps = espirit_maps(kspace, calib_width=block, kernel_width=kernel, crop=espirit_crop,
+                        margin=support_margin).to(torch.complex64)
     h, w = file.recon_size
     op = MultiCoilMRI(mask.to(torch.float32), maps, image_size=(h, w))
     y = from_complex(kspace)
@@ -156,7 +158,7 @@ def fastmri_problem(file: FastMRIFile, mask_func: MaskFunc | None, slices: list[
             (mask_func.mask_type if mask_func is not None else None), "acceleration": float(acc),
             "center_lines": int(num_low), "sampled_columns": int(mask.sum()), "columns": int(mask.numel()),
             "coils": int(file.num_coils), "noise_std_estimate": float(sigma), "scale": scale,
-            "espirit_calibration": list(block) if calib_rows else [calib, calib],
+            "espirit_calibration": list(block),
             "support": {"espirit_crop": espirit_crop, "margin_px": int(support_margin),
                         "fraction": round(float(support.float().mean()), 4)}}
     if target is not None:  # the RSS noise floor counts too: an upper bound on anatomy cut

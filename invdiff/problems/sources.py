@@ -135,7 +135,7 @@ def fastmri_source(file: FastMRIFile, spec: ProblemSpec, name: str, content_key:
             problem = singlecoil_problem(file, mask_func, slices=slices, name=name)
         return dataclasses.replace(problem, pixel_mm=pixel, prior=prior)
 
-    if (spec.calib_rows or spec.espirit_crop != 0.95) and not file.multicoil:
+    if spec.shapes_coil_maps and not file.multicoil:
         raise ValueError(f"{file.path}: --calib-rows and --espirit-crop shape coil maps; this file is single-coil")
     if spec.acquisition == "3d" and (not file.multicoil or file.mask is not None):
         raise ValueError(f"{file.path}: --acquisition 3d simulates a 3-D acquisition from fully sampled multi-coil "

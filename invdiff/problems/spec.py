@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FAMILY", "OPERATORS", "PRIOR", "ProblemSpec", "resolve_operator"]
+__all__ = ["DEFAULT_ESPIRIT_CROP", "FAMILY", "OPERATORS", "PRIOR", "ProblemSpec", "resolve_operator"]
 
 Operator = Literal["auto", "mri", "ct", "blur", "inpaint"]
 OPERATORS = ("auto", "mri", "ct", "blur", "inpaint")
@@ -36,6 +36,10 @@ OPERATORS = ("auto", "mri", "ct", "blur", "inpaint")
 FAMILY = {"mri": "mri", "ct": "ct", "blur": "image", "inpaint": "image"}
 #: operator -> the shipped prior it is solved with by default
 PRIOR = {"mri": "mri_brain_128", "ct": "ct_128", "blur": "mri_brain_128", "inpaint": "mri_brain_128"}
+
+
+#: ESPIRiT's eigenvalue threshold for the coil maps' support unless ``espirit_crop`` says otherwise
+DEFAULT_ESPIRIT_CROP = 0.95
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class ProblemSpec:
     seed: int = 0
     support_margin: int = 0
     calib_rows: int = 0
-    espirit_crop: float = 0.95
+    espirit_crop: float = DEFAULT_ESPIRIT_CROP
     acquisition: Literal["2d", "3d"] = "2d"
 
     def __post_init__(self):
@@ -89,12 +93,17 @@ class ProblemSpec:
         _number("espirit_crop", self.espirit_crop, 0.0, 1.0, low_open=True, high_open=True)
         if self.acquisition not in ("2d", "3d"):
             raise ValueError(f"acquisition (--acquisition) must be '2d' or '3d', got {self.acquisition!r}")
-        if self.acquisition == "3d" and (self.calib_rows or self.espirit_crop != 0.95):
+        if self.acquisition == "3d" and self.shapes_coil_maps:
             raise ValueError("calib_rows (--calib-rows) and espirit_crop (--espirit-crop) shape the 2-D "
                              "acquisition's ESPIRiT maps; a 3-D acquisition calibrates on its (kz, ky) centre")
         if self.acquisition == "3d" and self.operator not in ("auto", "mri"):
             raise ValueError(f"acquisition '3d' is an MRI acquisition; operator {self.operator!r} has none")
 
+
+    @property
+    def shapes_coil_maps(self) -> bool:
+        """Whether the spec asks for ESPIRiT maps other than the default (``calib_rows``, ``espirit_crop``)."""
+        return bool(self.calib_rows) or self.espirit_crop != DEFAULT_ESPIRIT_CROP
 
 #: the masks of :class:`~operators.MaskFunc` a spec may name
 MASKS = ("equispaced_fraction", "equispaced", "random")
